@@ -1,0 +1,12 @@
+//! gilscope: reads a running CPython from outside and tells whether the GIL is what slows
+//! it down. The pipeline, one module per stage:
+//! attach ([`target`], [`python::attach`]) -> read ([`python`]) -> classify ([`classify`])
+//! -> report ([`output`]).
+
+pub mod classify;
+pub mod cli;
+pub mod error;
+pub mod mem;
+pub mod output;
+pub mod python;
+pub mod target;

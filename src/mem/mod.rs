@@ -1,0 +1,104 @@
+//! Reading another process's memory. Everything above this module sees only
+//! [`RemoteMemory`], so a recorded or synthetic [`MemoryImage`] can stand in for a live
+//! process in tests.
+
+mod image;
+mod live;
+
+pub use image::{MemoryImage, RecordingMemory};
+pub use live::LiveMemory;
+
+/// Why a read failed. `Fault` is what a torn or hostile structure produces; the others
+/// end the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    #[error("address {addr:#x} is not readable")]
+    Fault { addr: u64 },
+    #[error("the process is gone")]
+    ProcessGone,
+    #[error("permission denied")]
+    PermissionDenied,
+}
+
+/// A source of another process's memory.
+pub trait RemoteMemory {
+    /// Fills `buf` from the bytes at `addr`, or fails without a partial result.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+}
+
+impl<T: RemoteMemory + ?Sized> RemoteMemory for &T {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(addr, buf)
+    }
+}
+
+/// Typed reads on top of [`RemoteMemory`]; all values are little-endian (x86-64, aarch64).
+pub trait MemoryExt: RemoteMemory {
+    fn read_array<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemError> {
+        let mut buf = [0u8; N];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+    fn read_u8(&self, addr: u64) -> Result<u8, MemError> {
+        Ok(self.read_array::<1>(addr)?[0])
+    }
+    fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
+        Ok(u32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_i32(&self, addr: u64) -> Result<i32, MemError> {
+        Ok(i32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        Ok(u64::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_i64(&self, addr: u64) -> Result<i64, MemError> {
+        Ok(i64::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        let mut buf = vec![0u8; len];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+impl<T: RemoteMemory + ?Sized> MemoryExt for T {}
+
+/// Little-endian field access into a buffer read in one go. Out-of-range offsets read as
+/// a fault at `base + offset`, so a bad layout can never panic.
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    pub base: u64,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(base: u64, bytes: &'a [u8]) -> Self {
+        Fields { base, bytes }
+    }
+    fn slice<const N: usize>(&self, offset: u64) -> Result<[u8; N], MemError> {
+        let start = usize::try_from(offset).map_err(|_| self.fault(offset))?;
+        let end = start.checked_add(N).ok_or_else(|| self.fault(offset))?;
+        self.bytes
+            .get(start..end)
+            .map(|s| s.try_into().expect("slice length is N"))
+            .ok_or_else(|| self.fault(offset))
+    }
+    fn fault(&self, offset: u64) -> MemError {
+        MemError::Fault { addr: self.base.wrapping_add(offset) }
+    }
+    pub fn u8(&self, offset: u64) -> Result<u8, MemError> {
+        Ok(self.slice::<1>(offset)?[0])
+    }
+    pub fn i32(&self, offset: u64) -> Result<i32, MemError> {
+        Ok(i32::from_le_bytes(self.slice(offset)?))
+    }
+    pub fn u32(&self, offset: u64) -> Result<u32, MemError> {
+        Ok(u32::from_le_bytes(self.slice(offset)?))
+    }
+    pub fn u64(&self, offset: u64) -> Result<u64, MemError> {
+        Ok(u64::from_le_bytes(self.slice(offset)?))
+    }
+    pub fn i64(&self, offset: u64) -> Result<i64, MemError> {
+        Ok(i64::from_le_bytes(self.slice(offset)?))
+    }
+}

@@ -1,0 +1,120 @@
+//! CPython versions: parsing, and which ones gilscope reads.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+    pub patch: u8,
+}
+
+pub const SUPPORTED: &str = "3.8 to 3.14 (with or without the GIL)";
+pub const OLDEST_MINOR: u8 = 8;
+pub const NEWEST_MINOR: u8 = 14;
+
+impl Version {
+    pub const fn new(major: u8, minor: u8, patch: u8) -> Self {
+        Version { major, minor, patch }
+    }
+
+    /// From a `PY_VERSION_HEX`-shaped number (`Py_Version`, `_Py_DebugOffsets.version`).
+    pub fn from_hex(hex: u64) -> Self {
+        Version::new((hex >> 24) as u8, (hex >> 16) as u8, (hex >> 8) as u8)
+    }
+
+    /// Parses "3.11.7", "3.12.0rc1", "3.13.0+" (anything after the patch digits is ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch_text = parts.next()?;
+        let digits: String = patch_text.chars().take_while(char::is_ascii_digit).collect();
+        Some(Version::new(major, minor, digits.parse().ok()?))
+    }
+
+    pub fn is_supported(&self) -> bool {
+        self.major == 3 && (OLDEST_MINOR..=NEWEST_MINOR).contains(&self.minor)
+    }
+
+    pub fn at_least(&self, minor: u8) -> bool {
+        self.major == 3 && self.minor >= minor
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Finds a `PY_VERSION` string ("3.9.18", "3.10.0rc2") among the NUL-terminated strings of a
+/// binary's read-only data, preferring one whose minor version is `expected_minor`.
+pub fn find_version_string(rodata: &[u8], expected_minor: Option<u8>) -> Option<Version> {
+    let mut found = Vec::new();
+    for candidate in rodata.split(|b| *b == 0) {
+        if candidate.len() < 5 || candidate.len() > 12 || !candidate.starts_with(b"3.") {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(candidate) else { continue };
+        if !looks_like_py_version(text) {
+            continue;
+        }
+        if let Some(v) = Version::parse(text) {
+            found.push(v);
+        }
+    }
+    match expected_minor {
+        Some(minor) => found.into_iter().find(|v| v.minor == minor),
+        None => found.into_iter().next(),
+    }
+}
+
+/// "3.X.Y" optionally followed by a release tag (a1, b2, rc1) and/or "+", nothing else.
+fn looks_like_py_version(text: &str) -> bool {
+    let rest = text.trim_end_matches('+');
+    let core_len = rest.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    let (core, tag) = rest.split_at(core_len);
+    let numbers: Vec<&str> = core.split('.').collect();
+    let tag_ok = tag.is_empty()
+        || ["a", "b", "rc"]
+            .iter()
+            .any(|t| tag.strip_prefix(t).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())));
+    numbers.len() == 3 && numbers.iter().all(|n| !n.is_empty() && n.len() <= 2 && n.chars().all(|c| c.is_ascii_digit())) && tag_ok
+}
+
+/// The minor version in a file name like "libpython3.9.so.1.0" or "python3.12".
+pub fn minor_from_file_name(name: &str) -> Option<u8> {
+    let at = name.find("python3.")? + "python3.".len();
+    let digits: String = name[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions_and_hex() {
+        assert_eq!(Version::parse("3.11.7"), Some(Version::new(3, 11, 7)));
+        assert_eq!(Version::parse("3.12.0rc1"), Some(Version::new(3, 12, 0)));
+        assert_eq!(Version::from_hex(0x030d00f0), Version::new(3, 13, 0));
+        assert!(Version::new(3, 14, 0).is_supported());
+        assert!(!Version::new(3, 7, 16).is_supported());
+    }
+
+    #[test]
+    fn finds_the_version_string_in_rodata() {
+        let rodata = b"\0hello\03.2.1.0\0%s (%s)\03.9.18\03.10.0rc2\0";
+        assert_eq!(find_version_string(rodata, Some(9)), Some(Version::new(3, 9, 18)));
+        assert_eq!(find_version_string(rodata, Some(10)), Some(Version::new(3, 10, 0)));
+        assert_eq!(find_version_string(rodata, Some(8)), None);
+    }
+
+    #[test]
+    fn minor_from_names() {
+        assert_eq!(minor_from_file_name("libpython3.9.so.1.0"), Some(9));
+        assert_eq!(minor_from_file_name("python3.12"), Some(12));
+        assert_eq!(minor_from_file_name("bash"), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! What the scheduler says a thread is doing: running, or blocked in which syscall with
+//! which arguments (/proc/PID/task/TID/syscall), or stopped (/proc/PID/task/TID/stat).
+//! The files stay open between samples and are re-read with pread, which costs a few µs.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// One thread's kernel-side state at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelState {
+    /// On a CPU or runnable.
+    Running,
+    /// Blocked inside a syscall.
+    Syscall { nr: i64, args: [u64; 6] },
+    /// Stopped by a signal or a tracer.
+    Stopped,
+    /// Sleeping outside any syscall (rare: page fault, ptrace-stop).
+    Blocked,
+    /// The thread has exited.
+    Gone,
+}
+
+impl KernelState {
+    /// Parses /proc/PID/task/TID/syscall; `None` for text in no known shape.
+    pub fn parse_syscall_file(text: &str) -> Option<KernelState> {
+        let text = text.trim();
+        if text == "running" {
+            return Some(KernelState::Running);
+        }
+        let mut words = text.split_whitespace();
+        let nr: i64 = words.next()?.parse().ok()?;
+        if nr < 0 {
+            return Some(KernelState::Blocked);
+        }
+        let mut args = [0u64; 6];
+        for arg in &mut args {
+            *arg = parse_hex(words.next()?)?;
+        }
+        Some(KernelState::Syscall { nr, args })
+    }
+}
+
+fn parse_hex(word: &str) -> Option<u64> {
+    u64::from_str_radix(word.strip_prefix("0x")?, 16).ok()
+}
+
+/// The state letter of /proc/PID/task/TID/stat (R, S, D, T, t, Z, ...).
+pub fn parse_stat_state(text: &str) -> Option<char> {
+    let (_, rest) = text.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+struct ThreadFiles {
+    syscall: File,
+    stat: File,
+}
+
+/// Keeps each thread's /proc files open across samples.
+pub struct KernelStateReader {
+    pid: i32,
+    files: HashMap<i32, ThreadFiles>,
+    buf: Vec<u8>,
+}
+
+impl KernelStateReader {
+    pub fn new(pid: i32) -> Self {
+        KernelStateReader { pid, files: HashMap::new(), buf: vec![0u8; 512] }
+    }
+
+    /// Reads a thread's state now. A thread whose files cannot be opened or read is `Gone`.
+    pub fn read(&mut self, tid: i32) -> KernelState {
+        if !self.files.contains_key(&tid) {
+            match self.open(tid) {
+                Some(files) => self.files.insert(tid, files),
+                None => return KernelState::Gone,
+            };
+        }
+        let files = &self.files[&tid];
+        let Some(state) = pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file) else {
+            self.files.remove(&tid);
+            return KernelState::Gone;
+        };
+        if state != KernelState::Blocked && !matches!(state, KernelState::Syscall { .. }) {
+            return state;
+        }
+        // Only a blocked thread can be stopped; telling costs one more read, so only then.
+        match pread_text(&files.stat, &mut self.buf).and_then(parse_stat_state) {
+            Some('T' | 't') => KernelState::Stopped,
+            Some('Z' | 'X') | None => KernelState::Gone,
+            _ => state,
+        }
+    }
+
+    /// Forgets threads that are not in `alive`, closing their files.
+    pub fn retain(&mut self, alive: impl Fn(i32) -> bool) {
+        self.files.retain(|tid, _| alive(*tid));
+    }
+
+    fn open(&self, tid: i32) -> Option<ThreadFiles> {
+        let dir = format!("/proc/{}/task/{tid}", self.pid);
+        Some(ThreadFiles {
+            syscall: File::open(format!("{dir}/syscall")).ok()?,
+            stat: File::open(format!("{dir}/stat")).ok()?,
+        })
+    }
+}
+
+fn pread_text<'a>(file: &File, buf: &'a mut [u8]) -> Option<&'a str> {
+    let n = file.read_at(buf, 0).ok()?;
+    if n == 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_shapes_of_the_syscall_file() {
+        assert_eq!(KernelState::parse_syscall_file("running\n"), Some(KernelState::Running));
+        assert_eq!(
+            KernelState::parse_syscall_file("-1 0x7ffc8d3e1b28 0x7f5a3c0a1e3d\n"),
+            Some(KernelState::Blocked)
+        );
+        let futex = "202 0x7f1c2b3c4d50 0x189 0x0 0x0 0x0 0xffffffff 0x7ffd 0x7f00\n";
+        assert_eq!(
+            KernelState::parse_syscall_file(futex),
+            Some(KernelState::Syscall { nr: 202, args: [0x7f1c2b3c4d50, 0x189, 0, 0, 0, 0xffffffff] })
+        );
+        assert_eq!(KernelState::parse_syscall_file("garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_state_letter_after_the_last_parenthesis() {
+        assert_eq!(parse_stat_state("42 (a (b) c) T 1 2 3"), Some('T'));
+        assert_eq!(parse_stat_state("42 (python3) S 1"), Some('S'));
+    }
+
+    #[test]
+    fn sees_a_sleeping_thread_in_its_syscall() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        });
+        let tid = rx.recv().unwrap();
+        let mut reader = KernelStateReader::new(std::process::id() as i32);
+        // The thread enters its sleep right after signalling; poll until it is there.
+        let state = (0..10_000)
+            .map(|_| reader.read(tid))
+            .find(|s| matches!(s, KernelState::Syscall { .. }))
+            .expect("the thread never blocked");
+        let KernelState::Syscall { nr, .. } = state else { unreachable!() };
+        assert_eq!(nr, libc::SYS_clock_nanosleep);
+        assert_eq!(reader.read(i32::MAX), KernelState::Gone);
+    }
+}
