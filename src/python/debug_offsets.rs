@@ -1,0 +1,1 @@
+//! Layouts for 3.13+ from `_Py_DebugOffsets`.

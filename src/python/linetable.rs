@@ -1,0 +1,1 @@
+//! Line numbers from code objects line tables.

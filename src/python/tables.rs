@@ -1,0 +1,1 @@
+//! Offset tables for CPython 3.8-3.12.
