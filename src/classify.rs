@@ -1,1 +1,311 @@
-//! Thread classification.
+//! What a thread is doing, from two racy observations: whether the GIL names it as holder
+//! (memory) and what the scheduler says it is doing (/proc). A pure function, so every
+//! rule is tested without a process.
+
+use crate::python::walker::GilState;
+use crate::target::KernelState;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadState {
+    /// Holds the GIL (running Python, or C code that kept the GIL).
+    GilHeld,
+    /// Blocked taking the GIL (or handing it over).
+    GilWait,
+    /// On a CPU or runnable without the GIL: C code that released it, or any running thread
+    /// of a free-threaded build with the GIL disabled.
+    NativeNogil,
+    /// Blocked in the kernel on something other than the GIL.
+    Idle,
+}
+
+impl ThreadState {
+    pub const ALL: [ThreadState; 4] = [
+        ThreadState::GilHeld,
+        ThreadState::GilWait,
+        ThreadState::NativeNogil,
+        ThreadState::Idle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadState::GilHeld => "gil_held",
+            ThreadState::GilWait => "gil_wait",
+            ThreadState::NativeNogil => "native_nogil",
+            ThreadState::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleReason {
+    /// time.sleep and friends.
+    Sleep,
+    /// Sockets, files, pipes, and poll/epoll/select on descriptors.
+    Io,
+    /// A futex that is not the GIL: threading locks, conditions, queues, joins.
+    Lock,
+    /// Anything else (waiting for a child, a signal, a stopped thread).
+    Other,
+}
+
+impl IdleReason {
+    pub const ALL: [IdleReason; 4] = [
+        IdleReason::Sleep,
+        IdleReason::Io,
+        IdleReason::Lock,
+        IdleReason::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleReason::Sleep => "sleep",
+            IdleReason::Io => "io",
+            IdleReason::Lock => "lock",
+            IdleReason::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Classification {
+    pub state: ThreadState,
+    pub idle_reason: Option<IdleReason>,
+}
+
+impl Classification {
+    const fn active(state: ThreadState) -> Self {
+        Classification {
+            state,
+            idle_reason: None,
+        }
+    }
+    const fn idle(reason: IdleReason) -> Self {
+        Classification {
+            state: ThreadState::Idle,
+            idle_reason: Some(reason),
+        }
+    }
+}
+
+/// The two observations disagree in a way no real instant allows: the GIL names a holder
+/// that the kernel shows waiting for that same GIL. The sample is torn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contradiction;
+
+/// Blocked in futex(2) on a word inside the GIL struct: waiting for the GIL (or handing it
+/// over, on `switch_cond`).
+pub fn is_gil_wait(kernel: KernelState, gil: &GilState) -> bool {
+    matches!(kernel, KernelState::Syscall { nr, args } if is_futex(nr) && gil.contains(args[0]))
+}
+
+/// Classifies one thread. `holds_gil`: the GIL is locked and names this thread.
+/// `waiting_for_gil`: the thread was last seen blocked on the GIL and has used (almost) no
+/// CPU since, so if it is runnable now it is a woken waiter still inside `take_gil`, most
+/// likely queued for a CPU, and not native code.
+pub fn classify(
+    holds_gil: bool,
+    kernel: KernelState,
+    gil: &GilState,
+    waiting_for_gil: bool,
+) -> Result<Classification, Contradiction> {
+    let waits_on_gil = is_gil_wait(kernel, gil);
+    if holds_gil {
+        return if waits_on_gil {
+            Err(Contradiction)
+        } else {
+            Ok(Classification::active(ThreadState::GilHeld))
+        };
+    }
+    Ok(match kernel {
+        KernelState::Running if waiting_for_gil => Classification::active(ThreadState::GilWait),
+        KernelState::Running => Classification::active(ThreadState::NativeNogil),
+        KernelState::Syscall { .. } if waits_on_gil => Classification::active(ThreadState::GilWait),
+        KernelState::Syscall { nr, args } => Classification::idle(idle_reason(nr, &args)),
+        KernelState::Stopped | KernelState::Blocked | KernelState::Gone => {
+            Classification::idle(IdleReason::Other)
+        }
+    })
+}
+
+fn is_futex(nr: i64) -> bool {
+    nr == libc::SYS_futex
+}
+
+/// Why a thread blocked in syscall `nr` is idle.
+pub fn idle_reason(nr: i64, args: &[u64; 6]) -> IdleReason {
+    if is_futex(nr) || nr == libc::SYS_futex_waitv {
+        return IdleReason::Lock;
+    }
+    if let Some(reason) = arch_specific_reason(nr, args) {
+        return reason;
+    }
+    match nr {
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep => IdleReason::Sleep,
+        // pselect6 / ppoll with no descriptors are timed sleeps.
+        libc::SYS_pselect6 if args[0] == 0 => IdleReason::Sleep,
+        libc::SYS_ppoll if args[1] == 0 => IdleReason::Sleep,
+        libc::SYS_read
+        | libc::SYS_write
+        | libc::SYS_readv
+        | libc::SYS_writev
+        | libc::SYS_pread64
+        | libc::SYS_pwrite64
+        | libc::SYS_preadv
+        | libc::SYS_pwritev
+        | libc::SYS_preadv2
+        | libc::SYS_pwritev2
+        | libc::SYS_recvfrom
+        | libc::SYS_recvmsg
+        | libc::SYS_recvmmsg
+        | libc::SYS_sendto
+        | libc::SYS_sendmsg
+        | libc::SYS_sendmmsg
+        | libc::SYS_accept
+        | libc::SYS_accept4
+        | libc::SYS_connect
+        | libc::SYS_pselect6
+        | libc::SYS_ppoll
+        | libc::SYS_epoll_pwait
+        | libc::SYS_epoll_pwait2
+        | libc::SYS_io_getevents
+        | libc::SYS_io_uring_enter
+        | libc::SYS_sendfile
+        | libc::SYS_splice
+        | libc::SYS_openat
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync => IdleReason::Io,
+        _ => IdleReason::Other,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn arch_specific_reason(nr: i64, args: &[u64; 6]) -> Option<IdleReason> {
+    match nr {
+        libc::SYS_pause => Some(IdleReason::Sleep),
+        // time.sleep on 3.8-3.10 is select(0, NULL, NULL, NULL, &timeout).
+        libc::SYS_select if args[0] == 0 => Some(IdleReason::Sleep),
+        libc::SYS_poll if args[1] == 0 => Some(IdleReason::Sleep),
+        libc::SYS_select | libc::SYS_poll | libc::SYS_epoll_wait | libc::SYS_open => {
+            Some(IdleReason::Io)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn arch_specific_reason(_nr: i64, _args: &[u64; 6]) -> Option<IdleReason> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIL: GilState = GilState {
+        address: 0x1000,
+        size: 208,
+        locked: true,
+        last_holder: 0xaaaa,
+        switch_number: 7,
+        interval_us: 5000,
+        enabled: None,
+    };
+
+    fn syscall(nr: i64, args: [u64; 6]) -> KernelState {
+        KernelState::Syscall { nr, args }
+    }
+
+    fn class(holds: bool, kernel: KernelState) -> (ThreadState, Option<IdleReason>) {
+        let c = classify(holds, kernel, &GIL, false).unwrap();
+        (c.state, c.idle_reason)
+    }
+
+    #[test]
+    fn the_named_holder_holds_the_gil() {
+        assert_eq!(class(true, KernelState::Running).0, ThreadState::GilHeld);
+        // A holder blocked in I/O still holds the GIL (C code that did not release it).
+        assert_eq!(
+            class(true, syscall(libc::SYS_read, [3, 0, 0, 0, 0, 0])).0,
+            ThreadState::GilHeld
+        );
+    }
+
+    #[test]
+    fn a_holder_waiting_for_its_own_gil_is_a_torn_sample() {
+        let waiting = syscall(libc::SYS_futex, [0x1000 + 56, 0x189, 0, 0, 0, 0]);
+        assert_eq!(classify(true, waiting, &GIL, false), Err(Contradiction));
+    }
+
+    #[test]
+    fn futex_inside_the_gil_is_a_wait_and_elsewhere_a_lock() {
+        let on_cond = syscall(libc::SYS_futex, [0x1000 + 48, 0x189, 0, 0, 0, 0]);
+        assert_eq!(class(false, on_cond), (ThreadState::GilWait, None));
+        let last_byte = syscall(libc::SYS_futex, [0x1000 + 207, 0, 0, 0, 0, 0]);
+        assert_eq!(class(false, last_byte).0, ThreadState::GilWait);
+        let past_end = syscall(libc::SYS_futex, [0x1000 + 208, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            class(false, past_end),
+            (ThreadState::Idle, Some(IdleReason::Lock))
+        );
+    }
+
+    #[test]
+    fn running_without_the_gil_is_native() {
+        assert_eq!(
+            class(false, KernelState::Running),
+            (ThreadState::NativeNogil, None)
+        );
+    }
+
+    #[test]
+    fn a_runnable_thread_that_has_not_run_since_it_waited_still_waits() {
+        let woken = classify(false, KernelState::Running, &GIL, true).unwrap();
+        assert_eq!(woken.state, ThreadState::GilWait);
+        // The holder is the holder whatever its history.
+        assert_eq!(
+            classify(true, KernelState::Running, &GIL, true)
+                .unwrap()
+                .state,
+            ThreadState::GilHeld
+        );
+    }
+
+    #[test]
+    fn sleeps_on_every_version() {
+        assert_eq!(
+            class(false, syscall(libc::SYS_clock_nanosleep, [0; 6])).1,
+            Some(IdleReason::Sleep)
+        );
+        assert_eq!(
+            class(false, syscall(libc::SYS_select, [0, 0, 0, 0, 0x7ff0, 0])).1,
+            Some(IdleReason::Sleep)
+        );
+        assert_eq!(
+            class(false, syscall(libc::SYS_select, [5, 0x7ff0, 0, 0, 0, 0])).1,
+            Some(IdleReason::Io)
+        );
+    }
+
+    #[test]
+    fn io_and_other() {
+        assert_eq!(
+            class(false, syscall(libc::SYS_recvfrom, [3, 0, 0, 0, 0, 0])).1,
+            Some(IdleReason::Io)
+        );
+        assert_eq!(
+            class(false, syscall(libc::SYS_epoll_wait, [3, 0, 0, 0, 0, 0])).1,
+            Some(IdleReason::Io)
+        );
+        assert_eq!(
+            class(false, syscall(libc::SYS_wait4, [0; 6])).1,
+            Some(IdleReason::Other)
+        );
+        assert_eq!(
+            class(false, KernelState::Stopped).1,
+            Some(IdleReason::Other)
+        );
+    }
+}

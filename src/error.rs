@@ -30,7 +30,10 @@ pub enum Error {
     #[error("process {pid} is not a Python process: {why}")]
     NotPython { pid: i32, why: String },
     #[error("unsupported Python version {version}: gilscope supports CPython {supported}")]
-    UnsupportedVersion { version: String, supported: &'static str },
+    UnsupportedVersion {
+        version: String,
+        supported: &'static str,
+    },
     #[error("process {pid} exited while being read")]
     ProcessExited { pid: i32 },
 }

@@ -5,8 +5,13 @@
 
 pub mod classify;
 pub mod cli;
+pub mod dump;
 pub mod error;
 pub mod mem;
 pub mod output;
+pub mod profile;
 pub mod python;
+pub mod record;
+pub mod sample;
+pub mod snapshot;
 pub mod target;

@@ -124,7 +124,10 @@ pub struct RecordingMemory<M> {
 
 impl<M: RemoteMemory> RecordingMemory<M> {
     pub fn new(inner: M) -> Self {
-        RecordingMemory { inner, image: RefCell::new(MemoryImage::new()) }
+        RecordingMemory {
+            inner,
+            image: RefCell::new(MemoryImage::new()),
+        }
     }
 
     pub fn into_image(self) -> MemoryImage {
@@ -140,7 +143,9 @@ impl<M: RemoteMemory> RemoteMemory for RecordingMemory<M> {
         let mut page = first;
         let mut copy = vec![0u8; PAGE as usize];
         while page < end {
-            if !self.image.borrow().pages.contains_key(&page) && self.inner.read(page, &mut copy).is_ok() {
+            if !self.image.borrow().pages.contains_key(&page)
+                && self.inner.read(page, &mut copy).is_ok()
+            {
                 self.image.borrow_mut().write(page, &copy);
             }
             page += PAGE;
@@ -161,7 +166,10 @@ mod tests {
         let mut buf = [0u8; 10];
         image.read(4090, &mut buf).unwrap();
         assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-        assert_eq!(image.read_u64(3 * PAGE), Err(MemError::Fault { addr: 3 * PAGE }));
+        assert_eq!(
+            image.read_u64(3 * PAGE),
+            Err(MemError::Fault { addr: 3 * PAGE })
+        );
     }
 
     #[test]

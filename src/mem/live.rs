@@ -12,7 +12,9 @@ pub struct LiveMemory {
 
 impl LiveMemory {
     pub fn new(pid: i32) -> Self {
-        LiveMemory { pid: Pid::from_raw(pid) }
+        LiveMemory {
+            pid: Pid::from_raw(pid),
+        }
     }
 }
 
@@ -22,12 +24,17 @@ impl RemoteMemory for LiveMemory {
             return Ok(());
         }
         let len = buf.len();
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         let mut local = [IoSliceMut::new(buf)];
         match process_vm_readv(self.pid, &mut local, &remote) {
             Ok(n) if n == len => Ok(()),
             // A short read means the range crosses into an unmapped page.
-            Ok(n) => Err(MemError::Fault { addr: addr + n as u64 }),
+            Ok(n) => Err(MemError::Fault {
+                addr: addr + n as u64,
+            }),
             Err(Errno::ESRCH) => Err(MemError::ProcessGone),
             Err(Errno::EPERM) => Err(MemError::PermissionDenied),
             Err(_) => Err(MemError::Fault { addr }),

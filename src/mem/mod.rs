@@ -84,7 +84,9 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.fault(offset))
     }
     fn fault(&self, offset: u64) -> MemError {
-        MemError::Fault { addr: self.base.wrapping_add(offset) }
+        MemError::Fault {
+            addr: self.base.wrapping_add(offset),
+        }
     }
     pub fn u8(&self, offset: u64) -> Result<u8, MemError> {
         Ok(self.slice::<1>(offset)?[0])

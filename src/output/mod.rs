@@ -1,1 +1,60 @@
-//! Writers.
+//! Writers: each turns a recording or snapshot into one output format.
+
+pub mod collapsed;
+pub mod dump_text;
+pub mod flamegraph;
+pub mod report_json;
+pub mod summary;
+
+use crate::profile::recording::Recording;
+use anyhow::{Context, Result};
+use report_json::Report;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// The recording kept for `gilscope report` and `gilscope diff`.
+pub const RECORDING_FILE: &str = "recording.json";
+
+/// Checks the output directory can be written before any sampling starts.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let probe = dir.join(".gilscope-write-test");
+    File::create(&probe)
+        .with_context(|| format!("cannot write to output directory {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Writes every file `record` produces into `dir`.
+pub fn write_all(dir: &Path, rec: &Recording, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for graph in flamegraph::standard_graphs(rec) {
+        write_file(dir, graph.file_name, |w| flamegraph::render(&graph, w))?;
+    }
+    write_file(dir, "stacks.txt", |w| {
+        Ok(w.write_all(collapsed::all_stacks(rec).as_bytes())?)
+    })?;
+    write_file(dir, "report.json", |w| {
+        Ok(serde_json::to_writer_pretty(&mut *w, report)?)
+    })?;
+    write_file(dir, RECORDING_FILE, |w| {
+        Ok(serde_json::to_writer(&mut *w, rec)?)
+    })?;
+    Ok(())
+}
+
+fn write_file(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    let path = dir.join(name);
+    let file = File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    write(&mut out)?;
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,11 +1,17 @@
 //! Reading CPython's own structures: find the runtime, pick the layout for the version,
 //! walk interpreters, threads, frames and the GIL.
 
+pub mod attach;
+pub mod code;
 pub mod debug_offsets;
+pub mod dict;
 pub mod layout;
 pub mod linetable;
+pub mod names;
+pub mod strings;
 pub mod tables;
 pub mod version;
+pub mod walker;
 
 pub use layout::Layout;
 pub use version::Version;

@@ -20,7 +20,12 @@ pub struct ElfSymbols {
 }
 
 /// Symbols gilscope may look up; others are not kept.
-const WANTED: &[&str] = &["_PyRuntime", "Py_Version", "PyCode_Type", "_PyThreadState_Current"];
+const WANTED: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "PyCode_Type",
+    "_PyThreadState_Current",
+];
 
 impl ElfSymbols {
     /// Loads the binary behind `mapping_path` as mapped in `process`.
@@ -37,7 +42,9 @@ impl ElfSymbols {
         let tables = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
         for (syms, strtab) in tables {
             for sym in syms.iter() {
-                let Some(name) = strtab.get_at(sym.st_name) else { continue };
+                let Some(name) = strtab.get_at(sym.st_name) else {
+                    continue;
+                };
                 if sym.st_value != 0 && WANTED.contains(&name) {
                     symbols.insert(name.to_string(), load_bias.wrapping_add(sym.st_value));
                 }
@@ -46,14 +53,25 @@ impl ElfSymbols {
         let mut sections = HashMap::new();
         let mut rodata = Vec::new();
         for header in &elf.section_headers {
-            let Some(name) = elf.shdr_strtab.get_at(header.sh_name) else { continue };
-            sections.insert(name.to_string(), (load_bias.wrapping_add(header.sh_addr), header.sh_size));
+            let Some(name) = elf.shdr_strtab.get_at(header.sh_name) else {
+                continue;
+            };
+            sections.insert(
+                name.to_string(),
+                (load_bias.wrapping_add(header.sh_addr), header.sh_size),
+            );
             if name == ".rodata" {
                 let range = header.file_range().unwrap_or_default();
                 rodata = bytes.get(range).unwrap_or_default().to_vec();
             }
         }
-        Ok(ElfSymbols { path: path.to_path_buf(), load_bias, symbols, sections, rodata })
+        Ok(ElfSymbols {
+            path: path.to_path_buf(),
+            load_bias,
+            symbols,
+            sections,
+            rodata,
+        })
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {
@@ -71,7 +89,11 @@ impl ElfSymbols {
 /// at offset 0.
 fn load_bias(maps: &[Mapping], path: &Path, bytes: &[u8]) -> Result<u64> {
     let elf = Elf::parse(bytes)?;
-    let Some(first) = maps.iter().filter(|m| m.path == path).find(|m| m.offset == 0) else {
+    let Some(first) = maps
+        .iter()
+        .filter(|m| m.path == path)
+        .find(|m| m.offset == 0)
+    else {
         bail!("{} is not mapped from offset 0", path.display());
     };
     let segment = elf

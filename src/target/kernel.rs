@@ -54,6 +54,7 @@ pub fn parse_stat_state(text: &str) -> Option<char> {
 struct ThreadFiles {
     syscall: File,
     stat: File,
+    schedstat: File,
 }
 
 /// Keeps each thread's /proc files open across samples.
@@ -65,7 +66,11 @@ pub struct KernelStateReader {
 
 impl KernelStateReader {
     pub fn new(pid: i32) -> Self {
-        KernelStateReader { pid, files: HashMap::new(), buf: vec![0u8; 512] }
+        KernelStateReader {
+            pid,
+            files: HashMap::new(),
+            buf: vec![0u8; 512],
+        }
     }
 
     /// Reads a thread's state now. A thread whose files cannot be opened or read is `Gone`.
@@ -77,7 +82,9 @@ impl KernelStateReader {
             };
         }
         let files = &self.files[&tid];
-        let Some(state) = pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file) else {
+        let Some(state) =
+            pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file)
+        else {
             self.files.remove(&tid);
             return KernelState::Gone;
         };
@@ -85,11 +92,19 @@ impl KernelStateReader {
             return state;
         }
         // Only a blocked thread can be stopped; telling costs one more read, so only then.
+        // 't' (a tracer's stop, as under --blocking) keeps the syscall it interrupted.
         match pread_text(&files.stat, &mut self.buf).and_then(parse_stat_state) {
-            Some('T' | 't') => KernelState::Stopped,
+            Some('T') => KernelState::Stopped,
             Some('Z' | 'X') | None => KernelState::Gone,
             _ => state,
         }
+    }
+
+    /// CPU time the thread has used so far, in ns (/proc/PID/task/TID/schedstat).
+    pub fn cpu_time_ns(&mut self, tid: i32) -> Option<u64> {
+        let files = self.files.get(&tid)?;
+        let text = pread_text(&files.schedstat, &mut self.buf)?;
+        text.split_whitespace().next()?.parse().ok()
     }
 
     /// Forgets threads that are not in `alive`, closing their files.
@@ -102,6 +117,7 @@ impl KernelStateReader {
         Some(ThreadFiles {
             syscall: File::open(format!("{dir}/syscall")).ok()?,
             stat: File::open(format!("{dir}/stat")).ok()?,
+            schedstat: File::open(format!("{dir}/schedstat")).ok()?,
         })
     }
 }
@@ -120,7 +136,10 @@ mod tests {
 
     #[test]
     fn parses_the_three_shapes_of_the_syscall_file() {
-        assert_eq!(KernelState::parse_syscall_file("running\n"), Some(KernelState::Running));
+        assert_eq!(
+            KernelState::parse_syscall_file("running\n"),
+            Some(KernelState::Running)
+        );
         assert_eq!(
             KernelState::parse_syscall_file("-1 0x7ffc8d3e1b28 0x7f5a3c0a1e3d\n"),
             Some(KernelState::Blocked)
@@ -128,7 +147,10 @@ mod tests {
         let futex = "202 0x7f1c2b3c4d50 0x189 0x0 0x0 0x0 0xffffffff 0x7ffd 0x7f00\n";
         assert_eq!(
             KernelState::parse_syscall_file(futex),
-            Some(KernelState::Syscall { nr: 202, args: [0x7f1c2b3c4d50, 0x189, 0, 0, 0, 0xffffffff] })
+            Some(KernelState::Syscall {
+                nr: 202,
+                args: [0x7f1c2b3c4d50, 0x189, 0, 0, 0, 0xffffffff]
+            })
         );
         assert_eq!(KernelState::parse_syscall_file("garbage"), None);
     }
@@ -153,7 +175,9 @@ mod tests {
             .map(|_| reader.read(tid))
             .find(|s| matches!(s, KernelState::Syscall { .. }))
             .expect("the thread never blocked");
-        let KernelState::Syscall { nr, .. } = state else { unreachable!() };
+        let KernelState::Syscall { nr, .. } = state else {
+            unreachable!()
+        };
         assert_eq!(nr, libc::SYS_clock_nanosleep);
         assert_eq!(reader.read(i32::MAX), KernelState::Gone);
     }

@@ -3,6 +3,7 @@
 
 pub mod elf;
 pub mod kernel;
+pub mod pause;
 pub mod process;
 
 pub use elf::ElfSymbols;

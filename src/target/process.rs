@@ -28,7 +28,10 @@ impl Process {
             return Err(Error::NoSuchProcess { pid }.into());
         }
         let proc = procfs::process::Process::new(pid).map_err(|e| proc_error(pid, e))?;
-        let maps = proc.maps().map_err(|e| proc_error(pid, e)).context("reading the memory map")?;
+        let maps = proc
+            .maps()
+            .map_err(|e| proc_error(pid, e))
+            .context("reading the memory map")?;
         let maps: Vec<Mapping> = maps.into_iter().filter_map(file_mapping).collect();
         if maps.is_empty() {
             let why = "it has no mapped files (a kernel thread?)".to_string();
@@ -57,7 +60,9 @@ impl Process {
 pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its parent's wait remains.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }

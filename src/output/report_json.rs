@@ -1,0 +1,64 @@
+//! `report.json`: the figures CI jobs read. Field names are a contract (docs/report-schema.md):
+//! add fields, never rename them.
+
+use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, thread_figures};
+use crate::profile::recording::Recording;
+use crate::snapshot::PythonInfo;
+use serde::Serialize;
+
+pub const REPORT_SCHEMA: &str = "gilscope.report/1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub pid: i32,
+    pub command: Vec<String>,
+    pub python: PythonInfo,
+    pub duration_s: f64,
+    /// The rate asked for.
+    pub rate_hz: f64,
+    /// Samples per second actually taken.
+    pub achieved_rate_hz: f64,
+    pub samples: u64,
+    /// Deadlines skipped because gilscope fell behind.
+    pub missed_samples: u64,
+    /// Samples dropped because memory changed under the reader.
+    pub torn_samples: u64,
+    /// Samples during which the target was stopped (SIGSTOP, a debugger).
+    pub stopped_samples: u64,
+    pub stop_reason: String,
+    pub cpus: u32,
+    pub gil: GilFigures,
+    pub threads: Vec<ThreadFigures>,
+    /// Child processes (with --subprocesses), each a report of its own.
+    pub processes: Vec<Report>,
+    pub recommendations: Vec<serde_json::Value>,
+}
+
+impl Report {
+    pub fn new(rec: &Recording) -> Report {
+        Report {
+            schema: REPORT_SCHEMA,
+            pid: rec.pid,
+            command: rec.command.clone(),
+            python: rec.python.clone(),
+            duration_s: rec.duration_s,
+            rate_hz: rec.requested_rate_hz,
+            achieved_rate_hz: if rec.duration_s > 0.0 {
+                rec.samples as f64 / rec.duration_s
+            } else {
+                0.0
+            },
+            samples: rec.samples,
+            missed_samples: rec.missed_samples,
+            torn_samples: rec.torn_samples,
+            stopped_samples: rec.stopped_samples,
+            stop_reason: rec.stop_reason.clone(),
+            cpus: rec.cpus,
+            gil: gil_figures(rec),
+            threads: thread_figures(rec),
+            processes: rec.children.iter().map(Report::new).collect(),
+            recommendations: Vec::new(),
+        }
+    }
+}

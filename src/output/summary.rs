@@ -1,0 +1,115 @@
+//! The terminal summary printed at the end of a recording.
+
+use super::report_json::Report;
+use std::fmt::Write;
+
+pub fn render(report: &Report, output_dir: Option<&str>) -> String {
+    let mut out = String::new();
+    render_process(&mut out, report);
+    for child in &report.processes {
+        out.push('\n');
+        render_process(&mut out, child);
+    }
+    if let Some(dir) = output_dir {
+        let _ = writeln!(
+            out,
+            "\nWrote {dir}/: flamegraph.svg, gil_held.svg, gil_wait.svg, native_nogil.svg, gil_blame.svg, stacks.txt, report.json"
+        );
+    }
+    out
+}
+
+fn render_process(out: &mut String, r: &Report) {
+    let command = if r.command.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.command.join(" "))
+    };
+    let _ = writeln!(
+        out,
+        "gilscope: pid {}{command}, Python {} ({} build, GIL {})",
+        r.pid,
+        r.python.version,
+        r.python.build.name(),
+        r.python.gil
+    );
+    let _ = writeln!(
+        out,
+        "Recorded {:.1} s: {} samples at {:.0} Hz (asked {:.0} Hz; {} missed, {} torn); stopped: {}.",
+        r.duration_s,
+        r.samples,
+        r.achieved_rate_hz,
+        r.rate_hz,
+        r.missed_samples,
+        r.torn_samples,
+        r.stop_reason
+    );
+    if r.stopped_samples > 0 {
+        let _ = writeln!(
+            out,
+            "The target was stopped (SIGSTOP or a debugger) during {} samples.",
+            r.stopped_samples
+        );
+    }
+    render_threads(out, r);
+    let g = &r.gil;
+    let _ = writeln!(
+        out,
+        "GIL: held {} of the time, contended {}, {:.1} threads waiting on average, {:.0} switches/s; {:.2} threads on CPU on average ({} CPUs).",
+        percent(g.held),
+        percent(g.contended),
+        g.mean_waiters,
+        g.switches_per_s,
+        g.parallelism,
+        r.cpus
+    );
+}
+
+fn render_threads(out: &mut String, r: &Report) {
+    let width = r
+        .threads
+        .iter()
+        .map(|t| t.name.as_deref().unwrap_or("-").chars().count())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 28);
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:>8}  {:<9}  {:>5}  {:>5}  {:>6}  {:>5}  top function",
+        "THREAD", "TID", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"
+    );
+    for t in &r.threads {
+        let name: String = t
+            .name
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(width)
+            .collect();
+        let top = t
+            .top_frames
+            .first()
+            .map(|f| format!("{} ({}:{})", f.function, short_path(&f.file), f.line))
+            .unwrap_or_default();
+        let s = &t.states;
+        let _ = writeln!(
+            out,
+            "{name:<width$}  {:>8}  {:<9}  {:>5}  {:>5}  {:>6}  {:>5}  {top}",
+            t.tid,
+            t.class.name(),
+            percent(s.gil_held),
+            percent(s.gil_wait),
+            percent(s.native_nogil),
+            percent(s.idle)
+        );
+    }
+    out.push('\n');
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.0}%", fraction * 100.0)
+}
+
+fn short_path(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}

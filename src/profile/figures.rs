@@ -1,0 +1,284 @@
+//! Fractions and classes computed from a [`Recording`]'s counts: what reports show and what
+//! recommendations and CI conditions are judged on.
+
+use super::recording::{Recording, StackCount, ThreadCounts};
+use crate::classify::{IdleReason, ThreadState};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// What a thread mostly did. The thresholds are documented in docs/report-schema.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadClass {
+    /// Busy, and rarely waiting for the GIL.
+    CpuBound,
+    /// Busy, but a large share of that spent waiting for the GIL.
+    GilBound,
+    /// Mostly idle in I/O or sleep.
+    IoBound,
+    /// Busy mostly in native code without the GIL.
+    Native,
+    /// Mostly idle on locks or other waits.
+    Idle,
+}
+
+impl ThreadClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadClass::CpuBound => "cpu_bound",
+            ThreadClass::GilBound => "gil_bound",
+            ThreadClass::IoBound => "io_bound",
+            ThreadClass::Native => "native",
+            ThreadClass::Idle => "idle",
+        }
+    }
+}
+
+/// A thread idle in at least this share of its samples is `io_bound` or `idle`.
+pub const IDLE_THRESHOLD: f64 = 0.5;
+/// A busy thread waiting for the GIL in at least this share of its busy samples is `gil_bound`.
+pub const GIL_BOUND_WAIT_SHARE: f64 = 0.3;
+/// A busy thread native in at least this share of its busy samples is `native`.
+pub const NATIVE_SHARE: f64 = 0.5;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StateFractions {
+    pub gil_held: f64,
+    pub gil_wait: f64,
+    pub native_nogil: f64,
+    pub idle: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IdleFractions {
+    pub sleep: f64,
+    pub io: f64,
+    pub lock: f64,
+    pub other: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopFrame {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// Share of the thread's samples in which this was the innermost Python frame.
+    pub fraction: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadFigures {
+    pub tid: i32,
+    pub name: Option<String>,
+    pub samples: u64,
+    pub class: ThreadClass,
+    pub states: StateFractions,
+    pub idle_reasons: IdleFractions,
+    pub top_frames: Vec<TopFrame>,
+    /// Idle-to-busy transitions seen.
+    pub wakeups: u64,
+    /// Share of wake-ups that began with a wait for the GIL.
+    pub wakeups_waiting_for_gil: f64,
+    /// Mean time a wake-up spent waiting for the GIL, estimated from samples (ms).
+    pub mean_wait_per_wakeup_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GilFigures {
+    /// Share of samples in which some thread held the GIL.
+    pub held: f64,
+    /// Share of samples in which the GIL was held and at least one thread waited for it.
+    pub contended: f64,
+    /// Threads waiting for the GIL, on average per sample.
+    pub mean_waiters: f64,
+    /// GIL hand-offs per second (from the interpreter's own `switch_number`).
+    pub switches_per_s: f64,
+    /// Threads on a CPU (holding the GIL or native without it), on average per sample.
+    pub parallelism: f64,
+    pub interval_us: u64,
+}
+
+pub fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+pub fn gil_figures(rec: &Recording) -> GilFigures {
+    let g = &rec.gil;
+    let switches = match (g.first_switch_number, g.last_switch_number) {
+        (Some(first), Some(last)) => last.saturating_sub(first),
+        _ => 0,
+    };
+    GilFigures {
+        held: ratio(g.held, rec.samples),
+        contended: ratio(g.contended, rec.samples),
+        mean_waiters: ratio(g.waiters, rec.samples),
+        switches_per_s: if rec.duration_s > 0.0 {
+            switches as f64 / rec.duration_s
+        } else {
+            0.0
+        },
+        parallelism: ratio(g.on_cpu, rec.samples),
+        interval_us: g.interval_us,
+    }
+}
+
+pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
+    let top = top_frames_by_thread(&rec.stacks);
+    let period_ms = if rec.requested_rate_hz > 0.0 {
+        1000.0 / rec.requested_rate_hz
+    } else {
+        0.0
+    };
+    rec.threads
+        .iter()
+        .map(|t| ThreadFigures {
+            tid: t.tid,
+            name: t.name.clone(),
+            samples: t.samples,
+            class: classify_thread(t),
+            states: state_fractions(t),
+            idle_reasons: idle_fractions(t),
+            top_frames: top
+                .get(&t.tid)
+                .map(|frames| top_frames(frames, t.samples))
+                .unwrap_or_default(),
+            wakeups: t.wakeups,
+            wakeups_waiting_for_gil: ratio(t.wakeup_waits, t.wakeups),
+            mean_wait_per_wakeup_ms: ratio(t.wakeup_wait_samples, t.wakeups) * period_ms,
+        })
+        .collect()
+}
+
+fn state_fractions(t: &ThreadCounts) -> StateFractions {
+    let f = |s| ratio(t.states.get(s), t.samples);
+    StateFractions {
+        gil_held: f(ThreadState::GilHeld),
+        gil_wait: f(ThreadState::GilWait),
+        native_nogil: f(ThreadState::NativeNogil),
+        idle: f(ThreadState::Idle),
+    }
+}
+
+fn idle_fractions(t: &ThreadCounts) -> IdleFractions {
+    let f = |r| ratio(t.idle_reasons.get(r), t.samples);
+    IdleFractions {
+        sleep: f(IdleReason::Sleep),
+        io: f(IdleReason::Io),
+        lock: f(IdleReason::Lock),
+        other: f(IdleReason::Other),
+    }
+}
+
+/// The class rules, in order: mostly idle -> `io_bound` (I/O or sleep) or `idle`; otherwise
+/// by what the busy samples were: waiting -> `gil_bound`, native -> `native`, else `cpu_bound`.
+pub fn classify_thread(t: &ThreadCounts) -> ThreadClass {
+    let s = &t.states;
+    if ratio(s.idle, t.samples) >= IDLE_THRESHOLD {
+        let io_or_sleep = t.idle_reasons.io + t.idle_reasons.sleep;
+        return if ratio(io_or_sleep, s.idle) >= 0.5 {
+            ThreadClass::IoBound
+        } else {
+            ThreadClass::Idle
+        };
+    }
+    let busy = s.gil_held + s.gil_wait + s.native_nogil;
+    if ratio(s.gil_wait, busy) >= GIL_BOUND_WAIT_SHARE {
+        ThreadClass::GilBound
+    } else if ratio(s.native_nogil, busy) >= NATIVE_SHARE {
+        ThreadClass::Native
+    } else {
+        ThreadClass::CpuBound
+    }
+}
+
+type FrameKey = (String, String, u32);
+
+fn top_frames_by_thread(stacks: &[StackCount]) -> HashMap<i32, HashMap<FrameKey, u64>> {
+    let mut by_thread: HashMap<i32, HashMap<FrameKey, u64>> = HashMap::new();
+    for stack in stacks {
+        let Some(innermost) = stack.frames.last() else {
+            continue;
+        };
+        let key = (
+            innermost.function.clone(),
+            innermost.file.clone(),
+            innermost.line,
+        );
+        *by_thread
+            .entry(stack.tid)
+            .or_default()
+            .entry(key)
+            .or_default() += stack.count;
+    }
+    by_thread
+}
+
+const TOP_FRAMES: usize = 10;
+
+fn top_frames(counts: &HashMap<FrameKey, u64>, samples: u64) -> Vec<TopFrame> {
+    let mut frames: Vec<(&FrameKey, &u64)> = counts.iter().collect();
+    frames.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    frames
+        .into_iter()
+        .take(TOP_FRAMES)
+        .map(|((function, file, line), &count)| TopFrame {
+            function: function.clone(),
+            file: file.clone(),
+            line: *line,
+            fraction: ratio(count, samples),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::recording::{IdleCounts, StateCounts};
+
+    fn thread(held: u64, wait: u64, native: u64, idle: u64, io: u64) -> ThreadCounts {
+        ThreadCounts {
+            tid: 1,
+            name: None,
+            samples: held + wait + native + idle,
+            states: StateCounts {
+                gil_held: held,
+                gil_wait: wait,
+                native_nogil: native,
+                idle,
+            },
+            idle_reasons: IdleCounts {
+                io,
+                lock: idle - io,
+                ..Default::default()
+            },
+            wakeups: 0,
+            wakeup_waits: 0,
+            wakeup_wait_samples: 0,
+        }
+    }
+
+    #[test]
+    fn classes_follow_the_documented_rules() {
+        assert_eq!(
+            classify_thread(&thread(25, 74, 0, 1, 1)),
+            ThreadClass::GilBound
+        );
+        assert_eq!(
+            classify_thread(&thread(95, 2, 0, 3, 3)),
+            ThreadClass::CpuBound
+        );
+        assert_eq!(
+            classify_thread(&thread(10, 5, 80, 5, 5)),
+            ThreadClass::Native
+        );
+        assert_eq!(
+            classify_thread(&thread(2, 1, 0, 97, 97)),
+            ThreadClass::IoBound
+        );
+        assert_eq!(classify_thread(&thread(2, 1, 0, 97, 0)), ThreadClass::Idle);
+    }
+}

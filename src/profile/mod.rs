@@ -1,0 +1,172 @@
+//! Aggregation as samples arrive: counts per thread, state and stack, and the GIL's figures.
+//! Memory grows with the number of distinct stacks, never with the number of samples.
+
+pub mod figures;
+pub mod recording;
+
+use crate::classify::{Classification, ThreadState};
+use crate::python::code::CodeTable;
+use crate::python::walker::Frame;
+use crate::sample::Sample;
+use crate::snapshot::FrameInfo;
+use recording::{GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StackKey {
+    tid: i32,
+    class: Classification,
+    /// Innermost first, as read.
+    frames: Vec<Frame>,
+    truncated: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StackTally {
+    count: u64,
+    waiters: u64,
+}
+
+#[derive(Debug, Default)]
+struct ThreadTally {
+    ident: u64,
+    samples: u64,
+    states: StateCounts,
+    idle_reasons: IdleCounts,
+    previous: Option<ThreadState>,
+    wakeups: u64,
+    wakeup_waits: u64,
+    /// Inside a run of `gil_wait` samples that began right after an idle sample.
+    waiting_since_wakeup: bool,
+    wakeup_wait_samples: u64,
+}
+
+impl ThreadTally {
+    fn observe(&mut self, class: Classification) {
+        self.samples += 1;
+        self.states.add(class.state, 1);
+        if let Some(reason) = class.idle_reason {
+            self.idle_reasons.add(reason, 1);
+        }
+        let woke = self.previous == Some(ThreadState::Idle) && class.state != ThreadState::Idle;
+        self.wakeups += u64::from(woke);
+        if woke && class.state == ThreadState::GilWait {
+            self.wakeup_waits += 1;
+            self.waiting_since_wakeup = true;
+        } else if class.state != ThreadState::GilWait {
+            self.waiting_since_wakeup = false;
+        }
+        self.wakeup_wait_samples += u64::from(self.waiting_since_wakeup);
+        self.previous = Some(class.state);
+    }
+}
+
+/// Counts for one process, fed one [`Sample`] at a time.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    threads: HashMap<i32, ThreadTally>,
+    stacks: HashMap<StackKey, StackTally>,
+    gil: GilCounts,
+    pub samples: u64,
+    pub stopped_samples: u64,
+}
+
+impl Aggregator {
+    pub fn add(&mut self, sample: Sample) {
+        self.samples += 1;
+        self.stopped_samples += u64::from(sample.target_stopped);
+        let waiters = sample
+            .threads
+            .iter()
+            .filter(|t| t.class.state == ThreadState::GilWait)
+            .count() as u64;
+        self.add_gil(&sample, waiters);
+        for thread in sample.threads {
+            let tally = self.threads.entry(thread.tid).or_default();
+            tally.ident = thread.ident;
+            tally.observe(thread.class);
+            let key = StackKey {
+                tid: thread.tid,
+                class: thread.class,
+                frames: thread.frames,
+                truncated: thread.truncated,
+            };
+            let stack = self.stacks.entry(key).or_default();
+            stack.count += 1;
+            if thread.class.state == ThreadState::GilHeld {
+                stack.waiters += waiters;
+            }
+        }
+    }
+
+    fn add_gil(&mut self, sample: &Sample, waiters: u64) {
+        let Some(gil) = sample.main_gil() else { return };
+        let held = gil.holder().is_some();
+        let on_cpu = sample
+            .threads
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.class.state,
+                    ThreadState::GilHeld | ThreadState::NativeNogil
+                )
+            })
+            .count() as u64;
+        let g = &mut self.gil;
+        g.held += u64::from(held);
+        g.contended += u64::from(held && waiters > 0);
+        g.waiters += waiters;
+        g.on_cpu += on_cpu;
+        g.first_switch_number.get_or_insert(gil.switch_number);
+        g.last_switch_number = Some(gil.switch_number);
+        g.interval_us = gil.interval_us;
+    }
+
+    pub fn gil(&self) -> &GilCounts {
+        &self.gil
+    }
+
+    /// Per-thread counts, with names looked up by `threading.get_ident()`.
+    pub fn thread_counts(&self, name_of: impl Fn(u64) -> Option<String>) -> Vec<ThreadCounts> {
+        let mut threads: Vec<ThreadCounts> = self
+            .threads
+            .iter()
+            .map(|(&tid, t)| ThreadCounts {
+                tid,
+                name: name_of(t.ident),
+                samples: t.samples,
+                states: t.states.clone(),
+                idle_reasons: t.idle_reasons.clone(),
+                wakeups: t.wakeups,
+                wakeup_waits: t.wakeup_waits,
+                wakeup_wait_samples: t.wakeup_wait_samples,
+            })
+            .collect();
+        threads.sort_by_key(|t| t.tid);
+        threads
+    }
+
+    /// Every distinct stack with its count, frames resolved and ordered outermost first.
+    pub fn stack_counts(&self, codes: &CodeTable) -> Vec<StackCount> {
+        let mut stacks: Vec<StackCount> = self
+            .stacks
+            .iter()
+            .map(|(key, tally)| StackCount {
+                tid: key.tid,
+                state: key.class.state,
+                idle_reason: key.class.idle_reason,
+                frames: key
+                    .frames
+                    .iter()
+                    .rev()
+                    .map(|f| FrameInfo::new(codes, f))
+                    .collect(),
+                truncated: key.truncated,
+                waiters: tally.waiters,
+                count: tally.count,
+            })
+            .collect();
+        stacks.sort_by(|a, b| (a.tid, a.state, &a.frames).cmp(&(b.tid, b.state, &b.frames)));
+        stacks
+    }
+}

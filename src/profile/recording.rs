@@ -1,0 +1,145 @@
+//! A finished recording: counts only, with every frame resolved to strings. It is what all
+//! outputs read, and it is saved (`recording.json`) so `gilscope report` can re-render later.
+
+use crate::classify::{IdleReason, ThreadState};
+use crate::snapshot::{FrameInfo, PythonInfo};
+use serde::{Deserialize, Serialize};
+
+pub const RECORDING_FORMAT: &str = "gilscope.recording/1";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub gil_held: u64,
+    pub gil_wait: u64,
+    pub native_nogil: u64,
+    pub idle: u64,
+}
+
+impl StateCounts {
+    pub fn add(&mut self, state: ThreadState, n: u64) {
+        *self.get_mut(state) += n;
+    }
+    pub fn get(&self, state: ThreadState) -> u64 {
+        match state {
+            ThreadState::GilHeld => self.gil_held,
+            ThreadState::GilWait => self.gil_wait,
+            ThreadState::NativeNogil => self.native_nogil,
+            ThreadState::Idle => self.idle,
+        }
+    }
+    fn get_mut(&mut self, state: ThreadState) -> &mut u64 {
+        match state {
+            ThreadState::GilHeld => &mut self.gil_held,
+            ThreadState::GilWait => &mut self.gil_wait,
+            ThreadState::NativeNogil => &mut self.native_nogil,
+            ThreadState::Idle => &mut self.idle,
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.gil_held + self.gil_wait + self.native_nogil + self.idle
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleCounts {
+    pub sleep: u64,
+    pub io: u64,
+    pub lock: u64,
+    pub other: u64,
+}
+
+impl IdleCounts {
+    pub fn add(&mut self, reason: IdleReason, n: u64) {
+        match reason {
+            IdleReason::Sleep => self.sleep += n,
+            IdleReason::Io => self.io += n,
+            IdleReason::Lock => self.lock += n,
+            IdleReason::Other => self.other += n,
+        }
+    }
+    pub fn get(&self, reason: IdleReason) -> u64 {
+        match reason {
+            IdleReason::Sleep => self.sleep,
+            IdleReason::Io => self.io,
+            IdleReason::Lock => self.lock,
+            IdleReason::Other => self.other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCounts {
+    pub tid: i32,
+    pub name: Option<String>,
+    /// Samples in which this thread existed.
+    pub samples: u64,
+    pub states: StateCounts,
+    pub idle_reasons: IdleCounts,
+    /// Idle-to-busy transitions seen (wake-ups).
+    #[serde(default)]
+    pub wakeups: u64,
+    /// Wake-ups whose first busy sample was a GIL wait (the convoy effect).
+    #[serde(default)]
+    pub wakeup_waits: u64,
+    /// `gil_wait` samples in runs that began at a wake-up.
+    #[serde(default)]
+    pub wakeup_wait_samples: u64,
+}
+
+/// One distinct (thread, state, stack) and how many samples it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackCount {
+    pub tid: i32,
+    pub state: ThreadState,
+    pub idle_reason: Option<IdleReason>,
+    /// Outermost first.
+    pub frames: Vec<FrameInfo>,
+    /// The real stack was deeper; its outermost frames are missing.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Threads waiting for the GIL, summed over these samples (GIL blame weight).
+    #[serde(default)]
+    pub waiters: u64,
+    pub count: u64,
+}
+
+/// Process-wide GIL counters over all samples.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GilCounts {
+    /// Samples in which some thread held the GIL.
+    pub held: u64,
+    /// Samples in which the GIL was held and at least one thread waited.
+    pub contended: u64,
+    /// Waiting threads, summed over samples.
+    pub waiters: u64,
+    /// Threads on a CPU (holding the GIL or native without it), summed over samples.
+    pub on_cpu: u64,
+    /// `switch_number` at the first and the last sample.
+    pub first_switch_number: Option<u64>,
+    pub last_switch_number: Option<u64>,
+    pub interval_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    pub format: String,
+    pub pid: i32,
+    pub command: Vec<String>,
+    pub python: PythonInfo,
+    pub duration_s: f64,
+    pub requested_rate_hz: f64,
+    /// Samples taken of this process.
+    pub samples: u64,
+    pub missed_samples: u64,
+    pub torn_samples: u64,
+    /// Samples during which every thread of the target was stopped (SIGSTOP, a debugger).
+    pub stopped_samples: u64,
+    pub stop_reason: String,
+    /// CPUs the target may run on.
+    pub cpus: u32,
+    pub gil: GilCounts,
+    pub threads: Vec<ThreadCounts>,
+    pub stacks: Vec<StackCount>,
+    /// Child processes recorded with --subprocesses.
+    pub children: Vec<Recording>,
+}

@@ -1,0 +1,379 @@
+//! `gilscope record`: sample a process (and optionally its children) at a fixed rate until
+//! a duration passes, Ctrl-C, or the target exits; then hand the counts to the writers.
+
+mod children;
+mod launch;
+pub mod schedule;
+mod signals;
+
+use crate::error::Error;
+use crate::profile::Aggregator;
+use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use crate::sample::{SampleError, Target};
+use crate::snapshot::PythonInfo;
+use anyhow::Result;
+use launch::Launched;
+use schedule::{Schedule, sleep_until, tighten_timer_slack};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Pid(i32),
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    pub target: TargetSpec,
+    pub duration: Option<Duration>,
+    pub rate_hz: f64,
+    pub blocking: bool,
+    pub subprocesses: bool,
+    /// Show a progress line on stderr (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Duration,
+    Interrupted,
+    TargetExited,
+}
+
+impl StopReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Duration => "the duration elapsed",
+            StopReason::Interrupted => "interrupted (Ctrl-C)",
+            StopReason::TargetExited => "the target exited",
+        }
+    }
+}
+
+pub struct RecordOutcome {
+    pub recording: Recording,
+    pub stop: StopReason,
+    /// The target was given by --pid (its exit ends the recording early, an error for CI).
+    pub attached_by_pid: bool,
+}
+
+/// How long a launched program may take to become a Python process with a live interpreter.
+const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often thread names are re-read (they are also read when a new thread appears).
+const NAME_REFRESH: Duration = Duration::from_secs(2);
+const CHILD_SCAN: Duration = Duration::from_millis(250);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
+    signals::install();
+    tighten_timer_slack();
+    let mut launched = match &config.target {
+        TargetSpec::Command(argv) => Some(Launched::start(argv)?),
+        TargetSpec::Pid(_) => None,
+    };
+    let result = record_running(config, launched.as_mut());
+    if let Some(program) = launched.as_mut() {
+        program.stop(Duration::from_secs(3));
+    }
+    result
+}
+
+fn record_running(
+    config: &RecordConfig,
+    mut launched: Option<&mut Launched>,
+) -> Result<RecordOutcome> {
+    let pid = match (&config.target, launched.as_deref()) {
+        (_, Some(program)) => program.pid(),
+        (TargetSpec::Pid(pid), None) => *pid,
+        (TargetSpec::Command(_), None) => unreachable!("a command is launched before recording"),
+    };
+    let target = match launched.as_deref_mut() {
+        Some(program) => attach_launched(program)?,
+        None => Target::attach(pid)?,
+    };
+    let command = match &config.target {
+        TargetSpec::Command(argv) => argv.clone(),
+        TargetSpec::Pid(pid) => command_line(*pid),
+    };
+    let mut session = Session::new(config, Profiled::new(target, command));
+    let stop = session.run(launched)?;
+    Ok(RecordOutcome {
+        recording: session.finish(stop),
+        stop,
+        attached_by_pid: matches!(config.target, TargetSpec::Pid(_)),
+    })
+}
+
+/// Attaches to a program gilscope just started, once its interpreter is up.
+fn attach_launched(program: &mut Launched) -> Result<Target> {
+    let pid = program.pid();
+    let give_up = Instant::now() + LAUNCH_ATTACH_TIMEOUT;
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if program.has_exited() {
+            return Err(Error::ProcessExited { pid }.into());
+        }
+        match Target::attach(pid) {
+            Ok(mut target) => {
+                if target
+                    .walker
+                    .read(false)
+                    .is_ok_and(|s| !s.threads.is_empty())
+                {
+                    return Ok(target);
+                }
+                if Instant::now() >= give_up {
+                    return Err(anyhow::anyhow!(
+                        "the Python interpreter in process {pid} did not start within 10 s"
+                    ));
+                }
+            }
+            Err(e) if Instant::now() >= give_up => return Err(e),
+            Err(_) => {}
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// One process being recorded.
+struct Profiled {
+    target: Target,
+    aggregator: Aggregator,
+    command: Vec<String>,
+    torn: u64,
+    missed: u64,
+    started: Instant,
+    ended: Option<Instant>,
+    names_read: Option<Instant>,
+}
+
+impl Profiled {
+    fn new(target: Target, command: Vec<String>) -> Self {
+        Profiled {
+            target,
+            aggregator: Aggregator::default(),
+            command,
+            torn: 0,
+            missed: 0,
+            started: Instant::now(),
+            ended: None,
+            names_read: None,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.ended.is_none()
+    }
+
+    /// Takes and aggregates one sample; a gone process is marked ended.
+    fn sample(&mut self, blocking: bool) -> Result<()> {
+        let result = if blocking {
+            self.target.sample_paused(true).map_err(|e| {
+                if crate::target::process::is_alive(self.target.pid) {
+                    SampleError::Fatal(e)
+                } else {
+                    SampleError::Gone
+                }
+            })
+        } else {
+            self.target.sample(true)
+        };
+        match result {
+            Ok(sample) => {
+                let unnamed = sample
+                    .threads
+                    .iter()
+                    .any(|t| self.target.thread_name(t.ident).is_none());
+                self.refresh_names_if_due(unnamed);
+                self.aggregator.add(sample);
+            }
+            Err(SampleError::Torn) => self.torn += 1,
+            Err(SampleError::Gone) => self.ended = Some(Instant::now()),
+            Err(SampleError::Fatal(e)) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn refresh_names_if_due(&mut self, unnamed_thread: bool) {
+        let due = match self.names_read {
+            None => true,
+            Some(at) => {
+                at.elapsed() >= NAME_REFRESH
+                    || (unnamed_thread && at.elapsed() >= Duration::from_millis(100))
+            }
+        };
+        if due {
+            self.target.refresh_names();
+            self.names_read = Some(Instant::now());
+        }
+    }
+
+    fn into_recording(
+        self,
+        config: &RecordConfig,
+        stop: StopReason,
+        now: Instant,
+        children: Vec<Recording>,
+    ) -> Recording {
+        let end = self.ended.unwrap_or(now);
+        let target = &self.target;
+        let a = &self.aggregator;
+        Recording {
+            format: RECORDING_FORMAT.to_string(),
+            pid: target.pid,
+            command: self.command.clone(),
+            python: PythonInfo::new(target.runtime(), None),
+            duration_s: end.duration_since(self.started).as_secs_f64(),
+            requested_rate_hz: config.rate_hz,
+            samples: a.samples,
+            missed_samples: self.missed,
+            torn_samples: self.torn,
+            stopped_samples: a.stopped_samples,
+            stop_reason: if self.ended.is_some() {
+                StopReason::TargetExited
+            } else {
+                stop
+            }
+            .describe()
+            .to_string(),
+            cpus: cpus_of(target.pid),
+            gil: a.gil().clone(),
+            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            stacks: a.stack_counts(&target.walker.codes),
+            children,
+        }
+    }
+}
+
+struct Session<'a> {
+    config: &'a RecordConfig,
+    main: Profiled,
+    children: children::Children,
+    progress: Option<Progress>,
+}
+
+impl<'a> Session<'a> {
+    fn new(config: &'a RecordConfig, main: Profiled) -> Self {
+        let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
+        let children = children::Children::new(main.target.pid);
+        Session {
+            config,
+            main,
+            children,
+            progress,
+        }
+    }
+
+    fn run(&mut self, mut launched: Option<&mut Launched>) -> Result<StopReason> {
+        let seed = std::process::id() as u64
+            ^ Instant::now().elapsed().as_nanos() as u64
+            ^ 0x9e37_79b9_7f4a_7c15;
+        let mut schedule = Schedule::new(self.config.rate_hz, seed);
+        let mut last_scan = Instant::now();
+        let stop = loop {
+            if signals::interrupted() {
+                break StopReason::Interrupted;
+            }
+            if self
+                .config
+                .duration
+                .is_some_and(|d| self.main.started.elapsed() >= d)
+            {
+                break StopReason::Duration;
+            }
+            let deadline = schedule.next_deadline(Instant::now());
+            sleep_until(deadline);
+            self.main.sample(self.config.blocking)?;
+            self.children.sample_all(self.config.blocking);
+            if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {
+                self.main.ended.get_or_insert_with(Instant::now);
+                break StopReason::TargetExited;
+            }
+            if self.config.subprocesses && last_scan.elapsed() >= CHILD_SCAN {
+                self.children.discover();
+                last_scan = Instant::now();
+            }
+            if let Some(progress) = self.progress.as_mut() {
+                progress.show(&self.main);
+            }
+        };
+        self.main.missed = schedule.missed;
+        if let Some(progress) = self.progress.take() {
+            progress.clear();
+        }
+        Ok(stop)
+    }
+
+    fn finish(self, stop: StopReason) -> Recording {
+        let now = Instant::now();
+        let config = self.config;
+        let children = self
+            .children
+            .into_profiled()
+            .into_iter()
+            .map(|c| c.into_recording(config, stop, now, Vec::new()))
+            .collect();
+        self.main.into_recording(config, stop, now, children)
+    }
+}
+
+/// A one-line status on a terminal, redrawn in place.
+struct Progress {
+    shown: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            shown: Instant::now(),
+        }
+    }
+
+    fn show(&mut self, p: &Profiled) {
+        if self.shown.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.shown = Instant::now();
+        let a = &p.aggregator;
+        let held = crate::profile::figures::ratio(a.gil().held, a.samples) * 100.0;
+        let line = format!(
+            "gilscope: recording pid {} | {:.1} s | {} samples | GIL held {held:.0}% | Ctrl-C to stop",
+            p.target.pid,
+            p.started.elapsed().as_secs_f64(),
+            a.samples
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+    }
+
+    fn clear(self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K");
+        let _ = err.flush();
+    }
+}
+
+/// The target's argv from /proc/PID/cmdline.
+fn command_line(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// CPUs the target may run on (its affinity mask), which bounds real parallelism.
+fn cpus_of(pid: i32) -> u32 {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .count() as u32
+        })
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+}

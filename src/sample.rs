@@ -1,0 +1,287 @@
+//! One sample of a live target: the Python state from memory, each thread's kernel state
+//! from /proc, joined and classified. [`Target`] keeps everything that can be reused across
+//! samples (open /proc files, code objects, thread names).
+
+use crate::classify::{Classification, Contradiction, ThreadState, classify, is_gil_wait};
+use crate::error::Error;
+use crate::mem::{LiveMemory, MemError, RemoteMemory};
+use crate::python::attach::{Runtime, attach};
+use crate::python::names::read_thread_names;
+use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
+use crate::target::pause::PausedProcess;
+use crate::target::{KernelState, KernelStateReader, Process};
+use anyhow::Result;
+use std::collections::HashMap;
+
+/// One Python thread at one instant.
+#[derive(Debug, Clone)]
+pub struct ThreadSample {
+    pub tid: i32,
+    /// Address of the `PyThreadState`.
+    pub tstate: u64,
+    /// `threading.get_ident()`.
+    pub ident: u64,
+    /// Index into [`Sample::interpreters`].
+    pub interpreter: usize,
+    pub class: Classification,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub interpreters: Vec<InterpreterRecord>,
+    pub threads: Vec<ThreadSample>,
+    /// Every thread was stopped by a signal (SIGSTOP, a debugger).
+    pub target_stopped: bool,
+}
+
+impl Sample {
+    /// The main interpreter's GIL (the oldest interpreter is last in the list).
+    pub fn main_gil(&self) -> Option<&crate::python::walker::GilState> {
+        self.interpreters.last().map(|i| &i.gil)
+    }
+}
+
+/// Why a sample could not be taken.
+#[derive(Debug)]
+pub enum SampleError {
+    /// Structures changed under the reader, or memory and /proc disagreed: try again.
+    Torn,
+    /// The process exited.
+    Gone,
+    Fatal(anyhow::Error),
+}
+
+/// A thread that was last seen blocked on the GIL: its CPU time then.
+#[derive(Debug, Clone, Copy)]
+struct GilWaitMark {
+    cpu_ns: u64,
+    /// Seen blocked in the kernel at the latest sample (not runnable).
+    blocked: bool,
+}
+
+/// CPU a woken GIL waiter may use (timeouts, re-locking the mutex) and still count as
+/// waiting; a thread that ran Python or native code since uses more than this.
+const STILL_WAITING_CPU_NS: u64 = 200_000;
+
+pub struct Target<M = LiveMemory> {
+    pub pid: i32,
+    pub walker: Walker<M>,
+    kernel: KernelStateReader,
+    names: HashMap<u64, String>,
+    gil_waiters: HashMap<i32, GilWaitMark>,
+}
+
+impl Target<LiveMemory> {
+    /// Attaches to a live process: checks it, finds the interpreter, reads nothing else yet.
+    pub fn attach(pid: i32) -> Result<Self> {
+        let process = Process::open(pid)?;
+        let mem = LiveMemory::new(pid);
+        let runtime = attach(&process, &mem)?;
+        Ok(Target::new(pid, mem, runtime))
+    }
+}
+
+impl<M: RemoteMemory> Target<M> {
+    pub fn new(pid: i32, mem: M, runtime: Runtime) -> Self {
+        Target {
+            pid,
+            walker: Walker::new(mem, runtime),
+            kernel: KernelStateReader::new(pid),
+            names: HashMap::new(),
+            gil_waiters: HashMap::new(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.walker.runtime
+    }
+
+    pub fn thread_name(&self, ident: u64) -> Option<&str> {
+        self.names.get(&ident).map(String::as_str)
+    }
+
+    /// Re-reads `threading`'s thread names (not on every sample: it is many reads).
+    pub fn refresh_names(&mut self) {
+        let Ok(state) = self.walker.read(false) else {
+            return;
+        };
+        let addresses = self.interpreter_addresses(&state);
+        for interp in addresses {
+            if let Ok(names) = read_thread_names(&self.walker.mem, &self.walker.runtime, interp) {
+                self.names.extend(names);
+            }
+        }
+    }
+
+    fn interpreter_addresses(&self, state: &PythonState) -> Vec<u64> {
+        let mut seen: Vec<u64> = state
+            .threads
+            .iter()
+            .map(|t| t.interpreter_address)
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
+    /// Takes one sample without stopping the target.
+    pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        let state = self
+            .walker
+            .read(with_frames)
+            .map_err(|e| self.mem_error(e))?;
+        let kernel: Vec<KernelState> = state
+            .threads
+            .iter()
+            .map(|t| t.tid.map_or(KernelState::Gone, |tid| self.kernel.read(tid)))
+            .collect();
+        // The GIL again, right after the kernel reads, so both describe nearly one instant.
+        let interpreters = self
+            .walker
+            .reread_gils(&state.interpreters)
+            .map_err(|e| self.mem_error(e))?;
+        self.join(state, interpreters, &kernel, false)
+    }
+
+    /// Takes one sample with every thread paused (`--blocking`); the target runs again
+    /// before this returns.
+    pub fn sample_paused(&mut self, with_frames: bool) -> Result<Sample> {
+        let tids = crate::target::process::list_tids(self.pid)?;
+        let paused = PausedProcess::pause(self.pid, &tids)?;
+        let result = self.sample_while_paused(with_frames);
+        drop(paused);
+        result.map_err(|e| match e {
+            SampleError::Torn => {
+                anyhow::anyhow!("the target's memory was inconsistent even while paused")
+            }
+            SampleError::Gone => Error::ProcessExited { pid: self.pid }.into(),
+            SampleError::Fatal(e) => e,
+        })
+    }
+
+    fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        let state = self
+            .walker
+            .read(with_frames)
+            .map_err(|e| self.mem_error(e))?;
+        let kernel: Vec<KernelState> = state
+            .threads
+            .iter()
+            .map(
+                |t| match t.tid.map_or(KernelState::Gone, |tid| self.kernel.read(tid)) {
+                    // In a ptrace-stop outside a syscall: it was running user code.
+                    KernelState::Blocked => KernelState::Running,
+                    other => other,
+                },
+            )
+            .collect();
+        let interpreters = state.interpreters.clone();
+        self.join(state, interpreters, &kernel, true)
+    }
+
+    fn join(
+        &mut self,
+        state: PythonState,
+        interpreters: Vec<InterpreterRecord>,
+        kernel: &[KernelState],
+        paused: bool,
+    ) -> Result<Sample, SampleError> {
+        let mut threads = Vec::with_capacity(state.threads.len());
+        let mut stopped = 0usize;
+        for (thread, &kernel_state) in state.threads.into_iter().zip(kernel) {
+            let Some(tid) = thread.tid else { continue };
+            if kernel_state == KernelState::Gone {
+                continue;
+            }
+            stopped += usize::from(kernel_state == KernelState::Stopped);
+            let gil = &interpreters[thread.interpreter].gil;
+            let holds = gil.holder() == Some(thread.tstate);
+            let waiting = !holds
+                && kernel_state == KernelState::Running
+                && self.still_waiting(tid, thread.tstate, gil);
+            let class = classify(holds, kernel_state, gil, waiting)
+                .map_err(|Contradiction| SampleError::Torn)?;
+            self.track_gil_wait(tid, kernel_state, gil, class);
+            threads.push(ThreadSample {
+                tid,
+                tstate: thread.tstate,
+                ident: thread.pthread_id,
+                interpreter: thread.interpreter,
+                class,
+                frames: thread.frames,
+                truncated: thread.truncated,
+            });
+        }
+        let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
+        self.kernel
+            .retain(|tid| threads.iter().any(|t| t.tid == tid));
+        self.gil_waiters
+            .retain(|tid, _| threads.iter().any(|t| t.tid == *tid));
+        Ok(Sample {
+            interpreters,
+            threads,
+            target_stopped,
+        })
+    }
+
+    /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, has
+    /// not been the GIL's last holder since, and has used almost no CPU since.
+    fn still_waiting(&mut self, tid: i32, tstate: u64, gil: &GilState) -> bool {
+        let Some(mark) = self.gil_waiters.get(&tid).copied() else {
+            return false;
+        };
+        if gil.last_holder == tstate {
+            return false;
+        }
+        self.kernel
+            .cpu_time_ns(tid)
+            .is_some_and(|now| now.saturating_sub(mark.cpu_ns) < STILL_WAITING_CPU_NS)
+    }
+
+    fn track_gil_wait(
+        &mut self,
+        tid: i32,
+        kernel: KernelState,
+        gil: &GilState,
+        class: Classification,
+    ) {
+        if is_gil_wait(kernel, gil) {
+            // The CPU baseline is taken when the thread (re)enters the wait, not on every sample.
+            let needs_baseline = self.gil_waiters.get(&tid).is_none_or(|m| !m.blocked);
+            if needs_baseline && let Some(cpu_ns) = self.kernel.cpu_time_ns(tid) {
+                self.gil_waiters.insert(
+                    tid,
+                    GilWaitMark {
+                        cpu_ns,
+                        blocked: true,
+                    },
+                );
+            }
+        } else if class.state == ThreadState::GilWait {
+            if let Some(mark) = self.gil_waiters.get_mut(&tid) {
+                mark.blocked = false;
+            }
+        } else {
+            self.gil_waiters.remove(&tid);
+        }
+    }
+
+    fn mem_error(&self, e: MemError) -> SampleError {
+        match e {
+            MemError::Fault { .. } => {
+                if crate::target::process::is_alive(self.pid) {
+                    SampleError::Torn
+                } else {
+                    SampleError::Gone
+                }
+            }
+            MemError::ProcessGone => SampleError::Gone,
+            MemError::PermissionDenied => {
+                SampleError::Fatal(Error::PermissionDenied { pid: self.pid }.into())
+            }
+        }
+    }
+}
