@@ -1,23 +1,42 @@
 //! `gilscope dump`: one snapshot of every Python thread.
 
-use crate::cli::DumpConfig;
 use crate::error::Error;
 use crate::sample::{Sample, SampleError, Target};
 use crate::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
+use std::time::{Duration, Instant};
+
+/// What `dump` needs to run.
+#[derive(Debug, Clone)]
+pub struct DumpConfig {
+    pub pid: i32,
+    /// Pause the target for the read.
+    pub blocking: bool,
+}
 
 /// How often a non-blocking dump retries a torn read before giving up.
 const MAX_ATTEMPTS: usize = 200;
+/// A non-blocking dump watches the threads this long and reports the last instant: a thread
+/// woken from a GIL wait is runnable before it runs, and only its recent history tells such a
+/// waiter from native code.
+const OBSERVE_FOR: Duration = Duration::from_millis(20);
+const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
     target.refresh_names();
-    let sample = if config.blocking {
-        target.sample_paused(true)?
-    } else {
-        sample_until_consistent(&mut target)?
-    };
+    let sample = if config.blocking { target.sample_paused(true)? } else { observe(&mut target)? };
     Ok(Snapshot::new(&target, &sample))
+}
+
+fn observe(target: &mut Target) -> Result<Sample> {
+    let until = Instant::now() + OBSERVE_FOR;
+    let mut latest = sample_until_consistent(target)?;
+    while Instant::now() < until {
+        std::thread::sleep(OBSERVE_EVERY);
+        latest = sample_until_consistent(target)?;
+    }
+    Ok(latest)
 }
 
 fn sample_until_consistent(target: &mut Target) -> Result<Sample> {
@@ -29,7 +48,5 @@ fn sample_until_consistent(target: &mut Target) -> Result<Sample> {
             Err(SampleError::Fatal(e)) => return Err(e),
         }
     }
-    Err(anyhow!(
-        "the target's memory kept changing under the reader; try --blocking"
-    ))
+    Err(anyhow!("the target's memory kept changing under the reader; try --blocking"))
 }

@@ -14,7 +14,25 @@ pub mod exit_code {
     pub const NOT_PYTHON: i32 = 5;
     pub const UNSUPPORTED_VERSION: i32 = 6;
     pub const PROCESS_EXITED: i32 = 7;
+    /// A `record --fail-on` condition held (every output was still written).
+    pub const CONDITION_FAILED: i32 = 10;
+    /// `diff` found a regression beyond its thresholds.
+    pub const REGRESSION: i32 = 11;
 }
+
+/// The exit codes, for `--help`; docs/exit-codes.md says the same.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success
+  1   other error (unwritable output directory, I/O error, ...)
+  2   command-line usage error
+  3   no such process
+  4   permission denied (needs root, CAP_SYS_PTRACE or ptrace_scope 0)
+  5   not a Python process
+  6   unsupported Python version (3.8 to 3.14 are supported)
+  7   the process exited while being read (record still writes what it sampled)
+  10  record: a --fail-on condition held
+  11  diff: a regression beyond the thresholds";
 
 /// Errors that change what the user must do next.
 #[derive(Debug, thiserror::Error)]

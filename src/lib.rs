@@ -4,6 +4,7 @@
 //! -> report ([`output`]).
 
 pub mod classify;
+pub mod conditions;
 pub mod cli;
 pub mod dump;
 pub mod error;

@@ -133,10 +133,15 @@ impl<M: RemoteMemory> Target<M> {
             .walker
             .read(with_frames)
             .map_err(|e| self.mem_error(e))?;
+        let stopped = self.kernel.process_stopped();
         let kernel: Vec<KernelState> = state
             .threads
             .iter()
-            .map(|t| t.tid.map_or(KernelState::Gone, |tid| self.kernel.read(tid)))
+            .map(|t| match t.tid {
+                None => KernelState::Gone,
+                Some(_) if stopped => KernelState::Stopped,
+                Some(tid) => self.kernel.read(tid),
+            })
             .collect();
         // The GIL again, right after the kernel reads, so both describe nearly one instant.
         let interpreters = self

@@ -27,8 +27,30 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Formats written on request, beside the ones always written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `trace.json`: Chrome trace events for ui.perfetto.dev and chrome://tracing.
+    Trace,
+    /// `speedscope.json` for speedscope.app.
+    Speedscope,
+}
+
+impl OutputFormat {
+    pub fn parse(text: &str) -> Result<OutputFormat, String> {
+        match text.trim() {
+            "trace" => Ok(OutputFormat::Trace),
+            "speedscope" => Ok(OutputFormat::Speedscope),
+            other => Err(format!("unknown format '{other}' (expected trace or speedscope)")),
+        }
+    }
+}
+
 /// Writes every file `record` produces into `dir`.
-pub fn write_all(dir: &Path, rec: &Recording, report: &Report) -> Result<()> {
+pub fn write_all(dir: &Path, rec: &Recording, report: &Report, formats: &[OutputFormat]) -> Result<()> {
+    if !formats.is_empty() {
+        anyhow::bail!("--format is not implemented yet");
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for graph in flamegraph::standard_graphs(rec) {
         write_file(dir, graph.file_name, |w| flamegraph::render(&graph, w))?;

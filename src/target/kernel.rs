@@ -1,5 +1,6 @@
 //! What the scheduler says a thread is doing: running, or blocked in which syscall with
-//! which arguments (/proc/PID/task/TID/syscall), or stopped (/proc/PID/task/TID/stat).
+//! which arguments (/proc/PID/task/TID/syscall); whether the process is stopped
+//! (/proc/PID/stat); how much CPU a thread has used (/proc/PID/task/TID/schedstat).
 //! The files stay open between samples and are re-read with pread, which costs a few µs.
 
 use std::collections::HashMap;
@@ -53,7 +54,6 @@ pub fn parse_stat_state(text: &str) -> Option<char> {
 
 struct ThreadFiles {
     syscall: File,
-    stat: File,
     schedstat: File,
 }
 
@@ -82,22 +82,37 @@ impl KernelStateReader {
             };
         }
         let files = &self.files[&tid];
-        let Some(state) =
-            pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file)
-        else {
+        let Some(state) = pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file) else {
             self.files.remove(&tid);
             return KernelState::Gone;
         };
-        if state != KernelState::Blocked && !matches!(state, KernelState::Syscall { .. }) {
-            return state;
+        match state {
+            KernelState::Syscall { nr, .. } if nr == libc::SYS_restart_syscall => self.restarted(tid),
+            other => other,
         }
-        // Only a blocked thread can be stopped; telling costs one more read, so only then.
-        // 't' (a tracer's stop, as under --blocking) keeps the syscall it interrupted.
-        match pread_text(&files.stat, &mut self.buf).and_then(parse_stat_state) {
-            Some('T') => KernelState::Stopped,
-            Some('Z' | 'X') | None => KernelState::Gone,
-            _ => state,
-        }
+    }
+
+    /// A wait interrupted by a signal or a ptrace stop continues as restart_syscall(2), which
+    /// hides what it restarted; the kernel function it sleeps in (wchan) still tells.
+    fn restarted(&self, tid: i32) -> KernelState {
+        let wchan = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", self.pid)).unwrap_or_default();
+        let nr = if wchan.contains("futex") {
+            libc::SYS_futex
+        } else if wchan.contains("nanosleep") {
+            libc::SYS_clock_nanosleep
+        } else if ["poll", "select", "ep_"].iter().any(|w| wchan.contains(w)) {
+            libc::SYS_ppoll
+        } else {
+            libc::SYS_restart_syscall
+        };
+        // The restarted call's arguments are gone: a futex here is not known to be the GIL's.
+        KernelState::Syscall { nr, args: [0, 1, 0, 0, 0, 0] }
+    }
+
+    /// Whether the whole process is stopped (SIGSTOP, a debugger's group stop).
+    pub fn process_stopped(&mut self) -> bool {
+        let path = format!("/proc/{}/stat", self.pid);
+        std::fs::read_to_string(path).ok().as_deref().and_then(parse_stat_state) == Some('T')
     }
 
     /// CPU time the thread has used so far, in ns (/proc/PID/task/TID/schedstat).
@@ -116,7 +131,6 @@ impl KernelStateReader {
         let dir = format!("/proc/{}/task/{tid}", self.pid);
         Some(ThreadFiles {
             syscall: File::open(format!("{dir}/syscall")).ok()?,
-            stat: File::open(format!("{dir}/stat")).ok()?,
             schedstat: File::open(format!("{dir}/schedstat")).ok()?,
         })
     }

@@ -2,6 +2,11 @@
 
 mod support;
 
+mod advice;
+mod ci;
 mod debug_offsets;
 mod dump;
+mod formats;
+mod images;
 mod offsets;
+mod record;

@@ -1,0 +1,99 @@
+//! `gilscope record`.
+
+use crate::conditions::{self, Condition};
+use crate::error::{Error, exit_code};
+use crate::output::{self, OutputFormat, report_json::Report, summary};
+use crate::record::{RecordConfig, StopReason, TargetSpec};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Process id of a running Python program.
+    #[arg(long, short, conflicts_with = "command", required_unless_present = "command")]
+    pub pid: Option<i32>,
+    /// Stop after this many seconds (default: until Ctrl-C or the program exits).
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<f64>,
+    /// Samples per second.
+    #[arg(long, short, default_value_t = 100.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Directory for the outputs (created if missing) [default: gilscope-PID].
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Extra output formats, comma-separated: trace (Perfetto / chrome://tracing), speedscope.
+    #[arg(long, value_delimiter = ',', value_parser = OutputFormat::parse)]
+    pub format: Vec<OutputFormat>,
+    /// Exit with code 10 if this condition holds, e.g. 'gil.contended>0.3' or
+    /// 'thread[worker-*].gil_wait>0.5' (repeatable). All outputs are still written.
+    #[arg(long = "fail-on", value_name = "EXPR")]
+    pub fail_on: Vec<String>,
+    /// Pause the target for each sample (consistent, but slows it down).
+    #[arg(long)]
+    pub blocking: bool,
+    /// Also record child processes (multiprocessing workers, spawned interpreters).
+    #[arg(long)]
+    pub subprocesses: bool,
+    /// The program to start and record, after `--`: gilscope record -- python app.py
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Highest sampling rate accepted.
+pub const MAX_RATE_HZ: f64 = 20_000.0;
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE_HZ) {
+        return Err(format!("the rate must be above 0 and at most {MAX_RATE_HZ} Hz"));
+    }
+    Ok(rate)
+}
+
+fn parse_duration(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err("the duration must be a positive number of seconds".to_string());
+    }
+    Ok(seconds)
+}
+
+impl RecordArgs {
+    fn config(&self) -> RecordConfig {
+        let target = match self.pid {
+            Some(pid) => TargetSpec::Pid(pid),
+            None => TargetSpec::Command(self.command.clone()),
+        };
+        RecordConfig {
+            target,
+            duration: self.duration.map(Duration::from_secs_f64),
+            rate_hz: self.rate,
+            blocking: self.blocking,
+            subprocesses: self.subprocesses,
+            progress: true,
+        }
+    }
+}
+
+pub fn run(args: RecordArgs) -> Result<i32> {
+    // Everything that can be checked is checked before the target is touched.
+    let conditions = args.fail_on.iter().map(|text| Condition::parse(text)).collect::<Result<Vec<_>>>()?;
+    if let Some(dir) = &args.output {
+        output::prepare_dir(dir)?;
+    }
+    let config = args.config();
+    let outcome = crate::record::record(&config)?;
+    let pid = outcome.recording.pid;
+    let dir = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("gilscope-{pid}")));
+    let report = Report::new(&outcome.recording);
+    output::write_all(&dir, &outcome.recording, &report, &args.format)?;
+    eprint!("{}", summary::render(&report, Some(&dir.display().to_string())));
+    let failed = conditions::report_failures(&conditions, &report);
+    if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
+        eprintln!("gilscope: {} (the report covers what was sampled)", Error::ProcessExited { pid });
+        return Ok(exit_code::PROCESS_EXITED);
+    }
+    Ok(if failed { exit_code::CONDITION_FAILED } else { exit_code::OK })
+}
