@@ -1,5 +1,6 @@
 //! `gilscope dump`: one snapshot of every Python thread.
 
+use crate::classify::ThreadState;
 use crate::error::Error;
 use crate::sample::{Sample, SampleError, Target};
 use crate::snapshot::Snapshot;
@@ -25,18 +26,43 @@ const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
     target.refresh_names();
-    let sample = if config.blocking { target.sample_paused(true)? } else { observe(&mut target)? };
+    let sample = if config.blocking {
+        target.sample_paused(true)?
+    } else {
+        observe(&mut target)?
+    };
     Ok(Snapshot::new(&target, &sample))
 }
 
+/// Samples for [`OBSERVE_FOR`] and returns the latest instant at which no thread had just
+/// gone from a GIL state to running without it: within a millisecond that is nearly always a
+/// holder handing over or a waiter being woken, not native work. Falls back to the latest.
 fn observe(target: &mut Target) -> Result<Sample> {
     let until = Instant::now() + OBSERVE_FOR;
-    let mut latest = sample_until_consistent(target)?;
+    let mut previous = sample_until_consistent(target)?;
+    let mut best: Option<Sample> = None;
     while Instant::now() < until {
         std::thread::sleep(OBSERVE_EVERY);
-        latest = sample_until_consistent(target)?;
+        let current = sample_until_consistent(target)?;
+        if !left_the_gil(&previous, &current) {
+            best = Some(current.clone());
+        }
+        previous = current;
     }
-    Ok(latest)
+    Ok(best.unwrap_or(previous))
+}
+
+fn left_the_gil(before: &Sample, after: &Sample) -> bool {
+    after
+        .threads
+        .iter()
+        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .any(|t| {
+            before.threads.iter().any(|b| {
+                b.tid == t.tid
+                    && matches!(b.class.state, ThreadState::GilHeld | ThreadState::GilWait)
+            })
+        })
 }
 
 fn sample_until_consistent(target: &mut Target) -> Result<Sample> {
@@ -48,5 +74,7 @@ fn sample_until_consistent(target: &mut Target) -> Result<Sample> {
             Err(SampleError::Fatal(e)) => return Err(e),
         }
     }
-    Err(anyhow!("the target's memory kept changing under the reader; try --blocking"))
+    Err(anyhow!(
+        "the target's memory kept changing under the reader; try --blocking"
+    ))
 }

@@ -35,6 +35,8 @@ pub struct Sample {
     pub threads: Vec<ThreadSample>,
     /// Every thread was stopped by a signal (SIGSTOP, a debugger).
     pub target_stopped: bool,
+    /// When the sample was taken (the timeline's clock).
+    pub time: std::time::Instant,
 }
 
 impl Sample {
@@ -54,7 +56,7 @@ pub enum SampleError {
     Fatal(anyhow::Error),
 }
 
-/// A thread that was last seen blocked on the GIL: its CPU time then.
+/// A thread last seen on the GIL (holding it or blocked waiting for it): its CPU time then.
 #[derive(Debug, Clone, Copy)]
 struct GilWaitMark {
     cpu_ns: u64,
@@ -62,9 +64,10 @@ struct GilWaitMark {
     blocked: bool,
 }
 
-/// CPU a woken GIL waiter may use (timeouts, re-locking the mutex) and still count as
-/// waiting; a thread that ran Python or native code since uses more than this.
-const STILL_WAITING_CPU_NS: u64 = 200_000;
+/// CPU a thread may use after it was last seen on the GIL and, when found runnable without
+/// it, still count as waiting for it: a woken waiter uses a few µs (timeouts, re-locking the
+/// mutex), a holder handing the GIL over a little more. Native work runs past this quickly.
+const STILL_WAITING_CPU_NS: u64 = 1_000_000;
 
 pub struct Target<M = LiveMemory> {
     pub pid: i32,
@@ -229,11 +232,12 @@ impl<M: RemoteMemory> Target<M> {
             interpreters,
             threads,
             target_stopped,
+            time: std::time::Instant::now(),
         })
     }
 
-    /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, has
-    /// not been the GIL's last holder since, and has used almost no CPU since.
+    /// A runnable thread is still waiting for the GIL if it was last seen on the GIL (holding
+    /// or waiting), is not its last holder now, and has used almost no CPU since.
     fn still_waiting(&mut self, tid: i32, tstate: u64, gil: &GilState) -> bool {
         let Some(mark) = self.gil_waiters.get(&tid).copied() else {
             return false;
@@ -253,17 +257,16 @@ impl<M: RemoteMemory> Target<M> {
         gil: &GilState,
         class: Classification,
     ) {
-        if is_gil_wait(kernel, gil) {
-            // The CPU baseline is taken when the thread (re)enters the wait, not on every sample.
-            let needs_baseline = self.gil_waiters.get(&tid).is_none_or(|m| !m.blocked);
+        let on_gil = class.state == ThreadState::GilHeld || is_gil_wait(kernel, gil);
+        if on_gil {
+            // The CPU baseline is taken when the thread (re)enters a GIL state, not on every
+            // sample it stays blocked in one.
+            let needs_baseline = class.state == ThreadState::GilHeld
+                || self.gil_waiters.get(&tid).is_none_or(|m| !m.blocked);
             if needs_baseline && let Some(cpu_ns) = self.kernel.cpu_time_ns(tid) {
-                self.gil_waiters.insert(
-                    tid,
-                    GilWaitMark {
-                        cpu_ns,
-                        blocked: true,
-                    },
-                );
+                let blocked = class.state != ThreadState::GilHeld;
+                self.gil_waiters
+                    .insert(tid, GilWaitMark { cpu_ns, blocked });
             }
         } else if class.state == ThreadState::GilWait {
             if let Some(mark) = self.gil_waiters.get_mut(&tid) {
