@@ -140,12 +140,17 @@ pub fn read_dict(
     let values = mem.read_u64(at(dict, ol.dict_values)?)?;
     let mut entries = read_keys(mem, ol, keys)?;
     if values != 0 {
-        // A split table: the keys are shared, the values are this dict's own.
+        // A split table: the keys are shared, the values are this dict's own. 3.13+ records
+        // how many values there is room for; slots past it are not values.
         let start = values_start(layout, values)?;
-        let bytes = mem.read_vec(start, entries.len() * 8)?;
-        let f = Fields::new(start, &bytes);
+        let header = start - values;
+        let bytes = mem.read_vec(values, header as usize + entries.len() * 8)?;
+        let f = Fields::new(values, &bytes);
+        if header != 0 {
+            entries.truncate(usize::from(f.u8(0)?));
+        }
         for (i, entry) in entries.iter_mut().enumerate() {
-            entry.1 = f.u64(i as u64 * 8)?;
+            entry.1 = f.u64(header + i as u64 * 8)?;
         }
     }
     entries.retain(|&(key, value)| key != 0 && value != 0);
@@ -363,4 +368,411 @@ pub fn read_u64_int(
         value = (value << 30) | u64::from(digit);
     }
     Ok(Some(value))
+}
+
+/// Builds CPython-shaped objects in a [`MemoryImage`](crate::mem::MemoryImage) for tests.
+#[cfg(test)]
+pub(super) mod fake {
+    use super::*;
+    use crate::mem::MemoryImage;
+    use crate::python::tables;
+    use crate::python::version::Version;
+
+    pub fn layout(minor: u8) -> Layout {
+        match minor {
+            // No table for 3.13 (it comes from `_Py_DebugOffsets`): 3.12 with 3.13's values.
+            13 => {
+                let mut layout = tables::table(Version::new(3, 12, 1)).unwrap();
+                layout.version = Version::new(3, 13, 0);
+                layout.object.instance_dict = InstanceDictFormat::Inline313;
+                layout
+            }
+            _ => tables::table(Version::new(3, minor, 1)).unwrap(),
+        }
+    }
+
+    pub struct Fake {
+        pub mem: MemoryImage,
+        pub layout: Layout,
+        next: u64,
+        pub str_type: u64,
+        pub int_type: u64,
+        pub dict_type: u64,
+    }
+
+    impl Fake {
+        pub fn new(layout: Layout) -> Self {
+            let mut fake = Fake {
+                mem: MemoryImage::new(),
+                layout,
+                next: 0x10_0000,
+                str_type: 0,
+                int_type: 0,
+                dict_type: 0,
+            };
+            fake.str_type = fake.new_type("str", TPFLAGS_UNICODE_SUBCLASS, None);
+            fake.int_type = fake.new_type("int", TPFLAGS_LONG_SUBCLASS, None);
+            fake.dict_type = fake.new_type("dict", TPFLAGS_DICT_SUBCLASS, None);
+            fake
+        }
+
+        /// `size` zeroed bytes, 64 bytes into their own block (room for pre-headers).
+        pub fn alloc(&mut self, size: u64) -> u64 {
+            let addr = self.next + 64;
+            self.mem.write(self.next, &vec![0; (size + 64) as usize]);
+            self.next += (size + 64 + 127) & !63;
+            addr
+        }
+
+        pub fn object(&mut self, ty: u64, size: u64) -> u64 {
+            let obj = self.alloc(size);
+            self.mem.write_u64(obj + self.layout.object.ob_type, ty);
+            obj
+        }
+
+        pub fn new_type(&mut self, name: &str, flags: u64, cached_keys: Option<u64>) -> u64 {
+            let ol = self.layout.object.clone();
+            let c_name = self.alloc(name.len() as u64 + 1);
+            self.mem.write(c_name, name.as_bytes());
+            let ty = self.alloc(1024);
+            self.mem.write_u64(ty + ol.tp_name, c_name);
+            self.mem.write_u64(ty + ol.tp_flags, flags);
+            self.mem.write_u64(ty + ol.tp_basicsize, 16);
+            if let Some(keys) = cached_keys {
+                self.mem.write_u64(ty + ol.ht_cached_keys.unwrap(), keys);
+            }
+            ty
+        }
+
+        /// A compact ASCII `str`.
+        pub fn str(&mut self, text: &str) -> u64 {
+            let ol = self.layout.object.clone();
+            let obj = self.object(self.str_type, ol.unicode_ascii_size + text.len() as u64 + 1);
+            self.mem
+                .write_u64(obj + ol.unicode_length, text.len() as u64);
+            let (kind, compact, ascii) = (1, 1 << 3, 1 << 4);
+            self.mem.write_u32(
+                obj + ol.unicode_state,
+                (kind | compact | ascii) << ol.unicode_kind_shift,
+            );
+            self.mem.write(obj + ol.unicode_ascii_size, text.as_bytes());
+            obj
+        }
+
+        pub fn int(&mut self, value: u64) -> u64 {
+            let ol = self.layout.object.clone();
+            let mut digits = Vec::new();
+            let mut rest = value;
+            while rest != 0 {
+                digits.push((rest & ((1 << 30) - 1)) as u32);
+                rest >>= 30;
+            }
+            let obj = self.object(self.int_type, ol.long_digits + 4 * digits.len() as u64 + 4);
+            let size = match ol.long_format {
+                LongFormat::SignedSize => digits.len() as u64,
+                LongFormat::Tagged if value == 0 => 1,
+                LongFormat::Tagged => (digits.len() as u64) << 3,
+            };
+            self.mem.write_u64(obj + ol.long_size, size);
+            for (i, digit) in digits.iter().enumerate() {
+                self.mem
+                    .write_u32(obj + ol.long_digits + 4 * i as u64, *digit);
+            }
+            obj
+        }
+
+        /// A keys object holding `entries` in order (`general`: `{hash, key, value}`).
+        pub fn keys(&mut self, entries: &[(u64, u64)], general: bool, split: bool) -> u64 {
+            let entry_size: u64 = if general { 24 } else { 16 };
+            let value_at = entry_size - 8;
+            let (keys, entries_at) = match self.layout.object.dict_keys_format {
+                DictKeysFormat::Sized => {
+                    let keys = self.alloc(SIZED_HEADER + 8 + 24 * 5);
+                    self.mem.write_u64(keys + SIZED_DK_SIZE, 8);
+                    self.mem
+                        .write_u64(keys + SIZED_DK_NENTRIES, entries.len() as u64);
+                    (keys, keys + SIZED_HEADER + 8)
+                }
+                DictKeysFormat::Log2 { header } => {
+                    let keys = self.alloc(header + 8 + entry_size * 5);
+                    let kind = if general {
+                        0
+                    } else if split {
+                        2
+                    } else {
+                        1
+                    };
+                    self.mem.write(keys + LOG2_DK_LOG2_SIZE, &[3, 3, kind]);
+                    self.mem.write_u64(keys + header - 8, entries.len() as u64);
+                    (keys, keys + header + 8)
+                }
+            };
+            for (i, &(key, value)) in entries.iter().enumerate() {
+                let entry = entries_at + i as u64 * entry_size;
+                self.mem.write_u64(entry + value_at - 8, key);
+                self.mem.write_u64(entry + value_at, value);
+            }
+            keys
+        }
+
+        /// A combined dict (or split, when `values` is given: a `PyDictValues*`).
+        pub fn dict(&mut self, keys: u64, values: u64) -> u64 {
+            let ol = self.layout.object.clone();
+            let dict = self.object(self.dict_type, 48);
+            self.mem.write_u64(dict + ol.dict_keys, keys);
+            self.mem.write_u64(dict + ol.dict_values, values);
+            dict
+        }
+
+        /// A combined dict with `str` keys.
+        pub fn str_dict(&mut self, items: &[(&str, u64)]) -> u64 {
+            let entries: Vec<(u64, u64)> = items.iter().map(|&(k, v)| (self.str(k), v)).collect();
+            let general = self.layout.object.dict_keys_format == DictKeysFormat::Sized;
+            let keys = self.keys(&entries, general, false);
+            self.dict(keys, 0)
+        }
+
+        /// A values array for 3.11+ (`values[0]` at the returned address but for 3.13's
+        /// header).
+        pub fn values(&mut self, values: &[u64]) -> u64 {
+            let start = self.alloc(8 + 8 * values.len() as u64);
+            let header = match self.layout.object.instance_dict {
+                InstanceDictFormat::Inline313 => {
+                    self.mem
+                        .write(start, &[values.len() as u8, values.len() as u8, 0, 1]);
+                    8
+                }
+                _ => 0,
+            };
+            for (i, &v) in values.iter().enumerate() {
+                self.mem.write_u64(start + header + 8 * i as u64, v);
+            }
+            start
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{Fake, layout};
+    use super::*;
+
+    #[test]
+    fn finds_str_keys_in_a_3_12_dict() {
+        let mut f = Fake::new(layout(12));
+        let (a, b, c) = (f.alloc(8), f.alloc(8), f.alloc(8));
+        let dict = f.str_dict(&[("threading", a), ("threadinG", b), ("_active", c)]);
+        let get = |name| dict_get_str(&f.mem, &f.layout, dict, name).unwrap();
+        assert_eq!(get("threading"), Some(a));
+        assert_eq!(get("threadinG"), Some(b));
+        assert_eq!(get("_active"), Some(c));
+        assert_eq!(get("thread"), None);
+        assert_eq!(get("sys"), None);
+    }
+
+    #[test]
+    fn skips_deleted_entries_and_non_str_keys() {
+        let mut f = Fake::new(layout(12));
+        let (old, new, int_key) = (f.alloc(8), f.alloc(8), f.int(7));
+        let name = f.str("_name");
+        let not_str = f.object(f.int_type, 64);
+        f.mem.write_u64(not_str + f.layout.object.unicode_length, 5);
+        // A deleted entry keeps nothing but its slot; general keys mix str and int.
+        let keys = f.keys(
+            &[(name, 0), (int_key, old), (not_str, old), (name, new)],
+            true,
+            false,
+        );
+        let dict = f.dict(keys, 0);
+        assert_eq!(
+            dict_get_str(&f.mem, &f.layout, dict, "_name"),
+            Ok(Some(new))
+        );
+        assert_eq!(read_dict(&f.mem, &f.layout, dict).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reads_a_3_8_split_dict_through_tp_dictoffset() {
+        let mut f = Fake::new(layout(8));
+        let (name, other) = (f.str("_name"), f.str("_ident"));
+        let (v_name, v_other) = (f.alloc(8), f.alloc(8));
+        let keys = f.keys(&[(other, 0), (name, 0)], true, true);
+        let values = f.alloc(16);
+        f.mem.write_u64(values, v_other);
+        f.mem.write_u64(values + 8, v_name);
+        let dict = f.dict(keys, values);
+        let ty = f.new_type("Thread", 0, None);
+        f.mem.write_u64(ty + f.layout.object.tp_dictoffset, 16);
+        let obj = f.object(ty, 24);
+        f.mem.write_u64(obj + 16, dict);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(v_name))
+        );
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_ident"),
+            Ok(Some(v_other))
+        );
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_daemonic"), Ok(None));
+        f.mem.write_u64(obj + 16, 0);
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_name"), Ok(None));
+    }
+
+    /// An instance of a heap type whose attributes `_target, _name` live in a values array.
+    fn managed_instance(f: &mut Fake, flags: u64) -> (u64, u64, u64) {
+        let (target, name) = (f.str("_target"), f.str("_name"));
+        let keys = f.keys(&[(target, 0), (name, 0)], false, true);
+        let ty = f.new_type("Thread", TPFLAGS_MANAGED_DICT | flags, Some(keys));
+        let value = f.str("worker-1");
+        let values = f.values(&[0, value]);
+        (f.object(ty, 16), values, value)
+    }
+
+    #[test]
+    fn reads_3_11_values_and_dicts() {
+        let mut f = Fake::new(layout(11));
+        let (obj, values, value) = managed_instance(&mut f, 0);
+        f.mem.write_u64(obj - 32, values);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(value))
+        );
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_target"), Ok(None));
+        let other = f.alloc(8);
+        let dict = f.str_dict(&[("_name", other)]);
+        f.mem.write_u64(obj - 24, dict);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(other))
+        );
+    }
+
+    #[test]
+    fn reads_3_12_tagged_values() {
+        let mut f = Fake::new(layout(12));
+        let (obj, values, value) = managed_instance(&mut f, 0);
+        f.mem.write_u64(obj - 24, values - 1);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(value))
+        );
+        // A materialized split dict shares the type's keys and points at the same values.
+        let ty = f.mem.read_u64(obj + f.layout.object.ob_type).unwrap();
+        let cached = f.layout.object.ht_cached_keys.unwrap();
+        let keys = f.mem.read_u64(ty + cached).unwrap();
+        let dict = f.dict(keys, values);
+        f.mem.write_u64(obj - 24, dict);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(value))
+        );
+        f.mem.write_u64(obj - 24, 0);
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_name"), Ok(None));
+    }
+
+    #[test]
+    fn reads_3_13_inline_values() {
+        let mut f = Fake::new(layout(13));
+        let (obj, _, _) = managed_instance(&mut f, TPFLAGS_INLINE_VALUES);
+        let value = f.str("inline");
+        // tp_basicsize is 16: the values follow the object header.
+        f.mem.write(obj + 16, &[2, 1, 1, 1]);
+        f.mem.write_u64(obj + 16 + 8 + 8, value);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(value))
+        );
+        f.mem.write(obj + 16, &[1, 1, 1, 1]); // capacity 1: index 1 is out of range
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_name"), Ok(None));
+        f.mem.write(obj + 16, &[2, 1, 1, 0]); // invalidated values
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_name"), Ok(None));
+        // A materialized dict keeps using the embedded values, bounded by their capacity.
+        f.mem.write(obj + 16, &[2, 1, 1, 1]);
+        let ty = f.mem.read_u64(obj + f.layout.object.ob_type).unwrap();
+        let cached = f.layout.object.ht_cached_keys.unwrap();
+        let keys = f.mem.read_u64(ty + cached).unwrap();
+        let dict = f.dict(keys, obj + 16);
+        f.mem.write_u64(obj - 24, dict);
+        assert_eq!(read_dict(&f.mem, &f.layout, dict).unwrap().len(), 1);
+        assert_eq!(
+            instance_attr(&f.mem, &f.layout, obj, "_name"),
+            Ok(Some(value))
+        );
+        f.mem.write(obj + 16, &[1, 1, 1, 1]);
+        assert_eq!(instance_attr(&f.mem, &f.layout, obj, "_name"), Ok(None));
+    }
+
+    #[test]
+    fn reads_unsigned_ints_in_both_formats() {
+        for minor in [8, 12] {
+            let mut f = Fake::new(layout(minor));
+            for value in [0, 1, (1 << 30) - 1, 1 << 30, 0x7f3a_1b2c_3640, u64::MAX] {
+                let obj = f.int(value);
+                assert_eq!(
+                    read_u64_int(&f.mem, &f.layout.object, obj),
+                    Ok(Some(value)),
+                    "3.{minor} {value}"
+                );
+            }
+            let big = f.int(0);
+            let ol = f.layout.object.clone();
+            let (four_digits, negative) = match ol.long_format {
+                LongFormat::SignedSize => (4, u64::MAX),
+                LongFormat::Tagged => (4 << 3, (1 << 3) | 2),
+            };
+            f.mem.write_u64(big + ol.long_size, four_digits);
+            assert_eq!(read_u64_int(&f.mem, &ol, big), Ok(None));
+            f.mem.write_u64(big + ol.long_size, negative);
+            assert_eq!(read_u64_int(&f.mem, &ol, big), Ok(None));
+            // 2**64 needs three digits but does not fit.
+            f.mem.write_u64(big + ol.long_size, three_digits(&ol));
+            f.mem.write_u32(big + ol.long_digits + 8, 1 << 4);
+            assert_eq!(read_u64_int(&f.mem, &ol, big), Ok(None));
+            f.mem.write_u32(big + ol.long_digits, 1 << 30); // not a 30-bit digit
+            assert!(read_u64_int(&f.mem, &ol, big).is_err());
+        }
+    }
+
+    fn three_digits(ol: &ObjectLayout) -> u64 {
+        match ol.long_format {
+            LongFormat::SignedSize => 3,
+            LongFormat::Tagged => 3 << 3,
+        }
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        let mut f = Fake::new(layout(12));
+        let dict = f.str_dict(&[("a", 1)]);
+        let keys = f.mem.read_u64(dict + 32).unwrap();
+        f.mem.write_u64(keys + 24, 1 << 40); // dk_nentries
+        assert!(read_dict(&f.mem, &f.layout, dict).is_err());
+        f.mem.write_u64(keys + 24, 1);
+        f.mem.write(keys + 8, &[3, 60, 0]); // dk_log2_index_bytes
+        assert!(read_dict(&f.mem, &f.layout, dict).is_err());
+        f.mem.write_u64(dict + 8, f.int_type); // not a dict
+        assert!(read_dict(&f.mem, &f.layout, dict).is_err());
+        // Pseudo-random words everywhere: every read must end in Ok or Err.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let base = 0x40_0000;
+        for i in 0..4096u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let word = if i % 3 == 0 {
+                base + (state % 0x8000)
+            } else {
+                state % 512
+            };
+            f.mem.write_u64(base + i * 8, word);
+        }
+        for layout in [layout(8), layout(11), layout(12), layout(13)] {
+            f.layout = layout;
+            for obj in (base..base + 0x8000).step_by(8) {
+                let _ = read_dict(&f.mem, &f.layout, obj);
+                let _ = instance_attr(&f.mem, &f.layout, obj, "_name");
+                let _ = read_u64_int(&f.mem, &f.layout.object, obj);
+            }
+        }
+    }
 }

@@ -69,3 +69,89 @@ pub fn read_thread_names(
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::attach::{Build, PythonBinary};
+    use super::super::dict::fake::{Fake, layout};
+    use super::*;
+    use std::path::PathBuf;
+
+    fn runtime(f: &Fake) -> Runtime {
+        let layout = f.layout.clone();
+        let binary = PythonBinary {
+            version: layout.version,
+            build: Build::Shared,
+            free_threaded: false,
+            path: PathBuf::from("libpython3.so"),
+        };
+        Runtime {
+            pid: 1,
+            binary,
+            layout,
+            address: 0,
+            code_type: None,
+        }
+    }
+
+    /// An interpreter whose `sys.modules["threading"]._active` is `threads`.
+    fn interpreter(f: &mut Fake, threads: &[(u64, u64)]) -> u64 {
+        let thread_type = f.new_type("Thread", 0, None);
+        f.mem
+            .write_u64(thread_type + f.layout.object.tp_dictoffset, 16);
+        let mut active = Vec::new();
+        for &(ident, name) in threads {
+            let attrs = f.str_dict(&[("_target", 0x1234), ("_name", name)]);
+            let thread = f.object(thread_type, 24);
+            f.mem.write_u64(thread + 16, attrs);
+            active.push((f.int(ident), thread));
+        }
+        let keys = f.keys(&active, true, false);
+        let active = f.dict(keys, 0);
+        let md_dict = f.str_dict(&[("__name__", 0x1234), ("_active", active)]);
+        let module_type = f.new_type("module", 0, None);
+        let threading = f.object(module_type, 64);
+        f.mem
+            .write_u64(threading + f.layout.object.module_dict, md_dict);
+        let sys = f.object(module_type, 64);
+        let modules = f.str_dict(&[("sys", sys), ("threading", threading)]);
+        let interp = f.alloc(4096);
+        f.mem.write_u64(interp + f.layout.interp.modules, modules);
+        interp
+    }
+
+    #[test]
+    fn names_threads_by_ident() {
+        for minor in [8, 10, 12] {
+            let mut f = Fake::new(layout(minor));
+            let (main, worker) = (f.str("MainThread"), f.str("worker-1"));
+            let not_a_str = f.int(5);
+            let threads = [
+                (0x7f00_dead_beef, main),
+                (0x7f00_0000_1000, worker),
+                (3, not_a_str),
+            ];
+            let interp = interpreter(&mut f, &threads);
+            let names = read_thread_names(&f.mem, &runtime(&f), interp).unwrap();
+            let expected = HashMap::from([
+                (0x7f00_dead_beef, "MainThread".to_string()),
+                (0x7f00_0000_1000, "worker-1".to_string()),
+            ]);
+            assert_eq!(names, expected, "3.{minor}");
+        }
+    }
+
+    #[test]
+    fn no_threading_module_means_no_names() {
+        let mut f = Fake::new(layout(12));
+        let interp = interpreter(&mut f, &[]);
+        let rt = runtime(&f);
+        assert_eq!(read_thread_names(&f.mem, &rt, interp), Ok(HashMap::new()));
+        let modules = f.str_dict(&[("sys", 0x1234)]);
+        f.mem.write_u64(interp + f.layout.interp.modules, modules);
+        assert_eq!(read_thread_names(&f.mem, &rt, interp), Ok(HashMap::new()));
+        f.mem.write_u64(interp + f.layout.interp.modules, 0);
+        assert_eq!(read_thread_names(&f.mem, &rt, interp), Ok(HashMap::new()));
+        assert!(read_thread_names(&f.mem, &rt, 0x7000_0000).is_err());
+    }
+}

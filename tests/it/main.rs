@@ -4,9 +4,12 @@ mod support;
 
 mod advice;
 mod ci;
+mod cli_misuse;
 mod debug_offsets;
 mod dump;
+mod faults;
 mod formats;
 mod images;
+mod install;
 mod offsets;
 mod record;
