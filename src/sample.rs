@@ -56,7 +56,9 @@ pub enum SampleError {
     Fatal(anyhow::Error),
 }
 
-/// A thread last seen on the GIL (holding it or blocked waiting for it): its CPU time then.
+/// A thread last seen blocked waiting for the GIL: its CPU time then. Holders get no mark:
+/// a holder that lets the GIL go for I/O never blocks on it, and when it is runnable again
+/// it is returning from its syscall, not waiting for the GIL yet.
 #[derive(Debug, Clone, Copy)]
 struct GilWaitMark {
     cpu_ns: u64,
@@ -64,10 +66,10 @@ struct GilWaitMark {
     blocked: bool,
 }
 
-/// CPU a thread may use after it was last seen on the GIL and, when found runnable without
-/// it, still count as waiting for it: a woken waiter uses a few µs (timeouts, re-locking the
-/// mutex), a holder handing the GIL over a little more. Native work runs past this quickly.
-const STILL_WAITING_CPU_NS: u64 = 1_000_000;
+/// CPU a thread may use after it was last seen blocked on the GIL and, when found runnable
+/// without it, still count as waiting for it: a woken waiter uses a few µs (timeouts,
+/// re-locking the mutex). Native work runs past this quickly.
+const STILL_WAITING_CPU_NS: u64 = 200_000;
 
 pub struct Target<M = LiveMemory> {
     pub pid: i32,
@@ -236,8 +238,8 @@ impl<M: RemoteMemory> Target<M> {
         })
     }
 
-    /// A runnable thread is still waiting for the GIL if it was last seen on the GIL (holding
-    /// or waiting), is not its last holder now, and has used almost no CPU since.
+    /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
+    /// not its last holder now, and has used almost no CPU since.
     fn still_waiting(&mut self, tid: i32, tstate: u64, gil: &GilState) -> bool {
         let Some(mark) = self.gil_waiters.get(&tid).copied() else {
             return false;
@@ -257,16 +259,18 @@ impl<M: RemoteMemory> Target<M> {
         gil: &GilState,
         class: Classification,
     ) {
-        let on_gil = class.state == ThreadState::GilHeld || is_gil_wait(kernel, gil);
-        if on_gil {
-            // The CPU baseline is taken when the thread (re)enters a GIL state, not on every
-            // sample it stays blocked in one.
-            let needs_baseline = class.state == ThreadState::GilHeld
-                || self.gil_waiters.get(&tid).is_none_or(|m| !m.blocked);
+        if is_gil_wait(kernel, gil) {
+            // The CPU baseline is taken when the thread (re)enters the wait, not on every
+            // sample it stays blocked in it.
+            let needs_baseline = self.gil_waiters.get(&tid).is_none_or(|m| !m.blocked);
             if needs_baseline && let Some(cpu_ns) = self.kernel.cpu_time_ns(tid) {
-                let blocked = class.state != ThreadState::GilHeld;
-                self.gil_waiters
-                    .insert(tid, GilWaitMark { cpu_ns, blocked });
+                self.gil_waiters.insert(
+                    tid,
+                    GilWaitMark {
+                        cpu_ns,
+                        blocked: true,
+                    },
+                );
             }
         } else if class.state == ThreadState::GilWait {
             if let Some(mark) = self.gil_waiters.get_mut(&tid) {
