@@ -31,7 +31,7 @@ Exit codes:
   5   not a Python process
   6   unsupported Python version (3.8 to 3.14 are supported)
   7   the process exited while being read (record still writes what it sampled)
-  10  record: a --fail-on condition held
+  10  record, report: a --fail-on condition held (every output is still written)
   11  diff: a regression beyond the thresholds";
 
 /// Errors that change what the user must do next.

@@ -28,8 +28,8 @@ pub struct RecordArgs {
     pub format: Vec<OutputFormat>,
     /// Exit with code 10 if this condition holds, e.g. 'gil.contended>0.3' or
     /// 'thread[worker-*].gil_wait>0.5' (repeatable). All outputs are still written.
-    #[arg(long = "fail-on", value_name = "EXPR")]
-    pub fail_on: Vec<String>,
+    #[arg(long = "fail-on", value_name = "EXPR", value_parser = Condition::try_parse)]
+    pub fail_on: Vec<Condition>,
     /// Pause the target for each sample (consistent, but slows it down).
     #[arg(long)]
     pub blocking: bool,
@@ -79,7 +79,7 @@ impl RecordArgs {
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     // Everything that can be checked is checked before the target is touched.
-    let conditions = args.fail_on.iter().map(|text| Condition::parse(text)).collect::<Result<Vec<_>>>()?;
+    let conditions = args.fail_on.clone();
     if let Some(dir) = &args.output {
         output::prepare_dir(dir)?;
     }
