@@ -280,7 +280,7 @@ fn report_rerenders_a_recording_with_the_same_figures() {
     let run = gilscope(["report", path, "-o", out, "--fail-on", "samples<0"]);
     assert_eq!(run.code, Some(OK), "{run}");
     let run = gilscope(["report", path, "-o", out, "--fail-on", "samples<"]);
-    assert_eq!(run.code, Some(GENERAL), "{run}");
+    assert_eq!(run.code, Some(USAGE), "{run}");
 
     // A recording compared with itself has not regressed.
     let run = gilscope(["diff", path, rendered.to_str().unwrap()]);
