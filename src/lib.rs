@@ -3,9 +3,11 @@
 //! attach ([`target`], [`python::attach`]) -> read ([`python`]) -> classify ([`classify`])
 //! -> report ([`output`]).
 
+pub mod advice;
 pub mod classify;
 pub mod conditions;
 pub mod cli;
+pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod mem;
@@ -16,3 +18,4 @@ pub mod record;
 pub mod sample;
 pub mod snapshot;
 pub mod target;
+pub mod top;

@@ -1,15 +1,49 @@
 //! `gilscope top`: a live terminal view.
 
-use anyhow::{Result, bail};
+use crate::error::exit_code;
+use crate::top::{TopConfig, TopEnd};
+use anyhow::Result;
 use clap::Args;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Process id of the Python program.
     #[arg(long, short)]
     pub pid: i32,
+    /// Samples per second.
+    #[arg(long, short, default_value_t = 100.0, value_parser = parse_positive)]
+    pub rate: f64,
+    /// Seconds of samples the figures cover.
+    #[arg(long, short, default_value_t = 2.0, value_parser = parse_positive)]
+    pub window: f64,
 }
 
-pub fn run(_args: TopArgs) -> Result<i32> {
-    bail!("not implemented yet")
+fn parse_positive(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if !(value.is_finite() && value > 0.0 && value <= super::record::MAX_RATE_HZ) {
+        return Err(format!(
+            "must be above 0 and at most {}",
+            super::record::MAX_RATE_HZ
+        ));
+    }
+    Ok(value)
+}
+
+pub fn run(args: TopArgs) -> Result<i32> {
+    let config = TopConfig {
+        pid: args.pid,
+        rate_hz: args.rate,
+        refresh: Duration::from_secs(1),
+        window: Duration::from_secs_f64(args.window),
+    };
+    match crate::top::run(&config)? {
+        TopEnd::Quit => Ok(exit_code::OK),
+        TopEnd::TargetExited => {
+            eprintln!("gilscope: process {} exited; top stopped", args.pid);
+            Ok(exit_code::PROCESS_EXITED)
+        }
+    }
 }

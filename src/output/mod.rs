@@ -3,8 +3,11 @@
 pub mod collapsed;
 pub mod dump_text;
 pub mod flamegraph;
+pub mod markdown;
 pub mod report_json;
+pub mod speedscope;
 pub mod summary;
+pub mod trace;
 
 use crate::profile::recording::Recording;
 use anyhow::{Context, Result};
@@ -48,10 +51,15 @@ impl OutputFormat {
 
 /// Writes every file `record` produces into `dir`.
 pub fn write_all(dir: &Path, rec: &Recording, report: &Report, formats: &[OutputFormat]) -> Result<()> {
-    if !formats.is_empty() {
-        anyhow::bail!("--format is not implemented yet");
-    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for format in formats {
+        match format {
+            OutputFormat::Trace => write_file(dir, "trace.json", |w| trace::write(rec, w))?,
+            OutputFormat::Speedscope => {
+                write_file(dir, "speedscope.json", |w| speedscope::write(rec, w))?
+            }
+        }
+    }
     for graph in flamegraph::standard_graphs(rec) {
         write_file(dir, graph.file_name, |w| flamegraph::render(&graph, w))?;
     }
@@ -60,6 +68,11 @@ pub fn write_all(dir: &Path, rec: &Recording, report: &Report, formats: &[Output
     })?;
     write_file(dir, "report.json", |w| {
         Ok(serde_json::to_writer_pretty(&mut *w, report)?)
+    })?;
+    // After the SVGs, which it links to.
+    write_file(dir, "report.md", |w| {
+        let graphs = markdown::graphs_in(dir);
+        Ok(w.write_all(markdown::render(report, &graphs).as_bytes())?)
     })?;
     write_file(dir, RECORDING_FILE, |w| {
         Ok(serde_json::to_writer(&mut *w, rec)?)

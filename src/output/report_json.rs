@@ -1,6 +1,7 @@
 //! `report.json`: the figures CI jobs read. Field names are a contract (docs/report-schema.md):
 //! add fields, never rename them.
 
+use crate::advice::{Recommendation, recommend};
 use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, thread_figures};
 use crate::profile::recording::Recording;
 use crate::snapshot::PythonInfo;
@@ -32,7 +33,13 @@ pub struct Report {
     pub threads: Vec<ThreadFigures>,
     /// Child processes (with --subprocesses), each a report of its own.
     pub processes: Vec<Report>,
-    pub recommendations: Vec<serde_json::Value>,
+    /// What to do about the GIL, ranked: the first is the primary recommendation. Each has
+    /// `kind` (processes | native_offload | threads | async | none), a one-line `verdict`,
+    /// the `evidence` it rests on ({figure, value, unit, note}), the `code` to look at
+    /// ({function, file, line, fraction, role: holds_gil | waits_for_gil}),
+    /// `expected_speedup` (null when it cannot be computed) and the `rule` that fired.
+    /// Never empty. See [`crate::advice`].
+    pub recommendations: Vec<Recommendation>,
 }
 
 impl Report {
@@ -58,7 +65,7 @@ impl Report {
             gil: gil_figures(rec),
             threads: thread_figures(rec),
             processes: rec.children.iter().map(Report::new).collect(),
-            recommendations: Vec::new(),
+            recommendations: recommend(rec),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The terminal summary printed at the end of a recording.
 
 use super::report_json::Report;
+use crate::advice::Recommendation;
 use std::fmt::Write;
 
 pub fn render(report: &Report, output_dir: Option<&str>) -> String {
@@ -13,7 +14,7 @@ pub fn render(report: &Report, output_dir: Option<&str>) -> String {
     if let Some(dir) = output_dir {
         let _ = writeln!(
             out,
-            "\nWrote {dir}/: flamegraph.svg, gil_held.svg, gil_wait.svg, native_nogil.svg, gil_blame.svg, stacks.txt, report.json"
+            "\nWrote {dir}/: report.md, flamegraph.svg, gil_held.svg, gil_wait.svg, native_nogil.svg, gil_blame.svg, stacks.txt, report.json"
         );
     }
     out
@@ -63,6 +64,43 @@ fn render_process(out: &mut String, r: &Report) {
         g.parallelism,
         r.cpus
     );
+    if let Some(primary) = r.recommendations.first() {
+        render_recommendation(out, primary, r.recommendations.len() - 1);
+    }
+}
+
+/// The primary recommendation, with the figures behind it and the code to look at.
+fn render_recommendation(out: &mut String, rec: &Recommendation, others: usize) {
+    let _ = writeln!(out, "\nWhat to do ({}): {}", rec.kind.name(), rec.verdict);
+    if !rec.evidence.is_empty() {
+        let _ = writeln!(out, "  Because:");
+    }
+    for e in &rec.evidence {
+        let _ = writeln!(out, "    {} {}  [{}]", e.value_text(), e.note, e.figure);
+    }
+    if !rec.code.is_empty() {
+        let _ = writeln!(out, "  Look at:");
+    }
+    for c in &rec.code {
+        let _ = writeln!(
+            out,
+            "    {} ({}:{}): {} of {}",
+            c.function,
+            short_path(&c.file),
+            c.line,
+            percent(c.fraction),
+            c.role.share_of()
+        );
+    }
+    match others {
+        0 => {}
+        1 => {
+            let _ = writeln!(out, "  (1 more recommendation in report.md)");
+        }
+        n => {
+            let _ = writeln!(out, "  ({n} more recommendations in report.md)");
+        }
+    }
 }
 
 fn render_threads(out: &mut String, r: &Report) {

@@ -1,8 +1,10 @@
 //! Aggregation as samples arrive: counts per thread, state and stack, and the GIL's figures.
-//! Memory grows with the number of distinct stacks, never with the number of samples.
+//! Memory grows with the number of distinct stacks, never with the number of samples; the
+//! [`timeline`] grows with state changes, up to a fixed number of runs.
 
 pub mod figures;
 pub mod recording;
+pub mod timeline;
 
 use crate::classify::{Classification, ThreadState};
 use crate::python::code::CodeTable;
@@ -67,6 +69,7 @@ pub struct Aggregator {
     threads: HashMap<i32, ThreadTally>,
     stacks: HashMap<StackKey, StackTally>,
     gil: GilCounts,
+    timeline: timeline::TimelineBuilder,
     pub samples: u64,
     pub stopped_samples: u64,
 }
@@ -81,6 +84,7 @@ impl Aggregator {
             .filter(|t| t.class.state == ThreadState::GilWait)
             .count() as u64;
         self.add_gil(&sample, waiters);
+        self.timeline.add(&sample);
         for thread in sample.threads {
             let tally = self.threads.entry(thread.tid).or_default();
             tally.ident = thread.ident;
@@ -144,6 +148,11 @@ impl Aggregator {
             .collect();
         threads.sort_by_key(|t| t.tid);
         threads
+    }
+
+    /// The runs of states per thread, frames resolved; see [`timeline`].
+    pub fn timeline(&self, codes: &CodeTable) -> timeline::Timeline {
+        self.timeline.finish(|f| FrameInfo::new(codes, f))
     }
 
     /// Every distinct stack with its count, frames resolved and ordered outermost first.

@@ -1,6 +1,7 @@
 //! A finished recording: counts only, with every frame resolved to strings. It is what all
 //! outputs read, and it is saved (`recording.json`) so `gilscope report` can re-render later.
 
+use super::timeline::Timeline;
 use crate::classify::{IdleReason, ThreadState};
 use crate::snapshot::{FrameInfo, PythonInfo};
 use serde::{Deserialize, Serialize};
@@ -142,4 +143,7 @@ pub struct Recording {
     pub stacks: Vec<StackCount>,
     /// Child processes recorded with --subprocesses.
     pub children: Vec<Recording>,
+    /// Runs of states per thread over time (for `trace.json`); empty in older recordings.
+    #[serde(default)]
+    pub timeline: Timeline,
 }

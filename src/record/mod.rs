@@ -242,6 +242,7 @@ impl Profiled {
             gil: a.gil().clone(),
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
+            timeline: a.timeline(&target.walker.codes),
             children,
         }
     }

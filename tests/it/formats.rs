@@ -1,1 +1,582 @@
-//! (being written)
+//! The picture formats: `trace.json` and `speedscope.json` of a live recording parsed and
+//! checked against `report.json`; GIL blame weights on a synthetic recording; and
+//! `gilscope top` driven through a pseudo-terminal (tmux) and read off its screen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use gilscope::classify::{IdleReason, ThreadState};
+use gilscope::output::collapsed::{Roots, in_state, lines};
+use gilscope::output::flamegraph::{blame_graph, render};
+use gilscope::profile::recording::{
+    GilCounts, IdleCounts, RECORDING_FORMAT, Recording, StackCount, StateCounts, ThreadCounts,
+};
+use gilscope::python::attach::Build;
+use gilscope::snapshot::{FrameInfo, PythonInfo};
+
+use crate::support::{self, COMMAND_TIMEOUT, Child, Interpreter, THREAD_STATES};
+
+/// How long a screen may take to show what a test waits for.
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One interpreter with a GIL is enough for the formats.
+fn python() -> Interpreter {
+    support::pythons()
+        .into_iter()
+        .find(|p| p.gil_enabled)
+        .expect("an interpreter with a GIL")
+}
+
+/// Two threads fighting over the GIL; tids by thread name from the READY line.
+fn cpu_workload(python: &Interpreter, seconds: &str) -> (Child, BTreeMap<String, i64>) {
+    let child = Child::fixture(
+        python,
+        "workload.py",
+        &["cpu_threads", "--threads", "2", "--seconds", seconds],
+    );
+    let tids = child.ready()["threads"]
+        .as_object()
+        .expect("READY names threads")
+        .iter()
+        .map(|(name, tid)| (name.clone(), tid.as_i64().expect("tid")))
+        .collect();
+    (child, tids)
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "gilscope-it-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Samples per thread id in report.json.
+fn report_samples(report: &Value) -> BTreeMap<i64, u64> {
+    report["threads"]
+        .as_array()
+        .expect("report threads")
+        .iter()
+        .map(|t| (t["tid"].as_i64().unwrap(), t["samples"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn trace_and_speedscope_agree_with_the_report() {
+    let python = python();
+    let (child, tids) = cpu_workload(&python, "120");
+    let out = TempDir::new("formats");
+    let pid = child.pid().to_string();
+    let dir = out.0.to_str().unwrap();
+    let run = support::gilscope([
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "2",
+        "--format",
+        "trace,speedscope",
+        "-o",
+        dir,
+    ]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "record failed on {}: {run}",
+        python.label()
+    );
+    let report = read_json(&out.0.join("report.json"));
+    let samples = report_samples(&report);
+    check_trace(&read_json(&out.0.join("trace.json")), &tids, &samples);
+    check_speedscope(&read_json(&out.0.join("speedscope.json")), &tids, &samples);
+}
+
+fn check_trace(trace: &Value, tids: &BTreeMap<String, i64>, samples: &BTreeMap<i64, u64>) {
+    let events = trace["traceEvents"].as_array().expect("traceEvents array");
+    let mut thread_names: BTreeMap<i64, String> = BTreeMap::new();
+    let mut process_names = 0;
+    // (tid) -> slices (ts, dur, state)
+    let mut tracks: BTreeMap<i64, Vec<(u64, u64, String)>> = BTreeMap::new();
+    let mut run_samples: BTreeMap<i64, u64> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let ph = e["ph"]
+            .as_str()
+            .unwrap_or_else(|| panic!("event {i} has no ph: {e}"));
+        assert!(e["name"].is_string(), "event {i} has no name: {e}");
+        assert!(e["pid"].is_i64(), "event {i} has no pid: {e}");
+        match ph {
+            "M" => match e["name"].as_str().unwrap() {
+                "process_name" => {
+                    process_names += 1;
+                    assert!(
+                        e["args"]["name"].as_str().unwrap().contains("workload.py"),
+                        "{e}"
+                    );
+                }
+                "thread_name" => {
+                    let tid = e["tid"].as_i64().expect("thread_name tid");
+                    thread_names.insert(tid, e["args"]["name"].as_str().unwrap().to_string());
+                }
+                _ => {}
+            },
+            "X" => {
+                let state = e["name"].as_str().unwrap().to_string();
+                assert!(
+                    THREAD_STATES.contains(&state.as_str()),
+                    "event {i}: state {state}"
+                );
+                let tid = e["tid"].as_i64().expect("slice tid");
+                let ts = e["ts"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("event {i}: ts {e}"));
+                let dur = e["dur"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("event {i}: dur {e}"));
+                let args = &e["args"];
+                assert!(
+                    args["stack"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().all(Value::is_string)),
+                    "event {i}: stack {e}"
+                );
+                assert_eq!(
+                    args["idle_reason"].is_string(),
+                    state == "idle",
+                    "event {i}: idle reason only on idle slices: {e}"
+                );
+                *run_samples.entry(tid).or_default() += args["samples"].as_u64().expect("samples");
+                tracks.entry(tid).or_default().push((ts, dur, state));
+            }
+            "C" => assert!(e["args"]["waiting"].is_u64(), "event {i}: {e}"),
+            "i" => {}
+            other => panic!("event {i}: unexpected ph {other:?}: {e}"),
+        }
+    }
+    assert_eq!(process_names, 1, "one process");
+    for (name, tid) in tids.iter().filter(|(n, _)| n.starts_with("worker-")) {
+        assert_eq!(
+            thread_names.get(tid).map(String::as_str),
+            Some(format!("{name} (tid {tid})").as_str()),
+            "thread names: {thread_names:?}"
+        );
+    }
+    let mut states = BTreeSet::new();
+    for (tid, slices) in &mut tracks {
+        assert!(
+            thread_names.contains_key(tid),
+            "track {tid} has no thread_name"
+        );
+        slices.sort();
+        for pair in slices.windows(2) {
+            assert!(
+                pair[0].0 + pair[0].1 <= pair[1].0,
+                "tid {tid}: slices overlap: {:?} then {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        states.extend(slices.iter().map(|s| s.2.clone()));
+    }
+    assert!(
+        states.contains("gil_held") && states.contains("gil_wait"),
+        "states {states:?}"
+    );
+    assert_eq!(&run_samples, samples, "samples in slices vs report.json");
+    // A hand-off: one worker's gil_held ends exactly where the other's begins.
+    let held = |name: &str| -> Vec<(u64, u64)> {
+        tracks[&tids[name]]
+            .iter()
+            .filter(|s| s.2 == "gil_held")
+            .map(|s| (s.0, s.0 + s.1))
+            .collect()
+    };
+    let (zero, one) = (held("worker-0"), held("worker-1"));
+    let handoff = zero
+        .iter()
+        .any(|a| one.iter().any(|b| a.1 == b.0 || b.1 == a.0));
+    assert!(
+        handoff,
+        "no GIL hand-off between the workers: {zero:?} / {one:?}"
+    );
+}
+
+fn check_speedscope(doc: &Value, tids: &BTreeMap<String, i64>, samples: &BTreeMap<i64, u64>) {
+    assert_eq!(
+        doc["$schema"],
+        "https://www.speedscope.app/file-format-schema.json"
+    );
+    let frames = doc["shared"]["frames"].as_array().expect("shared.frames");
+    assert!(
+        frames.iter().all(|f| f["name"].is_string()),
+        "frames need names"
+    );
+    let profiles = doc["profiles"].as_array().expect("profiles");
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for p in profiles {
+        let name = p["name"].as_str().expect("profile name").to_string();
+        assert_eq!(p["type"], "sampled", "{name}");
+        let stacks = p["samples"].as_array().expect("samples");
+        let weights: Vec<u64> = p["weights"]
+            .as_array()
+            .expect("weights")
+            .iter()
+            .map(|w| w.as_u64().expect("integer weight"))
+            .collect();
+        assert_eq!(stacks.len(), weights.len(), "{name}: samples vs weights");
+        let total: u64 = weights.iter().sum();
+        let span = p["endValue"].as_u64().unwrap() - p["startValue"].as_u64().unwrap();
+        assert_eq!(span, total, "{name}: endValue - startValue");
+        for stack in stacks {
+            let ids: Vec<usize> = stack
+                .as_array()
+                .expect("a sample is a list")
+                .iter()
+                .map(|i| i.as_u64().expect("frame index") as usize)
+                .collect();
+            assert!(
+                ids.iter().all(|&i| i < frames.len()),
+                "{name}: bad index in {ids:?}"
+            );
+            let root = frames[ids[0]]["name"].as_str().unwrap();
+            assert!(
+                THREAD_STATES.iter().any(|s| root.starts_with(s)),
+                "{name}: root {root:?} is not a state"
+            );
+        }
+        by_name.insert(name, total);
+    }
+    for (tid, &count) in samples {
+        let label = match tids.iter().find(|(_, t)| *t == tid) {
+            Some((name, _)) => format!("{name} (tid {tid})"),
+            None => continue,
+        };
+        assert_eq!(
+            by_name.get(&label),
+            Some(&count),
+            "{label}: weights vs report.json"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// GIL blame on a synthetic recording.
+
+fn frame(function: &str, line: u32) -> FrameInfo {
+    FrameInfo {
+        function: function.to_string(),
+        qualname: None,
+        file: "app.py".to_string(),
+        line,
+    }
+}
+
+fn stack(tid: i32, state: ThreadState, function: &str, count: u64, waiters: u64) -> StackCount {
+    StackCount {
+        tid,
+        state,
+        idle_reason: (state == ThreadState::Idle).then_some(IdleReason::Sleep),
+        frames: vec![frame("main", 1), frame(function, 10)],
+        truncated: false,
+        waiters,
+        count,
+    }
+}
+
+fn thread(tid: i32, name: &str, stacks: &[StackCount]) -> ThreadCounts {
+    let mut states = StateCounts::default();
+    for s in stacks.iter().filter(|s| s.tid == tid) {
+        states.add(s.state, s.count);
+    }
+    ThreadCounts {
+        tid,
+        name: Some(name.to_string()),
+        samples: states.total(),
+        states,
+        idle_reasons: IdleCounts::default(),
+        wakeups: 0,
+        wakeup_waits: 0,
+        wakeup_wait_samples: 0,
+    }
+}
+
+fn synthetic(stacks: Vec<StackCount>) -> Recording {
+    let threads = vec![thread(1, "hog", &stacks), thread(2, "victim", &stacks)];
+    Recording {
+        format: RECORDING_FORMAT.to_string(),
+        pid: 42,
+        command: vec!["python".into(), "app.py".into()],
+        python: PythonInfo {
+            version: "3.12.1".into(),
+            build: Build::Shared,
+            free_threaded: false,
+            gil: "enabled".into(),
+            binary: "/usr/bin/python3".into(),
+        },
+        duration_s: 1.0,
+        requested_rate_hz: 100.0,
+        samples: 100,
+        missed_samples: 0,
+        torn_samples: 0,
+        stopped_samples: 0,
+        stop_reason: "the duration elapsed".into(),
+        cpus: 2,
+        gil: GilCounts::default(),
+        threads,
+        stacks,
+        children: Vec::new(),
+        timeline: Default::default(),
+    }
+}
+
+#[test]
+fn gil_blame_weights_holder_stacks_by_waiting_threads() {
+    let rec = synthetic(vec![
+        // The hog held the GIL in `crunch` for 10 samples while 3 threads waited each time.
+        stack(1, ThreadState::GilHeld, "crunch", 10, 30),
+        // ... and in `tidy` for 50 samples while nobody waited: no blame.
+        stack(1, ThreadState::GilHeld, "tidy", 50, 0),
+        stack(2, ThreadState::GilHeld, "render", 5, 5),
+        // Waiting and idle samples are never blamed, whatever their counts.
+        stack(2, ThreadState::GilWait, "render", 40, 0),
+        stack(2, ThreadState::Idle, "sleepy", 20, 0),
+    ]);
+    let graph = blame_graph(&rec);
+    assert_eq!(graph.file_name, "gil_blame.svg");
+    assert_eq!(
+        graph.lines,
+        vec![
+            "hog (tid 1);main (app.py:1);crunch (app.py:10) 30".to_string(),
+            "victim (tid 2);main (app.py:1);render (app.py:10) 5".to_string(),
+        ]
+    );
+    // The same weights straight from the collapsed-lines function.
+    let direct = lines(&rec, Roots::Thread, in_state(ThreadState::GilHeld), |s| {
+        s.waiters
+    });
+    assert_eq!(direct, graph.lines);
+    let mut svg = Vec::new();
+    render(&graph, &mut svg).expect("render blame");
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("crunch"),
+        "blame SVG lacks crunch"
+    );
+    assert!(!svg.contains("tidy"), "a stack nobody waited on is blamed");
+    assert!(svg.contains("waiting threads"), "the count is named");
+}
+
+#[test]
+fn an_empty_gil_blame_says_so() {
+    let rec = synthetic(vec![
+        stack(1, ThreadState::GilHeld, "alone", 60, 0),
+        stack(2, ThreadState::Idle, "sleepy", 60, 0),
+    ]);
+    let graph = blame_graph(&rec);
+    assert!(graph.lines.is_empty());
+    let mut svg = Vec::new();
+    render(&graph, &mut svg).expect("render empty blame");
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("nothing to blame"), "{svg}");
+}
+
+// ---------------------------------------------------------------------------------------
+// `gilscope top` in a pseudo-terminal.
+
+/// A tmux server of its own (never the user's), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(tag: &str, width: u16, height: u16, command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("gilscope-it-{tag}-{}", std::process::id()),
+        };
+        let _ = tmux.run(&["kill-server"]);
+        let (w, h) = (width.to_string(), height.to_string());
+        // remain-on-exit keeps the pane (and its exit status) after the command ends.
+        let run = tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            "sh",
+            "-c",
+            "sleep 3600",
+            ";",
+            "set-option",
+            "remain-on-exit",
+            "on",
+            ";",
+            "respawn-pane",
+            "-k",
+            command,
+        ]);
+        assert_eq!(run.code, Some(0), "tmux failed (is tmux installed?): {run}");
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> support::Run {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-L").arg(&self.socket).args(args);
+        support::run_command(cmd, COMMAND_TIMEOUT)
+    }
+
+    /// The pane's text, scrollback included (a line printed as the alternate screen is left
+    /// can land in the scrollback).
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-S", "-"]).stdout
+    }
+
+    /// `#{pane_dead} #{pane_dead_status}`.
+    fn pane_status(&self) -> String {
+        self.run(&["display-message", "-p", "#{pane_dead} #{pane_dead_status}"])
+            .stdout
+            .trim()
+            .to_string()
+    }
+
+    /// Polls until `done` accepts the screen; fails the test after [`SCREEN_TIMEOUT`].
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {SCREEN_TIMEOUT:?} for {what}; screen:\n{screen}\nstatus {}",
+                self.pane_status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until the pane's process has ended; its exit status.
+    fn wait_exit(&self) -> i32 {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let status = self.pane_status();
+            if let Some(code) = status.strip_prefix("1 ") {
+                return code.parse().unwrap_or_else(|_| panic!("status {status:?}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pane's process did not end within {SCREEN_TIMEOUT:?}; screen:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn top_command(pid: i32) -> String {
+    format!("{} top --pid {pid}", env!("CARGO_BIN_EXE_gilscope"))
+}
+
+/// The screen shows both workers with a class, a bar and their shares.
+fn shows_workers(screen: &str) -> bool {
+    ["worker-0", "worker-1"].iter().all(|name| {
+        screen.lines().any(|l| {
+            l.starts_with(name)
+                && (l.contains("gil_bound") || l.contains("cpu_bound"))
+                && l.contains('%')
+                && l.contains('█')
+        })
+    })
+}
+
+#[test]
+fn top_shows_threads_and_quits_on_q_restoring_the_terminal() {
+    let python = python();
+    let (child, tids) = cpu_workload(&python, "120");
+    let tmux = Tmux::start("top-q", 120, 40, &top_command(child.pid()));
+    let screen = tmux.wait_for("both workers", shows_workers);
+    for (name, tid) in &tids {
+        assert!(
+            screen.contains(&tid.to_string()),
+            "{name} tid {tid} missing:\n{screen}"
+        );
+    }
+    for state in THREAD_STATES {
+        assert!(screen.contains(state), "legend lacks {state}:\n{screen}");
+    }
+    assert!(
+        screen.contains("GIL held") && screen.contains("switches"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("spin (workload.py)"),
+        "GIL holders:\n{screen}"
+    );
+    tmux.run(&["send-keys", "q"]);
+    assert_eq!(tmux.wait_exit(), 0, "q is a clean exit");
+    // Back on the main screen: none of the view is left.
+    let screen = tmux.screen();
+    assert!(
+        !screen.contains("worker-0"),
+        "the alternate screen was not left:\n{screen}"
+    );
+}
+
+#[test]
+fn top_quits_on_ctrl_c_and_fits_a_tiny_terminal() {
+    let python = python();
+    let (child, _) = cpu_workload(&python, "120");
+    let tmux = Tmux::start("top-ctrl-c", 12, 3, &top_command(child.pid()));
+    tmux.wait_for("the title", |s| s.starts_with("gilscope top"));
+    tmux.run(&["resize-window", "-x", "100", "-y", "30"]);
+    tmux.wait_for("both workers after a resize", shows_workers);
+    tmux.run(&["send-keys", "C-c"]);
+    assert_eq!(tmux.wait_exit(), 0, "Ctrl-C is a clean exit");
+}
+
+#[test]
+fn top_says_so_when_the_target_exits() {
+    let python = python();
+    let (mut child, _) = cpu_workload(&python, "5");
+    let command = format!("{}; echo \"top exit code $?\"", top_command(child.pid()));
+    let tmux = Tmux::start("top-exit", 100, 30, &format!("sh -c '{command}'"));
+    tmux.wait_for("both workers", shows_workers);
+    let screen = tmux.wait_for("the exit message", |s| s.contains("top exit code"));
+    assert!(
+        screen.contains(&format!("process {} exited", child.pid())),
+        "{screen}"
+    );
+    assert!(screen.contains("top exit code 7"), "{screen}");
+    assert!(!child.is_running());
+}

@@ -1,0 +1,592 @@
+//! `gilscope top`: a live terminal view of one process. It samples at a fixed rate like
+//! `record`, keeps the samples of the last window (2 s by default), and once a second turns
+//! them into a [`Recording`] through the same [`Aggregator`] and figures the reports use: one
+//! row per thread with a bar of its state shares, the process's GIL figures, and the
+//! functions that held the GIL most.
+//!
+//! Drawing is a pure function of the figures and the terminal size ([`render`]), so any size
+//! works, down to zero. The terminal is put back (raw mode off, main screen, cursor shown) on
+//! every way out: `q`, Ctrl-C, SIGINT/SIGTERM/SIGHUP, the target exiting, errors and panics.
+
+use crate::classify::ThreadState;
+use crate::profile::Aggregator;
+use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, ratio, thread_figures};
+use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use crate::record::schedule::Schedule;
+use crate::sample::{Sample, SampleError, Target};
+use crate::snapshot::PythonInfo;
+use anyhow::{Context, Result};
+use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
+use crossterm::style::{Attribute, Color, Print, ResetColor, SetAttribute, SetForegroundColor};
+use crossterm::{cursor, queue, terminal};
+use std::collections::{HashMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct TopConfig {
+    pub pid: i32,
+    pub rate_hz: f64,
+    /// How often the screen is redrawn.
+    pub refresh: Duration,
+    /// How far back the figures look.
+    pub window: Duration,
+}
+
+/// Why `top` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopEnd {
+    /// The user quit (q, Ctrl-C, a signal).
+    Quit,
+    TargetExited,
+}
+
+const NAME_REFRESH: Duration = Duration::from_secs(2);
+/// Functions listed under "holding the GIL" at most.
+const TOP_FUNCTIONS: usize = 10;
+
+/// Runs the live view until the user quits or the target exits.
+pub fn run(config: &TopConfig) -> Result<TopEnd> {
+    let mut target = Target::attach(config.pid)?;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "top needs a terminal on stdout; use `gilscope record` or `gilscope dump` to write \
+             to files or pipes"
+        );
+    }
+    target.refresh_names();
+    let command = std::fs::read(format!("/proc/{}/cmdline", config.pid))
+        .map(|raw| {
+            String::from_utf8_lossy(&raw)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default();
+    install_signal_handlers();
+    let _screen = Screen::enter()?;
+    Live::new(config, target, command).run()
+}
+
+/// The sampling loop and what it keeps.
+struct Live<'a> {
+    config: &'a TopConfig,
+    target: Target,
+    command: String,
+    window: VecDeque<Sample>,
+    names_read: Instant,
+}
+
+impl<'a> Live<'a> {
+    fn new(config: &'a TopConfig, target: Target, command: String) -> Self {
+        Live {
+            config,
+            target,
+            command,
+            window: VecDeque::new(),
+            names_read: Instant::now(),
+        }
+    }
+
+    fn run(&mut self) -> Result<TopEnd> {
+        let mut schedule = Schedule::new(self.config.rate_hz, u64::from(std::process::id()));
+        let mut deadline = Instant::now();
+        let mut next_draw = Instant::now() + self.config.refresh;
+        self.draw()?;
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Ok(TopEnd::Quit);
+            }
+            let now = Instant::now();
+            if event::poll(deadline.min(next_draw).saturating_duration_since(now))? {
+                match event::read()? {
+                    Event::Key(key) if is_quit(&key) => return Ok(TopEnd::Quit),
+                    Event::Resize(..) => self.draw()?,
+                    _ => {}
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if !self.sample()? {
+                    return Ok(TopEnd::TargetExited);
+                }
+                deadline = schedule.next_deadline(Instant::now());
+            }
+            if now >= next_draw {
+                self.draw()?;
+                next_draw = (next_draw + self.config.refresh).max(now);
+            }
+        }
+    }
+
+    /// Takes one sample into the window; false once the target is gone.
+    fn sample(&mut self) -> Result<bool> {
+        match self.target.sample(true) {
+            Ok(sample) => {
+                let unnamed = sample
+                    .threads
+                    .iter()
+                    .any(|t| self.target.thread_name(t.ident).is_none());
+                let since = self.names_read.elapsed();
+                if since >= NAME_REFRESH || (unnamed && since >= Duration::from_millis(100)) {
+                    self.target.refresh_names();
+                    self.names_read = Instant::now();
+                }
+                let oldest = sample.time.checked_sub(self.config.window);
+                self.window.push_back(sample);
+                while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
+                    if front.time >= oldest {
+                        break;
+                    }
+                    self.window.pop_front();
+                }
+                Ok(true)
+            }
+            Err(SampleError::Torn) => Ok(true),
+            Err(SampleError::Gone) => Ok(false),
+            Err(SampleError::Fatal(e)) => Err(e),
+        }
+    }
+
+    fn draw(&self) -> Result<()> {
+        let view = View::new(&self.window_recording(), self.config, &self.command);
+        let (width, height) = terminal::size().unwrap_or((80, 24));
+        let lines = render(&view, usize::from(width), usize::from(height));
+        let mut out = std::io::stdout().lock();
+        paint(&mut out, &lines, usize::from(width), usize::from(height))?;
+        Ok(out.flush()?)
+    }
+
+    /// The window's samples aggregated exactly as `record` aggregates a whole recording.
+    fn window_recording(&self) -> Recording {
+        let mut a = Aggregator::default();
+        for sample in &self.window {
+            a.add(sample.clone());
+        }
+        let span = match (self.window.front(), self.window.back()) {
+            (Some(first), Some(last)) => last.time.duration_since(first.time),
+            _ => Duration::ZERO,
+        };
+        let target = &self.target;
+        Recording {
+            format: RECORDING_FORMAT.to_string(),
+            pid: target.pid,
+            command: Vec::new(),
+            python: PythonInfo::new(target.runtime(), None),
+            duration_s: span.as_secs_f64(),
+            requested_rate_hz: self.config.rate_hz,
+            samples: a.samples,
+            missed_samples: 0,
+            torn_samples: 0,
+            stopped_samples: a.stopped_samples,
+            stop_reason: String::new(),
+            cpus: 0,
+            gil: a.gil().clone(),
+            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            stacks: a.stack_counts(&target.walker.codes),
+            children: Vec::new(),
+            timeline: Default::default(),
+        }
+    }
+}
+
+fn is_quit(key: &KeyEvent) -> bool {
+    match key.code {
+        KeyCode::Char('q' | 'Q') | KeyCode::Esc => true,
+        KeyCode::Char('c' | 'd') => key.modifiers.contains(KeyModifiers::CONTROL),
+        _ => false,
+    }
+}
+
+/// What one screen shows.
+pub struct View {
+    pub title: String,
+    pub samples: u64,
+    pub window_s: f64,
+    pub gil: GilFigures,
+    pub threads: Vec<ThreadFigures>,
+    /// (share of the window's samples, "function (file)"), most first.
+    pub holders: Vec<(f64, String)>,
+}
+
+impl View {
+    pub fn new(rec: &Recording, config: &TopConfig, command: &str) -> Self {
+        View {
+            title: format!(
+                "gilscope top | pid {} | Python {} | {}",
+                config.pid, rec.python.version, command
+            ),
+            samples: rec.samples,
+            window_s: config.window.as_secs_f64(),
+            gil: gil_figures(rec),
+            threads: thread_figures(rec),
+            holders: gil_holders(rec),
+        }
+    }
+}
+
+/// Innermost functions of the GIL holder's stacks (all lines of a function together), by
+/// share of samples.
+fn gil_holders(rec: &Recording) -> Vec<(f64, String)> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for stack in rec
+        .stacks
+        .iter()
+        .filter(|s| s.state == ThreadState::GilHeld)
+    {
+        let name = match stack.frames.last() {
+            Some(f) => format!(
+                "{} ({})",
+                f.qualname.as_deref().unwrap_or(&f.function),
+                short_file(&f.file)
+            ),
+            None => "[no Python frame]".to_string(),
+        };
+        *counts.entry(name).or_default() += stack.count;
+    }
+    let mut holders: Vec<(u64, String)> = counts.into_iter().map(|(n, c)| (c, n)).collect();
+    holders.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    holders
+        .into_iter()
+        .take(TOP_FUNCTIONS)
+        .map(|(count, name)| (ratio(count, rec.samples), name))
+        .collect()
+}
+
+fn short_file(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// How a piece of text is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Bold,
+    Dim,
+    State(ThreadState),
+}
+
+pub type Line = Vec<(Tone, String)>;
+
+/// Bar cells per state: the glyph tells states apart without colour too.
+pub fn glyph(state: ThreadState) -> char {
+    match state {
+        ThreadState::GilHeld => '█',
+        ThreadState::GilWait => '▓',
+        ThreadState::NativeNogil => '▒',
+        ThreadState::Idle => '░',
+    }
+}
+
+/// The screen as lines of at most `width` characters, at most `height` of them.
+pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
+    let g = &view.gil;
+    let mut head: Vec<Line> = vec![
+        vec![
+            (Tone::Bold, view.title.clone()),
+            (Tone::Dim, "  q: quit".to_string()),
+        ],
+        vec![(
+            Tone::Plain,
+            format!(
+                "GIL held {:.0}%  contended {:.0}%  waiting {:.1} threads  switches {:.0}/s  \
+                 on CPU {:.2}  (last {:.0} s, {} samples)",
+                g.held * 100.0,
+                g.contended * 100.0,
+                g.mean_waiters,
+                g.switches_per_s,
+                g.parallelism,
+                view.window_s,
+                view.samples
+            ),
+        )],
+        Vec::new(),
+    ];
+    // Columns: name, tid, class, bar, shares; the bar takes what is left.
+    const FIXED: usize = 20 + 1 + 8 + 1 + 10 + 1 + 1 + 28;
+    let bar = width.saturating_sub(FIXED).clamp(10, 60);
+    head.push(vec![(
+        Tone::Bold,
+        format!(
+            "{:<20} {:>8} {:<10} {:<bar$}  {:>6} {:>6} {:>6} {:>6}",
+            "THREAD", "TID", "CLASS", "STATES", "HELD", "WAIT", "NATIVE", "IDLE"
+        ),
+    )]);
+    let mut tail: Vec<Line> = vec![Vec::new(), legend()];
+    tail.push(Vec::new());
+    tail.push(vec![(
+        Tone::Bold,
+        "HOLDING THE GIL (share of the window)".to_string(),
+    )]);
+    if view.holders.is_empty() {
+        tail.push(vec![(Tone::Dim, "  nobody held the GIL".to_string())]);
+    }
+    for (share, name) in &view.holders {
+        tail.push(vec![(
+            Tone::Plain,
+            format!("  {:>4.0}%  {name}", share * 100.0),
+        )]);
+    }
+    let mut rows: Vec<Line> = view.threads.iter().map(|t| thread_row(t, bar)).collect();
+    if view.threads.is_empty() {
+        rows.push(vec![(Tone::Dim, "  sampling...".to_string())]);
+    }
+    // Thread rows give way to keep the legend on screen; the GIL holders come last.
+    let room = height.saturating_sub(head.len() + 2);
+    if rows.len() > room {
+        let hidden = rows.len() - room.saturating_sub(1);
+        rows.truncate(room.saturating_sub(1));
+        if room > 0 {
+            rows.push(vec![(Tone::Dim, format!("  ... {hidden} more threads"))]);
+        }
+    }
+    head.into_iter()
+        .chain(rows)
+        .chain(tail)
+        .take(height)
+        .map(|line| clip(line, width))
+        .collect()
+}
+
+fn thread_row(t: &ThreadFigures, bar: usize) -> Line {
+    let name = t.name.as_deref().unwrap_or("?");
+    let s = &t.states;
+    let shares = [
+        (ThreadState::GilHeld, s.gil_held),
+        (ThreadState::GilWait, s.gil_wait),
+        (ThreadState::NativeNogil, s.native_nogil),
+        (ThreadState::Idle, s.idle),
+    ];
+    let mut line: Line = vec![(
+        Tone::Plain,
+        format!(
+            "{:<20} {:>8} {:<10} ",
+            clip_str(name, 20),
+            t.tid,
+            t.class.name()
+        ),
+    )];
+    // Cumulative rounding: the cells always add up to the bar's width.
+    let mut done = 0.0;
+    let mut drawn = 0;
+    for (state, share) in shares {
+        done += share;
+        let end = ((done * bar as f64).round() as usize).min(bar);
+        let cells = end.saturating_sub(drawn);
+        drawn += cells;
+        if cells > 0 {
+            line.push((Tone::State(state), glyph(state).to_string().repeat(cells)));
+        }
+    }
+    line.push((Tone::Plain, " ".repeat(bar - drawn)));
+    line.push((
+        Tone::Plain,
+        format!(
+            "  {:>5.0}% {:>5.0}% {:>5.0}% {:>5.0}%",
+            s.gil_held * 100.0,
+            s.gil_wait * 100.0,
+            s.native_nogil * 100.0,
+            s.idle * 100.0
+        ),
+    ));
+    line
+}
+
+fn legend() -> Line {
+    let mut line: Line = vec![(Tone::Dim, "legend: ".to_string())];
+    for state in ThreadState::ALL {
+        line.push((Tone::State(state), glyph(state).to_string()));
+        line.push((Tone::Plain, format!(" {}  ", state.name())));
+    }
+    line
+}
+
+fn clip_str(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// The line cut to `width` characters.
+fn clip(line: Line, width: usize) -> Line {
+    let mut left = width;
+    let mut out = Line::new();
+    for (tone, text) in line {
+        if left == 0 {
+            break;
+        }
+        let part = clip_str(&text, left);
+        left -= part.chars().count();
+        out.push((tone, part));
+    }
+    out
+}
+
+fn paint(out: &mut impl Write, lines: &[Line], width: usize, height: usize) -> Result<()> {
+    for row in 0..height {
+        queue!(out, cursor::MoveTo(0, row as u16))?;
+        let mut used = 0;
+        for (tone, text) in lines.get(row).map_or(&[][..], Vec::as_slice) {
+            match tone {
+                Tone::Plain => {}
+                Tone::Bold => queue!(out, SetAttribute(Attribute::Bold))?,
+                Tone::Dim => queue!(out, SetForegroundColor(Color::DarkGrey))?,
+                Tone::State(state) => queue!(out, SetForegroundColor(color_of(*state)))?,
+            }
+            queue!(out, Print(text), SetAttribute(Attribute::Reset), ResetColor)?;
+            used += text.chars().count();
+        }
+        // Clearing right after a full line would erase its last cell on some terminals.
+        if used < width {
+            queue!(out, terminal::Clear(terminal::ClearType::UntilNewLine))?;
+        }
+    }
+    Ok(())
+}
+
+fn color_of(state: ThreadState) -> Color {
+    match state {
+        ThreadState::GilHeld => Color::Green,
+        ThreadState::GilWait => Color::Red,
+        ThreadState::NativeNogil => Color::Cyan,
+        ThreadState::Idle => Color::DarkGrey,
+    }
+}
+
+/// The terminal in raw mode on the alternate screen; put back when dropped, and by a panic
+/// hook before a panic message is printed.
+struct Screen;
+
+impl Screen {
+    fn enter() -> Result<Screen> {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
+        let screen = Screen;
+        let mut out = std::io::stdout();
+        queue!(out, terminal::EnterAlternateScreen, cursor::Hide)?;
+        out.flush()?;
+        Ok(screen)
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Idempotent: safe to call when the terminal is already restored.
+fn restore_terminal() {
+    let mut out = std::io::stdout();
+    let _ = queue!(
+        out,
+        ResetColor,
+        cursor::Show,
+        terminal::LeaveAlternateScreen
+    );
+    let _ = out.flush();
+    let _ = terminal::disable_raw_mode();
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT (Ctrl-C outside raw mode, or `kill -INT`), SIGTERM and SIGHUP (the terminal went
+/// away) end the view through the normal path, so the terminal is restored.
+fn install_signal_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::figures::{IdleFractions, StateFractions, ThreadClass};
+
+    fn view(threads: usize) -> View {
+        View {
+            title: "gilscope top | pid 1 | Python 3.12.1 | python app.py".into(),
+            samples: 200,
+            window_s: 2.0,
+            gil: GilFigures::default(),
+            threads: (0..threads)
+                .map(|i| ThreadFigures {
+                    tid: 100 + i as i32,
+                    name: Some(format!("worker-{i}")),
+                    samples: 200,
+                    class: ThreadClass::GilBound,
+                    states: StateFractions {
+                        gil_held: 0.5,
+                        gil_wait: 0.3,
+                        native_nogil: 0.1,
+                        idle: 0.1,
+                    },
+                    idle_reasons: IdleFractions::default(),
+                    top_frames: Vec::new(),
+                    wakeups: 0,
+                    wakeups_waiting_for_gil: 0.0,
+                    mean_wait_per_wakeup_ms: 0.0,
+                })
+                .collect(),
+            holders: vec![(0.5, "spin (app.py)".into())],
+        }
+    }
+
+    fn text(line: &Line) -> String {
+        line.iter().map(|(_, t)| t.as_str()).collect()
+    }
+
+    #[test]
+    fn any_terminal_size_renders_within_bounds() {
+        for threads in [0, 3, 50] {
+            let v = view(threads);
+            for width in 0..130 {
+                for height in 0..45 {
+                    let lines = render(&v, width, height);
+                    assert!(lines.len() <= height);
+                    assert!(lines.iter().all(|l| text(l).chars().count() <= width));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_show_threads_bars_and_legend() {
+        let lines = render(&view(2), 120, 40);
+        let screen: Vec<String> = lines.iter().map(text).collect();
+        let row = screen.iter().find(|l| l.starts_with("worker-1")).unwrap();
+        assert!(row.contains("gil_bound") && row.contains("101"), "{row}");
+        assert!(row.contains('█') && row.contains('▓') && row.contains('▒') && row.contains('░'));
+        assert!(screen.iter().any(|l| l.starts_with("legend:")));
+        assert!(screen.iter().any(|l| l.contains("spin (app.py)")));
+    }
+
+    #[test]
+    fn hidden_threads_are_counted_and_the_legend_stays() {
+        let screen: Vec<String> = render(&view(50), 120, 20).iter().map(text).collect();
+        assert_eq!(screen.len(), 20);
+        assert!(
+            screen.iter().any(|l| l.contains("more threads")),
+            "{screen:#?}"
+        );
+        assert!(screen.iter().any(|l| l.starts_with("legend:")));
+    }
+}
