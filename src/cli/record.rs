@@ -88,8 +88,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let pid = outcome.recording.pid;
     let dir = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("gilscope-{pid}")));
     let report = Report::new(&outcome.recording);
-    output::write_all(&dir, &outcome.recording, &report, &args.format)?;
-    eprint!("{}", summary::render(&report, Some(&dir.display().to_string())));
+    let written = output::write_all(&dir, &outcome.recording, &report, &args.format)?;
+    let dir_name = dir.display().to_string();
+    eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
         eprintln!("gilscope: {} (the report covers what was sampled)", Error::ProcessExited { pid });

@@ -40,11 +40,9 @@ pub fn run(args: ReportArgs) -> Result<i32> {
         None => loaded.dir.clone(),
     };
     let report = Report::new(&loaded.recording);
-    output::write_all(&dir, &loaded.recording, &report, &args.format)?;
-    eprint!(
-        "{}",
-        summary::render(&report, Some(&dir.display().to_string()))
-    );
+    let written = output::write_all(&dir, &loaded.recording, &report, &args.format)?;
+    let dir_name = dir.display().to_string();
+    eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
     Ok(if failed {
         exit_code::CONDITION_FAILED

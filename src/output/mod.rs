@@ -49,41 +49,45 @@ impl OutputFormat {
     }
 }
 
-/// Writes every file `record` produces into `dir`.
-pub fn write_all(dir: &Path, rec: &Recording, report: &Report, formats: &[OutputFormat]) -> Result<()> {
+/// Writes every file `record` produces into `dir`; returns their names, in the order a
+/// reader should open them.
+pub fn write_all(
+    dir: &Path,
+    rec: &Recording,
+    report: &Report,
+    formats: &[OutputFormat],
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut write = |name: &str, body: &dyn Fn(&mut BufWriter<File>) -> Result<()>| {
+        write_file(dir, name, body)?;
+        written.push(name.to_string());
+        anyhow::Ok(())
+    };
+    let graphs = flamegraph::standard_graphs(rec);
+    for graph in &graphs {
+        write(graph.file_name, &|w| flamegraph::render(graph, w))?;
+    }
+    write("stacks.txt", &|w| Ok(w.write_all(collapsed::all_stacks(rec).as_bytes())?))?;
+    write("report.json", &|w| Ok(serde_json::to_writer_pretty(&mut *w, report)?))?;
     for format in formats {
         match format {
-            OutputFormat::Trace => write_file(dir, "trace.json", |w| trace::write(rec, w))?,
-            OutputFormat::Speedscope => {
-                write_file(dir, "speedscope.json", |w| speedscope::write(rec, w))?
-            }
+            OutputFormat::Trace => write("trace.json", &|w| trace::write(rec, w))?,
+            OutputFormat::Speedscope => write("speedscope.json", &|w| speedscope::write(rec, w))?,
         }
     }
-    for graph in flamegraph::standard_graphs(rec) {
-        write_file(dir, graph.file_name, |w| flamegraph::render(&graph, w))?;
-    }
-    write_file(dir, "stacks.txt", |w| {
-        Ok(w.write_all(collapsed::all_stacks(rec).as_bytes())?)
-    })?;
-    write_file(dir, "report.json", |w| {
-        Ok(serde_json::to_writer_pretty(&mut *w, report)?)
-    })?;
-    // After the SVGs, which it links to.
-    write_file(dir, "report.md", |w| {
-        let graphs = markdown::graphs_in(dir);
-        Ok(w.write_all(markdown::render(report, &graphs).as_bytes())?)
-    })?;
-    write_file(dir, RECORDING_FILE, |w| {
-        Ok(serde_json::to_writer(&mut *w, rec)?)
-    })?;
-    Ok(())
+    write(RECORDING_FILE, &|w| Ok(serde_json::to_writer(&mut *w, rec)?))?;
+    // Last, since it links to the SVGs present.
+    let linked = markdown::graphs_in(dir);
+    write("report.md", &|w| Ok(w.write_all(markdown::render(report, &linked).as_bytes())?))?;
+    written.rotate_right(1);
+    Ok(written)
 }
 
 fn write_file(
     dir: &Path,
     name: &str,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    write: &dyn Fn(&mut BufWriter<File>) -> Result<()>,
 ) -> Result<()> {
     let path = dir.join(name);
     let file = File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -4,18 +4,16 @@ use super::report_json::Report;
 use crate::advice::Recommendation;
 use std::fmt::Write;
 
-pub fn render(report: &Report, output_dir: Option<&str>) -> String {
+/// The summary of `report`; `written` names the directory and the files written into it.
+pub fn render(report: &Report, written: Option<(&str, &[String])>) -> String {
     let mut out = String::new();
     render_process(&mut out, report);
     for child in &report.processes {
         out.push('\n');
         render_process(&mut out, child);
     }
-    if let Some(dir) = output_dir {
-        let _ = writeln!(
-            out,
-            "\nWrote {dir}/: report.md, flamegraph.svg, gil_held.svg, gil_wait.svg, native_nogil.svg, gil_blame.svg, stacks.txt, report.json"
-        );
+    if let Some((dir, files)) = written {
+        let _ = writeln!(out, "\nWrote {dir}/: {}", files.join(", "));
     }
     out
 }
