@@ -76,7 +76,7 @@ impl CodeTable {
         tlbc_index: Option<i32>,
     ) -> Result<u64, MemError> {
         let info = self.info(code);
-        let inline = code_addr + runtime.layout.code.code_adaptive.unwrap_or(0);
+        let inline = code_addr.wrapping_add(runtime.layout.code.code_adaptive.unwrap_or(0));
         match tlbc_index {
             Some(index) if index > 0 && info.tlbc != 0 => {
                 // _PyCodeArray { Py_ssize_t size; char *entries[]; }
@@ -84,7 +84,7 @@ impl CodeTable {
                 if i64::from(index) >= size {
                     return Ok(inline);
                 }
-                mem.read_u64(info.tlbc + 8 + 8 * index as u64)
+                mem.read_u64(info.tlbc.wrapping_add(8 + 8 * index as u64))
             }
             _ => Ok(inline),
         }

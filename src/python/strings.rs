@@ -18,8 +18,9 @@ pub fn read_unicode(
     layout: &ObjectLayout,
     addr: u64,
 ) -> Result<String, MemError> {
-    let state = mem.read_u32(addr + layout.unicode_state)? >> layout.unicode_kind_shift;
-    let length = mem.read_i64(addr + layout.unicode_length)?;
+    let state_at = addr.wrapping_add(layout.unicode_state);
+    let state = mem.read_u32(state_at)? >> layout.unicode_kind_shift;
+    let length = mem.read_i64(addr.wrapping_add(layout.unicode_length))?;
     let kind = state & 0b111;
     if state & COMPACT_BIT == 0 || !(0..=(1 << 31)).contains(&length) || !matches!(kind, 1 | 2 | 4)
     {
@@ -32,7 +33,7 @@ pub fn read_unicode(
     } else {
         layout.unicode_compact_size
     };
-    let raw = mem.read_vec(addr + data, (chars * u64::from(kind)) as usize)?;
+    let raw = mem.read_vec(addr.wrapping_add(data), (chars * u64::from(kind)) as usize)?;
     Ok(decode(&raw, kind))
 }
 
@@ -61,11 +62,11 @@ pub fn read_bytes(
     layout: &ObjectLayout,
     addr: u64,
 ) -> Result<Vec<u8>, MemError> {
-    let len = mem.read_i64(addr + layout.bytes_size)?;
+    let len = mem.read_i64(addr.wrapping_add(layout.bytes_size))?;
     if !(0..=MAX_BYTES_LEN as i64).contains(&len) {
         return Err(MemError::Fault { addr });
     }
-    mem.read_vec(addr + layout.bytes_data, len as usize)
+    mem.read_vec(addr.wrapping_add(layout.bytes_data), len as usize)
 }
 
 /// Reads a NUL-terminated C string of at most `max` bytes.
@@ -73,7 +74,7 @@ pub fn read_c_string(mem: &impl RemoteMemory, addr: u64, max: usize) -> Result<S
     let mut out = Vec::new();
     let mut chunk = [0u8; 64];
     while out.len() < max {
-        let at = addr + out.len() as u64;
+        let at = addr.wrapping_add(out.len() as u64);
         // Never read across a page end the string may not reach.
         let to_page_end = (4096 - (at % 4096)) as usize;
         let chunk = &mut chunk[..to_page_end.min(64)];

@@ -6,6 +6,7 @@ use super::attach::Runtime;
 use super::code::{CodeId, CodeTable};
 use super::layout::{FrameKind, FramePointer, Layout};
 use crate::mem::{Fields, MemError, MemoryExt, RemoteMemory};
+use std::collections::HashSet;
 
 /// Stacks deeper than this are cut, keeping the innermost frames; `truncated` says so.
 pub const MAX_FRAMES: usize = 1024;
@@ -39,7 +40,7 @@ impl GilState {
         (self.locked && self.enabled != Some(0)).then_some(self.last_holder)
     }
     pub fn contains(&self, addr: u64) -> bool {
-        addr >= self.address && addr < self.address + self.size
+        addr >= self.address && addr - self.address < self.size
     }
 }
 
@@ -97,6 +98,16 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
+    /// Where glibc's `struct pthread` keeps the kernel tid (before 3.11), once found.
+    pub fn tid_offset(&self) -> Option<u64> {
+        self.tid_offset
+    }
+
+    /// Sets the tid offset, for replaying a recorded image where /proc cannot be asked.
+    pub fn set_tid_offset(&mut self, offset: Option<u64>) {
+        self.tid_offset = offset;
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.runtime.layout
     }
@@ -107,11 +118,13 @@ impl<M: RemoteMemory> Walker<M> {
         let offsets = self.runtime.layout.interp.clone();
         let head = self.runtime.address + self.runtime.layout.runtime.interpreters_head;
         let mut interp = self.mem.read_u64(head)?;
+        let mut seen = HashSet::new();
         while interp != 0 {
-            if state.interpreters.len() >= MAX_INTERPRETERS {
+            // A list that loops back is torn, not long.
+            if state.interpreters.len() >= MAX_INTERPRETERS || !seen.insert(interp) {
                 return Err(MemError::Fault { addr: interp });
             }
-            let id = self.mem.read_i64(interp + offsets.id)?;
+            let id = self.mem.read_i64(interp.wrapping_add(offsets.id))?;
             let gil = self.read_gil(interp)?;
             let index = state.interpreters.len();
             state.interpreters.push(InterpreterRecord {
@@ -120,7 +133,7 @@ impl<M: RemoteMemory> Walker<M> {
                 gil,
             });
             self.read_threads(interp, index, with_frames, &mut state.threads)?;
-            interp = self.mem.read_u64(interp + offsets.next)?;
+            interp = self.mem.read_u64(interp.wrapping_add(offsets.next))?;
         }
         self.resolve_tids_from_pthreads(&mut state.threads);
         Ok(state)
@@ -146,7 +159,7 @@ impl<M: RemoteMemory> Walker<M> {
         let layout = &self.runtime.layout;
         let address = match (layout.runtime.gil, layout.interp.gil_ptr) {
             (Some(offset), _) => self.runtime.address + offset,
-            (None, Some(ptr)) => self.mem.read_u64(interp + ptr)?,
+            (None, Some(ptr)) => self.mem.read_u64(interp.wrapping_add(ptr))?,
             (None, None) => return Err(MemError::Fault { addr: interp }),
         };
         self.read_gil_at(address)
@@ -177,11 +190,12 @@ impl<M: RemoteMemory> Walker<M> {
         let t = self.runtime.layout.tstate.clone();
         let mut tstate = self
             .mem
-            .read_u64(interp + self.runtime.layout.interp.threads_head)?;
+            .read_u64(interp.wrapping_add(self.runtime.layout.interp.threads_head))?;
         let mut buf = vec![0u8; self.tstate_len];
         let first = out.len();
+        let mut seen = HashSet::new();
         while tstate != 0 {
-            if out.len() - first >= MAX_THREADS {
+            if out.len() - first >= MAX_THREADS || !seen.insert(tstate) {
                 return Err(MemError::Fault { addr: tstate });
             }
             self.mem.read(tstate, &mut buf)?;
@@ -220,7 +234,7 @@ impl<M: RemoteMemory> Walker<M> {
                 if cframe == 0 {
                     Ok(0)
                 } else {
-                    self.mem.read_u64(cframe + current_frame)
+                    self.mem.read_u64(cframe.wrapping_add(current_frame))
                 }
             }
         }
@@ -231,7 +245,11 @@ impl<M: RemoteMemory> Walker<M> {
         let mut frames = Vec::new();
         let mut buf = vec![0u8; self.frame_len];
         let mut visited = 0usize;
+        let mut seen = HashSet::new();
         while frame != 0 {
+            if !seen.insert(frame) {
+                return Err(MemError::Fault { addr: frame });
+            }
             if frames.len() >= MAX_FRAMES || visited >= MAX_FRAMES * 2 {
                 return Ok((frames, true));
             }
@@ -303,7 +321,7 @@ impl<M: RemoteMemory> Walker<M> {
         for thread in threads.iter_mut().filter(|t| t.tid.is_none()) {
             thread.tid = self
                 .mem
-                .read_i32(thread.pthread_id + offset)
+                .read_i32(thread.pthread_id.wrapping_add(offset))
                 .ok()
                 .filter(|&tid| tid > 0);
         }
@@ -324,7 +342,7 @@ impl<M: RemoteMemory> Walker<M> {
         candidates.into_iter().find(|&offset| {
             pthread_ids.iter().all(|&p| {
                 self.mem
-                    .read_i32(p + offset)
+                    .read_i32(p.wrapping_add(offset))
                     .is_ok_and(|tid| tids.contains(&tid))
             })
         })
