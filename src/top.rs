@@ -99,13 +99,14 @@ impl<'a> Live<'a> {
                 return Ok(TopEnd::Quit);
             }
             let now = Instant::now();
+            // Input never starves sampling: a hung-up terminal reads as endless input, and
+            // only sampling notices that the target is gone.
             if event::poll(deadline.min(next_draw).saturating_duration_since(now))? {
                 match event::read()? {
                     Event::Key(key) if is_quit(&key) => return Ok(TopEnd::Quit),
                     Event::Resize(..) => self.draw()?,
                     _ => {}
                 }
-                continue;
             }
             let now = Instant::now();
             if now >= deadline {
