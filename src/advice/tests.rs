@@ -1,0 +1,473 @@
+//! Every rule on synthetic recordings shaped like the workloads it is for.
+
+use super::*;
+use crate::classify::IdleReason;
+use crate::profile::recording::{GilCounts, IdleCounts, RECORDING_FORMAT, StateCounts};
+use crate::profile::recording::{StackCount, ThreadCounts};
+use crate::python::attach::Build;
+use crate::snapshot::{FrameInfo, PythonInfo};
+
+/// Samples in every synthetic recording, at 200 Hz (5 ms apart).
+const N: u64 = 200;
+const APP: &str = "/srv/app.py";
+const BASE_EVENTS: &str = "/usr/lib/python3.12/asyncio/base_events.py";
+
+/// A synthetic recording, built thread by thread.
+struct Rec(Recording);
+
+impl Rec {
+    fn new() -> Rec {
+        Rec(Recording {
+            format: RECORDING_FORMAT.into(),
+            pid: 4242,
+            command: vec!["python".into(), "app.py".into()],
+            python: PythonInfo {
+                version: "3.12.1".into(),
+                build: Build::Shared,
+                free_threaded: false,
+                gil: "enabled".into(),
+                binary: "/usr/bin/python3.12".into(),
+            },
+            duration_s: 1.0,
+            requested_rate_hz: 200.0,
+            samples: N,
+            missed_samples: 0,
+            torn_samples: 0,
+            stopped_samples: 0,
+            stop_reason: "the duration elapsed".into(),
+            cpus: 2,
+            gil: GilCounts::default(),
+            threads: Vec::new(),
+            stacks: Vec::new(),
+            children: Vec::new(),
+            timeline: Default::default(),
+        })
+    }
+
+    /// A thread with [held, wait, native, idle] samples (summing to N), idle for
+    /// `reason`, whose innermost frame in every state is `function` in app.py, called
+    /// from `outer` frames (file, function), outermost first.
+    fn thread(
+        mut self,
+        name: &str,
+        [held, wait, native, idle]: [u64; 4],
+        reason: IdleReason,
+        function: &str,
+        outer: &[(&str, &str)],
+    ) -> Rec {
+        assert_eq!(held + wait + native + idle, N, "{name}");
+        let tid = 100 + self.0.threads.len() as i32;
+        let mut idle_reasons = IdleCounts::default();
+        idle_reasons.add(reason, idle);
+        self.0.threads.push(ThreadCounts {
+            tid,
+            name: Some(name.into()),
+            samples: N,
+            states: StateCounts {
+                gil_held: held,
+                gil_wait: wait,
+                native_nogil: native,
+                idle,
+            },
+            idle_reasons,
+            wakeups: 0,
+            wakeup_waits: 0,
+            wakeup_wait_samples: 0,
+        });
+        let mut frames: Vec<FrameInfo> = outer
+            .iter()
+            .map(|(file, function)| frame(file, function, 1))
+            .collect();
+        frames.push(frame(APP, function, 10));
+        for (state, count) in [
+            (ThreadState::GilHeld, held),
+            (ThreadState::GilWait, wait),
+            (ThreadState::NativeNogil, native),
+            (ThreadState::Idle, idle),
+        ] {
+            if count > 0 {
+                self.0.stacks.push(StackCount {
+                    tid,
+                    state,
+                    idle_reason: (state == ThreadState::Idle).then_some(reason),
+                    frames: frames.clone(),
+                    truncated: false,
+                    waiters: 0,
+                    count,
+                });
+            }
+        }
+        self
+    }
+
+    /// Wake-up counters of the thread added last.
+    fn wakeups(mut self, wakeups: u64, waits: u64, wait_samples: u64) -> Rec {
+        let t = self.0.threads.last_mut().unwrap();
+        t.wakeups = wakeups;
+        t.wakeup_waits = waits;
+        t.wakeup_wait_samples = wait_samples;
+        self
+    }
+
+    /// GIL counters in samples: held, contended, waiters and threads on a CPU.
+    fn gil(mut self, held: u64, contended: u64, waiters: u64, on_cpu: u64) -> Rec {
+        self.0.gil = GilCounts {
+            held,
+            contended,
+            waiters,
+            on_cpu,
+            first_switch_number: Some(0),
+            last_switch_number: Some(100),
+            interval_us: 5000,
+        };
+        self
+    }
+
+    fn main_sleeping(self) -> Rec {
+        self.thread("MainThread", [0, 0, 0, N], IdleReason::Sleep, "main", &[])
+    }
+}
+
+fn frame(file: &str, function: &str, line: u32) -> FrameInfo {
+    FrameInfo {
+        function: function.into(),
+        qualname: None,
+        file: file.into(),
+        line,
+    }
+}
+
+// One synthetic recording per rule, shaped like the fixture workload that embodies it.
+
+fn cpu_threads() -> Recording {
+    let mut rec = Rec::new().main_sleeping();
+    for i in 0..4 {
+        let name = format!("worker-{i}");
+        rec = rec.thread(&name, [50, 150, 0, 0], IdleReason::Lock, "spin", &[]);
+    }
+    rec.gil(N, N, 3 * N, N).0
+}
+
+fn convoy() -> Recording {
+    Rec::new()
+        .main_sleeping()
+        .thread("worker-0", [190, 5, 5, 0], IdleReason::Lock, "spin", &[])
+        .thread("io-0", [2, 160, 2, 36], IdleReason::Io, "round_trip", &[])
+        .wakeups(30, 29, 150)
+        .thread("io-1", [2, 160, 2, 36], IdleReason::Io, "round_trip", &[])
+        .wakeups(30, 28, 150)
+        .thread("echo-0", [0, 0, 0, N], IdleReason::Io, "echo", &[])
+        .gil(N, 180, 330, N)
+        .0
+}
+
+fn sleepers() -> Recording {
+    let mut rec = Rec::new().main_sleeping();
+    for i in 0..3 {
+        let name = format!("sleeper-{i}");
+        rec = rec.thread(&name, [0, 0, 0, N], IdleReason::Sleep, "nap", &[]);
+    }
+    rec.thread("reader-0", [1, 0, 1, 198], IdleReason::Io, "read", &[])
+        .wakeups(1, 0, 0)
+        .gil(1, 0, 0, 2)
+        .0
+}
+
+fn io_threads(count: usize, name: &str) -> Recording {
+    let mut rec = Rec::new().main_sleeping();
+    for i in 0..count {
+        let name = format!("{name}-{i}");
+        rec = rec.thread(&name, [2, 0, 0, 198], IdleReason::Io, "serve", &[]);
+    }
+    rec.gil(10, 0, 0, 10).0
+}
+
+fn socketserver_handlers() -> Recording {
+    let server = [(
+        "/usr/lib/python3.12/socketserver.py",
+        "process_request_thread",
+    )];
+    let mut rec = Rec::new().main_sleeping();
+    for i in 0..3 {
+        let name = format!("Thread-{i}");
+        rec = rec.thread(&name, [2, 0, 0, 198], IdleReason::Io, "handle", &server);
+    }
+    rec.gil(6, 0, 0, 6).0
+}
+
+fn asyncio_server() -> Recording {
+    let event_loop = [(BASE_EVENTS, "run_forever"), (BASE_EVENTS, "_run_once")];
+    Rec::new()
+        .thread(
+            "MainThread",
+            [20, 0, 10, 170],
+            IdleReason::Io,
+            "select",
+            &event_loop,
+        )
+        .wakeups(30, 0, 0)
+        .gil(20, 0, 0, 30)
+        .0
+}
+
+fn native_parallel() -> Recording {
+    Rec::new()
+        .main_sleeping()
+        .thread(
+            "native-0",
+            [4, 2, 194, 0],
+            IdleReason::Lock,
+            "compress",
+            &[],
+        )
+        .thread(
+            "native-1",
+            [2, 4, 194, 0],
+            IdleReason::Lock,
+            "compress",
+            &[],
+        )
+        .gil(6, 6, 6, 394)
+        .0
+}
+
+fn one_cpu() -> Recording {
+    Rec::new()
+        .main_sleeping()
+        .thread("worker-0", [N, 0, 0, 0], IdleReason::Lock, "spin", &[])
+        .gil(N, 0, 0, N)
+        .0
+}
+
+fn rules(rec: &Recording) -> Vec<String> {
+    recommend(rec).into_iter().map(|r| r.rule).collect()
+}
+
+#[test]
+fn each_workload_fires_its_rules_and_no_other() {
+    let cases: [(&str, Recording, &[&str]); 9] = [
+        (
+            "cpu_threads",
+            cpu_threads(),
+            &["cpu_threads_contend", "cpu_threads_native_offload"],
+        ),
+        ("convoy", convoy(), &["convoy"]),
+        ("sleepers", sleepers(), &["io_threads_fine"]),
+        (
+            "io_threads",
+            io_threads(16, "worker"),
+            &["io_threads_async"],
+        ),
+        ("connections", io_threads(3, "conn"), &["io_threads_async"]),
+        (
+            "socketserver",
+            socketserver_handlers(),
+            &["io_threads_async"],
+        ),
+        ("asyncio_server", asyncio_server(), &["event_loop_idle"]),
+        ("native_parallel", native_parallel(), &["native_parallel"]),
+        (
+            "one_cpu",
+            one_cpu(),
+            &["one_cpu_thread", "one_cpu_thread_native_offload"],
+        ),
+    ];
+    for (name, rec, expected) in cases {
+        assert_eq!(rules(&rec), expected, "{name}");
+    }
+}
+
+#[test]
+fn primary_kinds_follow_the_issue() {
+    let primary = |rec: Recording| recommend(&rec)[0].kind;
+    assert_eq!(primary(cpu_threads()), Kind::Processes);
+    assert_eq!(primary(convoy()), Kind::Processes);
+    assert_eq!(primary(sleepers()), Kind::Threads);
+    assert_eq!(primary(io_threads(16, "worker")), Kind::Async);
+    assert_eq!(primary(asyncio_server()), Kind::Async);
+    assert_eq!(primary(native_parallel()), Kind::Threads);
+    assert_eq!(primary(one_cpu()), Kind::None);
+}
+
+#[test]
+fn cpu_threads_name_the_hot_function_and_estimate_the_speedup() {
+    let recs = recommend(&cpu_threads());
+    let processes = &recs[0];
+    // 4 threads each wanting a core, serialized to 1.0 on 2 CPUs: up to 2x.
+    assert_eq!(processes.expected_speedup, Some(2.0));
+    assert!(
+        processes.verdict.contains("4 threads (worker-0"),
+        "{}",
+        processes.verdict
+    );
+    assert!(processes.verdict.contains("2.0x"), "{}", processes.verdict);
+    let spin = &processes.code[0];
+    assert_eq!((spin.function.as_str(), spin.file.as_str()), ("spin", APP));
+    assert_eq!((spin.line, spin.role), (10, Role::HoldsGil));
+    assert!((spin.fraction - 1.0).abs() < 1e-9);
+    assert!(
+        processes
+            .code
+            .iter()
+            .any(|c| c.role == Role::WaitsForGil && c.function == "spin")
+    );
+    let figures: Vec<&str> = processes
+        .evidence
+        .iter()
+        .map(|e| e.figure.as_str())
+        .collect();
+    for figure in ["gil.contended", "gil.parallelism", "cpu_demand", "cpus"] {
+        assert!(figures.contains(&figure), "{figures:?}");
+    }
+    assert!(
+        figures.contains(&"thread[worker-0].gil_wait"),
+        "{figures:?}"
+    );
+    let offload = &recs[1];
+    assert_eq!(offload.kind, Kind::NativeOffload);
+    assert!(offload.verdict.contains("(spin)"), "{}", offload.verdict);
+}
+
+#[test]
+fn more_cpus_than_demand_caps_the_speedup_at_the_demand() {
+    let mut rec = cpu_threads();
+    rec.cpus = 64;
+    assert_eq!(recommend(&rec)[0].expected_speedup, Some(4.0));
+    rec.cpus = 1;
+    assert_eq!(
+        recommend(&rec)[0].expected_speedup,
+        None,
+        "1x is no speedup"
+    );
+}
+
+#[test]
+fn convoy_gives_the_wait_per_wakeup_and_blames_the_holder() {
+    let rec = &recommend(&convoy())[0];
+    assert_eq!(rec.rule, "convoy");
+    // 300 wait samples after 60 wake-ups, 5 ms apart: 25 ms per wake-up.
+    assert!(
+        rec.verdict.contains("25.0 ms per wake-up"),
+        "{}",
+        rec.verdict
+    );
+    assert!(
+        rec.verdict.contains("2 threads (io-0, io-1)"),
+        "{}",
+        rec.verdict
+    );
+    assert!(rec.verdict.contains("thread worker-0"), "{}", rec.verdict);
+    let wait = rec
+        .evidence
+        .iter()
+        .find(|e| e.figure == "thread[io-0].mean_wait_per_wakeup_ms")
+        .expect("wait per wake-up");
+    assert_eq!(
+        (wait.value, wait.value_text()),
+        (25.0, "25.0 ms".to_string())
+    );
+    assert_eq!(rec.code[0].function, "spin");
+    assert_eq!(rec.code[0].role, Role::HoldsGil);
+    assert!(
+        rec.code
+            .iter()
+            .any(|c| c.function == "round_trip" && c.role == Role::WaitsForGil)
+    );
+}
+
+#[test]
+fn waits_after_rare_wakeups_are_not_a_convoy() {
+    let mut rec = convoy();
+    for t in &mut rec.threads {
+        t.wakeups = t.wakeups.min(MIN_WAKEUPS - 1);
+    }
+    assert!(!rules(&rec).contains(&"convoy".to_string()));
+}
+
+#[test]
+fn an_event_loop_is_found_by_its_frames_and_selectors_alone_do_not_make_one() {
+    assert_eq!(rules(&asyncio_server())[0], "event_loop_idle");
+    // socketserver's serve_forever polls through selectors too: not an event loop.
+    let selectors = [("/usr/lib/python3.12/selectors.py", "select")];
+    let rec = Rec::new()
+        .thread(
+            "server",
+            [2, 0, 0, 198],
+            IdleReason::Io,
+            "serve_forever",
+            &selectors,
+        )
+        .thread("other", [2, 0, 0, 198], IdleReason::Io, "read", &[])
+        .gil(4, 0, 0, 4)
+        .0;
+    assert_eq!(rules(&rec), ["io_threads_fine"]);
+}
+
+#[test]
+fn a_free_threaded_build_without_the_gil_gets_no_gil_advice() {
+    let mut rec = cpu_threads();
+    rec.python.free_threaded = true;
+    rec.python.gil = "disabled".into();
+    let recs = recommend(&rec);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].rule.as_str(), recs[0].kind),
+        ("free_threaded", Kind::None)
+    );
+    assert!(
+        recs[0].verdict.contains("GIL disabled"),
+        "{}",
+        recs[0].verdict
+    );
+    // With the GIL switched back on (transient), the GIL rules apply again.
+    rec.python.gil = "transient".into();
+    assert_eq!(rules(&rec)[0], "cpu_threads_contend");
+}
+
+#[test]
+fn too_few_samples_and_no_pattern_still_say_something() {
+    let mut rec = one_cpu();
+    rec.samples = MIN_SAMPLES - 1;
+    assert_eq!(rules(&rec), ["too_few_samples"]);
+    let rec = Rec::new()
+        .thread("MainThread", [0, 0, 0, N], IdleReason::Lock, "join", &[])
+        .0;
+    assert_eq!(rules(&rec), ["nothing_stands_out"]);
+}
+
+#[test]
+fn a_lone_io_thread_is_not_judged() {
+    let rec = Rec::new().main_sleeping().gil(0, 0, 0, 0).0;
+    assert_eq!(rules(&rec), ["nothing_stands_out"]);
+}
+
+#[test]
+fn the_json_names_are_the_contract() {
+    let rec = &recommend(&cpu_threads())[0];
+    let json = serde_json::to_value(rec).unwrap();
+    for key in [
+        "kind",
+        "verdict",
+        "evidence",
+        "code",
+        "expected_speedup",
+        "rule",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+    assert_eq!(json["kind"], "processes");
+    assert_eq!(json["code"][0]["role"], "holds_gil");
+    for key in ["function", "file", "line", "fraction"] {
+        assert!(json["code"][0].get(key).is_some(), "{key}");
+    }
+    for key in ["figure", "value", "note", "unit"] {
+        assert!(json["evidence"][0].get(key).is_some(), "{key}");
+    }
+    let offload = serde_json::to_value(Kind::NativeOffload).unwrap();
+    assert_eq!(offload, "native_offload");
+    assert_eq!(serde_json::to_value(Kind::None).unwrap(), "none");
+    assert_eq!(
+        serde_json::to_value(Role::WaitsForGil).unwrap(),
+        "waits_for_gil"
+    );
+}
