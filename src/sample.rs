@@ -201,9 +201,12 @@ impl<M: RemoteMemory> Target<M> {
     ) -> Result<Sample, SampleError> {
         let mut threads = Vec::with_capacity(state.threads.len());
         let mut stopped = 0usize;
-        for (thread, &kernel_state) in state.threads.into_iter().zip(kernel) {
+        let stand_ins = stand_ins(&state, &interpreters);
+        for ((thread, &kernel_state), stand_in) in
+            state.threads.into_iter().zip(kernel).zip(stand_ins)
+        {
             let Some(tid) = thread.tid else { continue };
-            if kernel_state == KernelState::Gone {
+            if kernel_state == KernelState::Gone || stand_in {
                 continue;
             }
             stopped += usize::from(kernel_state == KernelState::Stopped);
@@ -295,5 +298,81 @@ impl<M: RemoteMemory> Target<M> {
                 SampleError::Fatal(Error::PermissionDenied { pid: self.pid }.into())
             }
         }
+    }
+}
+
+/// Thread states that share a kernel tid with another and should not be counted for it.
+/// A thread state being created carries its creator's ids until the new thread starts, and a
+/// thread running a subinterpreter has a thread state in each interpreter. The one kept holds
+/// a GIL, else has frames, else is the oldest (last in the list).
+fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<bool> {
+    let rank = |t: &crate::python::walker::ThreadRecord| {
+        let holds = interpreters[t.interpreter].gil.holder() == Some(t.tstate);
+        (holds, !t.frames.is_empty())
+    };
+    let mut kept: HashMap<i32, usize> = HashMap::new();
+    for (index, thread) in state.threads.iter().enumerate() {
+        let Some(tid) = thread.tid else { continue };
+        let better = kept
+            .get(&tid)
+            .is_none_or(|&k| rank(thread) >= rank(&state.threads[k]));
+        if better {
+            kept.insert(tid, index);
+        }
+    }
+    let mut stand_in = vec![true; state.threads.len()];
+    for index in kept.into_values() {
+        stand_in[index] = false;
+    }
+    stand_in
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::walker::{Frame, GilState, ThreadRecord};
+
+    fn thread(tstate: u64, tid: i32, frames: usize) -> ThreadRecord {
+        ThreadRecord {
+            tstate,
+            pthread_id: tstate,
+            tid: Some(tid),
+            interpreter: 0,
+            interpreter_address: 0x10,
+            frames: vec![Frame { code: 0, line: 1 }; frames],
+            truncated: false,
+        }
+    }
+
+    fn interpreter(holder: u64) -> InterpreterRecord {
+        let gil = GilState {
+            address: 0x1000,
+            size: 208,
+            locked: holder != 0,
+            last_holder: holder,
+            switch_number: 1,
+            interval_us: 5000,
+            enabled: None,
+        };
+        InterpreterRecord { address: 0x10, id: 0, gil }
+    }
+
+    #[test]
+    fn a_thread_state_being_created_does_not_count_for_its_creator() {
+        // The newest thread state comes first; it still carries its creator's tid 7.
+        let state = PythonState {
+            interpreters: vec![interpreter(0)],
+            threads: vec![thread(0xb, 7, 0), thread(0xa, 7, 3), thread(0xc, 8, 1)],
+        };
+        assert_eq!(stand_ins(&state, &state.interpreters), vec![true, false, false]);
+    }
+
+    #[test]
+    fn of_two_thread_states_of_one_thread_the_gil_holder_counts() {
+        let state = PythonState {
+            interpreters: vec![interpreter(0xb)],
+            threads: vec![thread(0xb, 7, 1), thread(0xa, 7, 3)],
+        };
+        assert_eq!(stand_ins(&state, &state.interpreters), vec![false, true]);
     }
 }

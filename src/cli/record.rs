@@ -12,7 +12,12 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub struct RecordArgs {
     /// Process id of a running Python program.
-    #[arg(long, short, conflicts_with = "command", required_unless_present = "command")]
+    #[arg(
+        long,
+        short,
+        conflicts_with = "command",
+        required_unless_present = "command"
+    )]
     pub pid: Option<i32>,
     /// Stop after this many seconds (default: until Ctrl-C or the program exits).
     #[arg(long, short, value_parser = parse_duration)]
@@ -45,15 +50,21 @@ pub struct RecordArgs {
 pub const MAX_RATE_HZ: f64 = 20_000.0;
 
 fn parse_rate(text: &str) -> Result<f64, String> {
-    let rate: f64 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
     if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE_HZ) {
-        return Err(format!("the rate must be above 0 and at most {MAX_RATE_HZ} Hz"));
+        return Err(format!(
+            "the rate must be above 0 and at most {MAX_RATE_HZ} Hz"
+        ));
     }
     Ok(rate)
 }
 
 fn parse_duration(text: &str) -> Result<f64, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
     if !(seconds.is_finite() && seconds > 0.0) {
         return Err("the duration must be a positive number of seconds".to_string());
     }
@@ -86,15 +97,32 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let config = args.config();
     let outcome = crate::record::record(&config)?;
     let pid = outcome.recording.pid;
-    let dir = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("gilscope-{pid}")));
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("gilscope-{pid}")));
     let report = Report::new(&outcome.recording);
     let written = output::write_all(&dir, &outcome.recording, &report, &args.format)?;
     let dir_name = dir.display().to_string();
     eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
+    if outcome.stop == StopReason::Failed {
+        eprintln!(
+            "gilscope: {} (the report covers what was sampled)",
+            outcome.recording.stop_reason
+        );
+        return Ok(exit_code::GENERAL);
+    }
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
-        eprintln!("gilscope: {} (the report covers what was sampled)", Error::ProcessExited { pid });
+        eprintln!(
+            "gilscope: {} (the report covers what was sampled)",
+            Error::ProcessExited { pid }
+        );
         return Ok(exit_code::PROCESS_EXITED);
     }
-    Ok(if failed { exit_code::CONDITION_FAILED } else { exit_code::OK })
+    Ok(if failed {
+        exit_code::CONDITION_FAILED
+    } else {
+        exit_code::OK
+    })
 }

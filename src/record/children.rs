@@ -26,7 +26,7 @@ impl Children {
     pub fn sample_all(&mut self, blocking: bool) {
         for child in self.profiled.iter_mut().filter(|c| c.alive()) {
             // A child's failure never ends the recording of the main target.
-            let _ = child.sample(blocking);
+            child.sample(blocking);
         }
     }
 

@@ -39,6 +39,8 @@ pub enum StopReason {
     Duration,
     Interrupted,
     TargetExited,
+    /// Reading the target failed in a way retrying cannot fix (e.g. permission lost).
+    Failed,
 }
 
 impl StopReason {
@@ -47,6 +49,7 @@ impl StopReason {
             StopReason::Duration => "the duration elapsed",
             StopReason::Interrupted => "interrupted (Ctrl-C)",
             StopReason::TargetExited => "the target exited",
+            StopReason::Failed => "sampling failed",
         }
     }
 }
@@ -146,6 +149,8 @@ struct Profiled {
     missed: u64,
     started: Instant,
     ended: Option<Instant>,
+    /// Why sampling had to stop, when it failed.
+    failure: Option<String>,
     names_read: Option<Instant>,
 }
 
@@ -159,6 +164,7 @@ impl Profiled {
             missed: 0,
             started: Instant::now(),
             ended: None,
+            failure: None,
             names_read: None,
         }
     }
@@ -167,8 +173,9 @@ impl Profiled {
         self.ended.is_none()
     }
 
-    /// Takes and aggregates one sample; a gone process is marked ended.
-    fn sample(&mut self, blocking: bool) -> Result<()> {
+    /// Takes and aggregates one sample; a gone process is marked ended, a failure recorded
+    /// (what was sampled so far is kept either way).
+    fn sample(&mut self, blocking: bool) {
         let result = if blocking {
             self.target.sample_paused(true).map_err(|e| {
                 if crate::target::process::is_alive(self.target.pid) {
@@ -191,9 +198,11 @@ impl Profiled {
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
-            Err(SampleError::Fatal(e)) => return Err(e),
+            Err(SampleError::Fatal(e)) => {
+                self.failure = Some(format!("{e:#}"));
+                self.ended = Some(Instant::now());
+            }
         }
-        Ok(())
     }
 
     fn refresh_names_if_due(&mut self, unnamed_thread: bool) {
@@ -218,26 +227,31 @@ impl Profiled {
         children: Vec<Recording>,
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
+        let duration_s = end.duration_since(self.started).as_secs_f64();
         let target = &self.target;
         let a = &self.aggregator;
+        // Deadlines that fell after the last one scheduled (the loop ended first) count too.
+        let deadlines = (duration_s * config.rate_hz) as u64;
+        let missed = self
+            .missed
+            .max(deadlines.saturating_sub(a.samples + self.torn));
+        let stop_reason = match (&self.failure, self.ended) {
+            (Some(failure), _) => format!("sampling failed: {failure}"),
+            (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
+            (None, None) => stop.describe().to_string(),
+        };
         Recording {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
             python: PythonInfo::new(target.runtime(), None),
-            duration_s: end.duration_since(self.started).as_secs_f64(),
+            duration_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,
-            missed_samples: self.missed,
+            missed_samples: missed,
             torn_samples: self.torn,
             stopped_samples: a.stopped_samples,
-            stop_reason: if self.ended.is_some() {
-                StopReason::TargetExited
-            } else {
-                stop
-            }
-            .describe()
-            .to_string(),
+            stop_reason,
             cpus: cpus_of(target.pid),
             gil: a.gil().clone(),
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
@@ -268,8 +282,9 @@ impl<'a> Session<'a> {
     }
 
     fn run(&mut self, mut launched: Option<&mut Launched>) -> Result<StopReason> {
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         let seed = std::process::id() as u64
-            ^ Instant::now().elapsed().as_nanos() as u64
+            ^ clock.map_or(0, |d| d.as_nanos() as u64)
             ^ 0x9e37_79b9_7f4a_7c15;
         let mut schedule = Schedule::new(self.config.rate_hz, seed);
         let mut last_scan = Instant::now();
@@ -286,8 +301,11 @@ impl<'a> Session<'a> {
             }
             let deadline = schedule.next_deadline(Instant::now());
             sleep_until(deadline);
-            self.main.sample(self.config.blocking)?;
+            self.main.sample(self.config.blocking);
             self.children.sample_all(self.config.blocking);
+            if self.main.failure.is_some() {
+                break StopReason::Failed;
+            }
             if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {
                 self.main.ended.get_or_insert_with(Instant::now);
                 break StopReason::TargetExited;

@@ -720,3 +720,452 @@ fn nullable<T>(
         .map(Some)
         .ok_or_else(|| format!("{key} has an unexpected type: {value}"))
 }
+
+// ---------------------------------------------------------------------------------------
+// XML well-formedness (for the SVGs), without a dependency.
+
+/// What [`parse_xml`] saw in a well-formed document.
+#[derive(Debug, Clone, Default)]
+pub struct XmlDoc {
+    /// Name of the root element, e.g. "svg".
+    pub root: String,
+    /// Elements in the document.
+    pub elements: usize,
+    /// Character data (entities decoded, CDATA excluded), each with the name of the element
+    /// that directly contains it, in document order.
+    pub texts: Vec<(String, String)>,
+}
+
+impl XmlDoc {
+    /// Text directly inside elements named `element`.
+    pub fn texts_of<'a>(&'a self, element: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.texts
+            .iter()
+            .filter(move |(e, _)| e == element)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// All character data, joined by newlines.
+    pub fn all_text(&self) -> String {
+        self.texts
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Checks that `text` is a well-formed XML document: one root element, every tag closed
+/// in order, attributes quoted and not repeated, `<` and `&` only as markup or valid
+/// references, comments, CDATA sections, processing instructions and a DOCTYPE (with an
+/// optional internal subset) where XML allows them. Not a validating parser.
+pub fn parse_xml(text: &str) -> Result<XmlDoc, String> {
+    let mut doc = XmlDoc::default();
+    let mut open: Vec<String> = Vec::new();
+    let mut seen_root = false;
+    let mut rest = text;
+    let at = |rest: &str| text.len() - rest.len();
+    while !rest.is_empty() {
+        let Some(lt) = rest.find('<') else {
+            // Trailing character data.
+            if !open.is_empty() {
+                return Err(format!(
+                    "unclosed <{}> at end of document",
+                    open.join("> <")
+                ));
+            }
+            if !rest.trim().is_empty() {
+                return Err(format!("text after the root element at byte {}", at(rest)));
+            }
+            break;
+        };
+        let (chars, markup) = rest.split_at(lt);
+        if !chars.is_empty() {
+            let decoded = decode_chars(chars).map_err(|e| format!("{e} at byte {}", at(rest)))?;
+            match open.last() {
+                Some(element) => doc.texts.push((element.clone(), decoded)),
+                None if chars.trim().is_empty() => {}
+                None => {
+                    return Err(format!(
+                        "text outside the root element at byte {}",
+                        at(rest)
+                    ));
+                }
+            }
+        }
+        rest = markup;
+        let here = at(rest);
+        if let Some(body) = rest.strip_prefix("<!--") {
+            let end = body
+                .find("-->")
+                .ok_or_else(|| format!("unterminated comment at byte {here}"))?;
+            if body[..end].contains("--") || body[..end].ends_with('-') {
+                return Err(format!("'--' inside a comment at byte {here}"));
+            }
+            rest = &body[end + 3..];
+        } else if let Some(body) = rest.strip_prefix("<![CDATA[") {
+            if open.is_empty() {
+                return Err(format!("CDATA outside the root element at byte {here}"));
+            }
+            let end = body
+                .find("]]>")
+                .ok_or_else(|| format!("unterminated CDATA at byte {here}"))?;
+            rest = &body[end + 3..];
+        } else if let Some(body) = rest.strip_prefix("<?") {
+            let end = body
+                .find("?>")
+                .ok_or_else(|| format!("unterminated processing instruction at byte {here}"))?;
+            let target = body[..end].split_whitespace().next().unwrap_or("");
+            if !is_xml_name(target) {
+                return Err(format!(
+                    "bad processing instruction target {target:?} at byte {here}"
+                ));
+            }
+            if target.eq_ignore_ascii_case("xml") && here != 0 {
+                return Err(format!("XML declaration not at the start (byte {here})"));
+            }
+            rest = &body[end + 2..];
+        } else if let Some(body) = rest.strip_prefix("<!DOCTYPE") {
+            if seen_root || !open.is_empty() {
+                return Err(format!("DOCTYPE after the root element at byte {here}"));
+            }
+            rest =
+                skip_doctype(body).ok_or_else(|| format!("unterminated DOCTYPE at byte {here}"))?;
+        } else if let Some(body) = rest.strip_prefix("</") {
+            let end = body
+                .find('>')
+                .ok_or_else(|| format!("unterminated end tag at byte {here}"))?;
+            let name = body[..end].trim_end();
+            match open.pop() {
+                Some(expected) if expected == name => {}
+                Some(expected) => {
+                    return Err(format!("</{name}> closes <{expected}> at byte {here}"));
+                }
+                None => return Err(format!("</{name}> with nothing open at byte {here}")),
+            }
+            rest = &body[end + 1..];
+        } else {
+            let body = &rest[1..];
+            let (name, after, self_closing) =
+                parse_start_tag(body).map_err(|e| format!("{e} at byte {here}"))?;
+            if open.is_empty() {
+                if seen_root {
+                    return Err(format!("a second root element <{name}> at byte {here}"));
+                }
+                seen_root = true;
+                doc.root = name.to_string();
+            }
+            doc.elements += 1;
+            if !self_closing {
+                open.push(name.to_string());
+            }
+            rest = after;
+        }
+    }
+    if !open.is_empty() {
+        return Err(format!(
+            "unclosed <{}> at end of document",
+            open.join("> <")
+        ));
+    }
+    if !seen_root {
+        return Err("no root element".to_string());
+    }
+    Ok(doc)
+}
+
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '.' | '-'))
+}
+
+/// Character data with its references decoded; a bare `&` or `>` after `]]` is an error.
+fn decode_chars(chars: &str) -> Result<String, String> {
+    if chars.contains("]]>") {
+        return Err("']]>' in character data".to_string());
+    }
+    let mut out = String::with_capacity(chars.len());
+    let mut rest = chars;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let semi = after
+            .find(';')
+            .ok_or_else(|| "'&' that starts no reference".to_string())?;
+        let entity = &after[..semi];
+        let decoded = match entity {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = if let Some(hex) = entity.strip_prefix("#x") {
+                    u32::from_str_radix(hex, 16).ok()
+                } else if let Some(dec) = entity.strip_prefix('#') {
+                    dec.parse().ok()
+                } else {
+                    None
+                };
+                code.and_then(char::from_u32)
+                    .ok_or_else(|| format!("unknown reference &{entity};"))?
+            }
+        };
+        out.push(decoded);
+        rest = &after[semi + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `name attr="v" ...>` or `.../>`; returns the name, what follows the tag and
+/// whether it closed itself.
+fn parse_start_tag(body: &str) -> Result<(&str, &str, bool), String> {
+    let name_end = body
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        .ok_or("unterminated start tag")?;
+    let name = &body[..name_end];
+    if !is_xml_name(name) {
+        return Err(format!("bad element name {name:?}"));
+    }
+    let mut rest = &body[name_end..];
+    let mut attributes: Vec<&str> = Vec::new();
+    loop {
+        let trimmed = rest.trim_start();
+        let had_space = trimmed.len() != rest.len();
+        rest = trimmed;
+        if let Some(after) = rest.strip_prefix("/>") {
+            return Ok((name, after, true));
+        }
+        if let Some(after) = rest.strip_prefix('>') {
+            return Ok((name, after, false));
+        }
+        if rest.is_empty() {
+            return Err(format!("unterminated start tag <{name}"));
+        }
+        if !had_space {
+            return Err(format!("no space before an attribute of <{name}>"));
+        }
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| format!("attribute without a value in <{name}>"))?;
+        let attr = rest[..eq].trim_end();
+        if !is_xml_name(attr) {
+            return Err(format!("bad attribute name {attr:?} in <{name}>"));
+        }
+        if attributes.contains(&attr) {
+            return Err(format!("attribute {attr} twice in <{name}>"));
+        }
+        attributes.push(attr);
+        let value = rest[eq + 1..].trim_start();
+        let quote = value
+            .chars()
+            .next()
+            .filter(|q| *q == '"' || *q == '\'')
+            .ok_or_else(|| format!("unquoted value of {attr} in <{name}>"))?;
+        let close = value[1..]
+            .find(quote)
+            .ok_or_else(|| format!("unterminated value of {attr} in <{name}>"))?;
+        let raw = &value[1..1 + close];
+        if raw.contains('<') {
+            return Err(format!("'<' in the value of {attr} in <{name}>"));
+        }
+        decode_chars(raw).map_err(|e| format!("{e} in the value of {attr} in <{name}>"))?;
+        rest = &value[close + 2..];
+    }
+}
+
+/// Skips a DOCTYPE's body (after `<!DOCTYPE`), quoted strings and an internal subset
+/// included; returns what follows it.
+fn skip_doctype(body: &str) -> Option<&str> {
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize;
+    for (i, c) in body.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[') => depth += 1,
+            (None, ']') => depth = depth.checked_sub(1)?,
+            (None, '>') if depth == 0 => return Some(&body[i + 1..]),
+            _ => {}
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Waiting on conditions, processes in the background, scratch directories (faults and
+// CLI-misuse tests).
+
+/// Polls `check` until it returns `Some`, at most `timeout`; panics naming `what` past that.
+/// Between polls it sleeps briefly: a polling interval, not a wait for something to happen.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+impl Child {
+    /// Waits (at most `timeout`) for the child to exit and returns its status; fails the
+    /// test if it is still running then (it is killed on drop). Also waits (at most 10 s:
+    /// a grandchild may hold the pipe) for the stderr reader to reach the end, so that
+    /// [`Child::stderr`] holds everything the child wrote.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let what = self.what.clone();
+        let status = poll_until(&format!("{what} to exit"), timeout, || {
+            self.child.try_wait().expect("try_wait")
+        });
+        // The reader thread holds the other reference until it has read EOF.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        status
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal)
+            .unwrap_or_else(|e| panic!("kill -{signal} {}: {e}", self.what));
+    }
+}
+
+/// Whether the gilscope process `profiler` is sampling `target`: it keeps the target's
+/// /proc/PID/task/TID/syscall files open from its first sample on (docs/ARCHITECTURE.md).
+pub fn is_sampling(profiler: i32, target: i32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{profiler}/fd")) else {
+        return false;
+    };
+    let needle = format!("/proc/{target}/task/");
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|link| link.to_string_lossy().contains(&needle))
+}
+
+/// Waits until the gilscope process `profiler` samples `target` (see [`is_sampling`]).
+pub fn wait_until_sampling(profiler: &mut Child, target: i32) {
+    poll_until(
+        &format!("gilscope (pid {}) to sample pid {target}", profiler.pid()),
+        COMMAND_TIMEOUT,
+        || {
+            assert!(
+                profiler.is_running(),
+                "gilscope exited before sampling: {}",
+                profiler.stderr()
+            );
+            is_sampling(profiler.pid(), target).then_some(())
+        },
+    )
+}
+
+/// How many read syscalls a process has made (`syscr` in /proc/PID/io).
+pub fn read_syscalls(pid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("syscr:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until the gilscope process `profiler` has sampled `target` several times: it
+/// samples (see [`is_sampling`]), then has made `reads` more read syscalls (each sample
+/// preads every thread's /proc files).
+pub fn wait_for_samples(profiler: &mut Child, target: i32, reads: u64) {
+    wait_until_sampling(profiler, target);
+    let pid = profiler.pid();
+    let start = read_syscalls(pid).expect("/proc/PID/io of gilscope");
+    poll_until(
+        &format!("gilscope (pid {pid}) to take samples"),
+        COMMAND_TIMEOUT,
+        || {
+            assert!(
+                profiler.is_running(),
+                "gilscope exited: {}",
+                profiler.stderr()
+            );
+            (read_syscalls(pid)? >= start + reads).then_some(())
+        },
+    )
+}
+
+/// A line of `/proc/PID/status` ("TracerPid", "Uid", ...), without the key.
+pub fn status_field(pid: i32, tid: i64, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+}
+
+/// CPU time a thread has used, in ns (`/proc/PID/task/TID/schedstat`).
+pub fn thread_cpu_ns(pid: i32, tid: i64) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        let path = std::env::temp_dir().join(format!("gilscope-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        ScratchDir(path)
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads `DIR/report.json`.
+pub fn read_report(dir: &Path) -> Value {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Checks that a gilscope run failed with `code` and exactly one line on stderr (nothing on
+/// stdout) that contains every one of `mentions` (case-insensitive).
+pub fn assert_one_line_error(run: &Run, code: i32, mentions: &[&str]) {
+    assert_eq!(run.code, Some(code), "wrong exit code: {run}");
+    assert!(
+        is_one_line(&run.stderr),
+        "the error is not one line ({} lines): {run}",
+        run.stderr.lines().count()
+    );
+    assert!(run.stdout.is_empty(), "unexpected stdout: {run}");
+    let lower = run.stderr.to_lowercase();
+    for word in mentions {
+        assert!(
+            lower.contains(&word.to_lowercase()),
+            "the error does not mention {word:?}: {run}"
+        );
+    }
+}
