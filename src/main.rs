@@ -24,14 +24,34 @@ fn main() {
 fn usage_error(err: clap::Error) -> ! {
     let informational = matches!(
         err.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
     if informational {
         err.exit();
     }
-    let text = err.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    let message = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("gilscope: {message} (see gilscope --help)");
+    eprintln!(
+        "gilscope: {} (see gilscope --help)",
+        one_line(&err.render().to_string())
+    );
     std::process::exit(exit_code::USAGE);
+}
+
+/// clap's message folded into one line: everything before its usage block, e.g.
+/// "the following required arguments were not provided: --pid <PID>".
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let joined = lines.join(" ").replace(" tip: ", "; tip: ");
+    let message = joined.strip_prefix("error: ").unwrap_or(&joined);
+    if message.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        message.to_string()
+    }
 }

@@ -5,6 +5,8 @@
 pub mod completions;
 pub mod diff;
 pub mod dump;
+pub mod examples;
+pub mod man;
 pub mod record;
 pub mod report;
 pub mod top;
@@ -28,17 +30,27 @@ pub struct Cli {
 pub enum Command {
     /// Sample a Python program's threads and GIL at a fixed rate; write flamegraphs, a JSON
     /// report and a summary.
+    #[command(after_help = examples::RECORD)]
     Record(record::RecordArgs),
     /// Print every Python thread's GIL state and stack, once.
+    #[command(after_help = examples::DUMP)]
     Dump(dump::DumpArgs),
     /// Re-render the summary, SVGs and report.md of a saved recording.
+    #[command(after_help = examples::REPORT)]
     Report(report::ReportArgs),
     /// Compare two recordings; exit non-zero on a regression.
+    #[command(after_help = examples::DIFF)]
     Diff(diff::DiffArgs),
     /// A live view of a process's threads and GIL, refreshed every second.
+    #[command(after_help = examples::TOP)]
     Top(top::TopArgs),
-    /// Print shell completions.
+    /// Print shell completions (bash, zsh, fish, powershell, elvish); `gilscope man` prints
+    /// the man page.
+    #[command(after_help = examples::COMPLETIONS)]
     Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), generated from these same definitions.
+    #[command(hide = true, after_help = examples::MAN)]
+    Man(man::ManArgs),
 }
 
 impl Command {
@@ -51,6 +63,7 @@ impl Command {
             Command::Diff(args) => diff::run(args),
             Command::Top(args) => top::run(args),
             Command::Completions(args) => completions::run(args),
+            Command::Man(args) => man::run(args),
         }
     }
 }
