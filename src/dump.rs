@@ -1,6 +1,6 @@
 //! `gilscope dump`: one snapshot of every Python thread.
 
-use crate::classify::ThreadState;
+use crate::classify::{Classification, ThreadState};
 use crate::error::Error;
 use crate::sample::{Sample, SampleError, Target};
 use crate::snapshot::Snapshot;
@@ -22,6 +22,13 @@ const MAX_ATTEMPTS: usize = 200;
 /// waiter from native code.
 const OBSERVE_FOR: Duration = Duration::from_millis(20);
 const OBSERVE_EVERY: Duration = Duration::from_millis(1);
+/// How long a runnable thread's next move is awaited before it counts as native.
+const RESOLVE_WITHIN: Duration = Duration::from_millis(200);
+/// CPU that a thread in a GIL handoff never uses before it reaches the GIL, and native code
+/// soon does. The kernel adds a running thread's CPU time up only at scheduler ticks, so a
+/// reading can lag by one tick: this is just above one tick at HZ=250 (Debian's and Ubuntu's
+/// default). On an HZ=100 kernel some handoffs read as native.
+const NATIVE_CPU_NS: u64 = 5_000_000;
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
@@ -34,35 +41,67 @@ pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     Ok(Snapshot::new(&target, &sample))
 }
 
-/// Samples for [`OBSERVE_FOR`] and returns the latest instant at which no thread had just
-/// gone from a GIL state to running without it: within a millisecond that is nearly always a
-/// holder handing over or a waiter being woken, not native work. Falls back to the latest.
+/// Samples for [`OBSERVE_FOR`], so that woken GIL waiters have a history, and reports the
+/// last instant, with the threads then runnable without the GIL resolved by what each does
+/// next (see [`resolve_runnable`]).
 fn observe(target: &mut Target) -> Result<Sample> {
     let until = Instant::now() + OBSERVE_FOR;
-    let mut previous = sample_until_consistent(target)?;
-    let mut best: Option<Sample> = None;
+    let mut sample = sample_until_consistent(target)?;
     while Instant::now() < until {
         std::thread::sleep(OBSERVE_EVERY);
-        let current = sample_until_consistent(target)?;
-        if !left_the_gil(&previous, &current) {
-            best = Some(current.clone());
-        }
-        previous = current;
+        sample = sample_until_consistent(target)?;
     }
-    Ok(best.unwrap_or(previous))
+    resolve_runnable(target, &mut sample)?;
+    Ok(sample)
 }
 
-fn left_the_gil(before: &Sample, after: &Sample) -> bool {
-    after
-        .threads
-        .iter()
-        .filter(|t| t.class.state == ThreadState::NativeNogil)
-        .any(|t| {
-            before.threads.iter().any(|b| {
-                b.tid == t.tid
-                    && matches!(b.class.state, ThreadState::GilHeld | ThreadState::GilWait)
-            })
-        })
+/// A thread runnable without the GIL is, at that instant, either running native code or in
+/// a GIL handoff (a holder handing over, a woken waiter) while it waits for a CPU. What it
+/// does next tells: reaching a GIL state before it has used [`NATIVE_CPU_NS`] of CPU means
+/// it was in a handoff; using that much CPU first, or blocking elsewhere, means it was not.
+fn resolve_runnable(target: &mut Target, sample: &mut Sample) -> Result<()> {
+    let mut pending: Vec<(usize, u64)> = Vec::new();
+    for (index, thread) in sample.threads.iter().enumerate() {
+        if thread.class.state == ThreadState::NativeNogil
+            && let Some(cpu_ns) = target.cpu_time_ns(thread.tid)
+        {
+            pending.push((index, cpu_ns));
+        }
+    }
+    let give_up = Instant::now() + RESOLVE_WITHIN;
+    while !pending.is_empty() && Instant::now() < give_up {
+        std::thread::sleep(OBSERVE_EVERY / 2);
+        let next = sample_until_consistent(target)?;
+        let mut still_pending = Vec::new();
+        for (index, cpu_at_sample) in pending {
+            let tid = sample.threads[index].tid;
+            let used = target
+                .cpu_time_ns(tid)
+                .map_or(u64::MAX, |now| now.saturating_sub(cpu_at_sample));
+            let later = next.threads.iter().find(|t| t.tid == tid);
+            // Only what was seen counts: a GIL wait inferred for a runnable thread is the very
+            // guess this resolves.
+            let on_gil =
+                later.is_some_and(|t| t.class.state == ThreadState::GilHeld || t.blocked_on_gil);
+            if used >= NATIVE_CPU_NS {
+                continue;
+            }
+            match later.map(|t| t.class.state) {
+                _ if on_gil => {
+                    sample.threads[index].class = Classification {
+                        state: ThreadState::GilWait,
+                        idle_reason: None,
+                    };
+                }
+                Some(ThreadState::NativeNogil | ThreadState::GilWait) => {
+                    still_pending.push((index, cpu_at_sample))
+                }
+                Some(ThreadState::Idle | ThreadState::GilHeld) | None => {}
+            }
+        }
+        pending = still_pending;
+    }
+    Ok(())
 }
 
 fn sample_until_consistent(target: &mut Target) -> Result<Sample> {

@@ -24,6 +24,8 @@ pub struct ThreadSample {
     /// Index into [`Sample::interpreters`].
     pub interpreter: usize,
     pub class: Classification,
+    /// Seen blocked in futex(2) on the GIL (not merely inferred to be waiting).
+    pub blocked_on_gil: bool,
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
@@ -106,6 +108,11 @@ impl<M: RemoteMemory> Target<M> {
 
     pub fn thread_name(&self, ident: u64) -> Option<&str> {
         self.names.get(&ident).map(String::as_str)
+    }
+
+    /// CPU time a thread of the target has used, in ns (None if it is gone).
+    pub fn cpu_time_ns(&mut self, tid: i32) -> Option<u64> {
+        self.kernel.cpu_time_ns(tid)
     }
 
     /// Re-reads `threading`'s thread names (not on every sample: it is many reads).
@@ -224,6 +231,7 @@ impl<M: RemoteMemory> Target<M> {
                 ident: thread.pthread_id,
                 interpreter: thread.interpreter,
                 class,
+                blocked_on_gil: is_gil_wait(kernel_state, gil),
                 frames: thread.frames,
                 truncated: thread.truncated,
             });
@@ -354,7 +362,11 @@ mod tests {
             interval_us: 5000,
             enabled: None,
         };
-        InterpreterRecord { address: 0x10, id: 0, gil }
+        InterpreterRecord {
+            address: 0x10,
+            id: 0,
+            gil,
+        }
     }
 
     #[test]
@@ -364,7 +376,10 @@ mod tests {
             interpreters: vec![interpreter(0)],
             threads: vec![thread(0xb, 7, 0), thread(0xa, 7, 3), thread(0xc, 8, 1)],
         };
-        assert_eq!(stand_ins(&state, &state.interpreters), vec![true, false, false]);
+        assert_eq!(
+            stand_ins(&state, &state.interpreters),
+            vec![true, false, false]
+        );
     }
 
     #[test]

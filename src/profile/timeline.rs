@@ -335,6 +335,7 @@ mod tests {
             ident: 0,
             interpreter: 0,
             class,
+            blocked_on_gil: false,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
         }
