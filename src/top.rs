@@ -22,6 +22,7 @@ use crossterm::{cursor, queue, terminal};
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -90,6 +91,7 @@ impl<'a> Live<'a> {
     }
 
     fn run(&mut self) -> Result<TopEnd> {
+        let input = spawn_input_reader();
         let mut schedule = Schedule::new(self.config.rate_hz, u64::from(std::process::id()));
         let mut deadline = Instant::now();
         let mut next_draw = Instant::now() + self.config.refresh;
@@ -99,14 +101,13 @@ impl<'a> Live<'a> {
                 return Ok(TopEnd::Quit);
             }
             let now = Instant::now();
-            // Input never starves sampling: a hung-up terminal reads as endless input, and
-            // only sampling notices that the target is gone.
-            if event::poll(deadline.min(next_draw).saturating_duration_since(now))? {
-                match event::read()? {
-                    Event::Key(key) if is_quit(&key) => return Ok(TopEnd::Quit),
-                    Event::Resize(..) => self.draw()?,
-                    _ => {}
-                }
+            let wait = deadline.min(next_draw).saturating_duration_since(now);
+            match input.recv_timeout(wait) {
+                Ok(Event::Key(key)) if is_quit(&key) => return Ok(TopEnd::Quit),
+                Ok(Event::Resize(..)) => self.draw()?,
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                // The terminal is gone.
+                Err(RecvTimeoutError::Disconnected) => return Ok(TopEnd::Quit),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -494,6 +495,21 @@ fn restore_terminal() {
     );
     let _ = out.flush();
     let _ = terminal::disable_raw_mode();
+}
+
+/// Terminal input arrives on a thread of its own, so the sampling loop keeps control
+/// whatever the terminal does: crossterm's reader spins without returning when the terminal
+/// hangs up, which would otherwise leave signals and the target's exit unnoticed.
+fn spawn_input_reader() -> Receiver<Event> {
+    let (events, input) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = event::read() {
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    input
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
