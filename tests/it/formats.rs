@@ -580,3 +580,48 @@ fn top_says_so_when_the_target_exits() {
     assert!(screen.contains("top exit code 7"), "{screen}");
     assert!(!child.is_running());
 }
+
+/// Regression: when its terminal hung up, `top` spun inside crossterm's input reader and
+/// never looked at signals or its target again; it must end on its own instead.
+#[test]
+fn top_ends_when_its_terminal_hangs_up() {
+    let python = python();
+    let (child, _) = cpu_workload(&python, "120");
+    let tmux = Tmux::start("top-hangup", 100, 30, &top_command(child.pid()));
+    tmux.wait_for("both workers", shows_workers);
+    let top_pid = top_pids(child.pid());
+    assert_eq!(top_pid.len(), 1, "expected one top process: {top_pid:?}");
+    let _ = tmux.run(&["kill-server"]);
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    while std::path::Path::new(&format!("/proc/{}", top_pid[0])).exists() && !is_zombie(top_pid[0])
+    {
+        assert!(
+            Instant::now() < deadline,
+            "top {} still runs after its terminal hung up",
+            top_pid[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pids of `gilscope top --pid TARGET` processes.
+fn top_pids(target: i32) -> Vec<i32> {
+    let wanted = format!("top\0--pid\0{target}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&wanted))
+        })
+        .collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
