@@ -2,7 +2,7 @@
 
 use crate::classify::{Classification, ThreadState};
 use crate::error::Error;
-use crate::sample::{Sample, SampleError, Target};
+use crate::sample::{Sample, SampleError, Target, handoff_verdict};
 use crate::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use std::time::{Duration, Instant};
@@ -24,11 +24,6 @@ const OBSERVE_FOR: Duration = Duration::from_millis(20);
 const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 /// How long a runnable thread's next move is awaited before it counts as native.
 const RESOLVE_WITHIN: Duration = Duration::from_millis(200);
-/// CPU that a thread in a GIL handoff never uses before it reaches the GIL, and native code
-/// soon does. The kernel adds a running thread's CPU time up only at scheduler ticks, so a
-/// reading can lag by one tick: this is just above one tick at HZ=250 (Debian's and Ubuntu's
-/// default). On an HZ=100 kernel some handoffs read as native.
-const NATIVE_CPU_NS: u64 = 5_000_000;
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
@@ -55,51 +50,35 @@ fn observe(target: &mut Target) -> Result<Sample> {
     Ok(sample)
 }
 
-/// A thread runnable without the GIL is, at that instant, either running native code or in
-/// a GIL handoff (a holder handing over, a woken waiter) while it waits for a CPU. What it
-/// does next tells: reaching a GIL state before it has used [`NATIVE_CPU_NS`] of CPU means
-/// it was in a handoff; using that much CPU first, or blocking elsewhere, means it was not.
+/// Resolves the threads of `sample` that were runnable without the GIL (see
+/// [`handoff_verdict`]), watching each for up to [`RESOLVE_WITHIN`].
 fn resolve_runnable(target: &mut Target, sample: &mut Sample) -> Result<()> {
-    let mut pending: Vec<(usize, u64)> = Vec::new();
-    for (index, thread) in sample.threads.iter().enumerate() {
-        if thread.class.state == ThreadState::NativeNogil
-            && let Some(cpu_ns) = target.cpu_time_ns(thread.tid)
-        {
-            pending.push((index, cpu_ns));
-        }
-    }
+    let mut pending: Vec<usize> = (0..sample.threads.len())
+        .filter(|&i| sample.threads[i].class.state == ThreadState::NativeNogil)
+        .collect();
     let give_up = Instant::now() + RESOLVE_WITHIN;
     while !pending.is_empty() && Instant::now() < give_up {
         std::thread::sleep(OBSERVE_EVERY / 2);
         let next = sample_until_consistent(target)?;
-        let mut still_pending = Vec::new();
-        for (index, cpu_at_sample) in pending {
-            let tid = sample.threads[index].tid;
-            let used = target
-                .cpu_time_ns(tid)
-                .map_or(u64::MAX, |now| now.saturating_sub(cpu_at_sample));
-            let later = next.threads.iter().find(|t| t.tid == tid);
-            // Only what was seen counts: a GIL wait inferred for a runnable thread is the very
-            // guess this resolves.
-            let on_gil =
-                later.is_some_and(|t| t.class.state == ThreadState::GilHeld || t.blocked_on_gil);
-            if used >= NATIVE_CPU_NS {
-                continue;
-            }
-            match later.map(|t| t.class.state) {
-                _ if on_gil => {
+        pending.retain(|&index| {
+            let earlier = &sample.threads[index];
+            let Some(mut later) = next.threads.iter().find(|t| t.tid == earlier.tid).cloned()
+            else {
+                return false;
+            };
+            later.cpu_ns = target.cpu_time_ns(later.tid);
+            match handoff_verdict(earlier, &later) {
+                Some(true) => {
                     sample.threads[index].class = Classification {
                         state: ThreadState::GilWait,
                         idle_reason: None,
                     };
+                    false
                 }
-                Some(ThreadState::NativeNogil | ThreadState::GilWait) => {
-                    still_pending.push((index, cpu_at_sample))
-                }
-                Some(ThreadState::Idle | ThreadState::GilHeld) | None => {}
+                Some(false) => false,
+                None => true,
             }
-        }
-        pending = still_pending;
+        });
     }
     Ok(())
 }

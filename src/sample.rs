@@ -11,7 +11,7 @@ use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Wal
 use crate::target::pause::PausedProcess;
 use crate::target::{KernelState, KernelStateReader, Process};
 use anyhow::Result;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One Python thread at one instant.
 #[derive(Debug, Clone)]
@@ -26,6 +26,9 @@ pub struct ThreadSample {
     pub class: Classification,
     /// Seen blocked in futex(2) on the GIL (not merely inferred to be waiting).
     pub blocked_on_gil: bool,
+    /// CPU time used so far, read when the thread was runnable without the GIL now or at
+    /// the sample before (what [`resolve_handoffs`] needs).
+    pub cpu_ns: Option<u64>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
@@ -79,6 +82,8 @@ pub struct Target<M = LiveMemory> {
     kernel: KernelStateReader,
     names: HashMap<u64, String>,
     gil_waiters: HashMap<i32, GilWaitMark>,
+    /// Threads runnable without the GIL at the latest sample.
+    native_before: HashSet<i32>,
 }
 
 impl Target<LiveMemory> {
@@ -99,6 +104,7 @@ impl<M: RemoteMemory> Target<M> {
             kernel: KernelStateReader::new(pid),
             names: HashMap::new(),
             gil_waiters: HashMap::new(),
+            native_before: HashSet::new(),
         }
     }
 
@@ -232,10 +238,22 @@ impl<M: RemoteMemory> Target<M> {
                 interpreter: thread.interpreter,
                 class,
                 blocked_on_gil: is_gil_wait(kernel_state, gil),
+                cpu_ns: if class.state == ThreadState::NativeNogil
+                    || self.native_before.contains(&tid)
+                {
+                    self.kernel.cpu_time_ns(tid)
+                } else {
+                    None
+                },
                 frames: thread.frames,
                 truncated: thread.truncated,
             });
         }
+        self.native_before = threads
+            .iter()
+            .filter(|t| t.class.state == ThreadState::NativeNogil)
+            .map(|t| t.tid)
+            .collect();
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
         self.kernel
             .retain(|tid| threads.iter().any(|t| t.tid == tid));
@@ -333,6 +351,83 @@ fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<boo
         stand_in[index] = false;
     }
     stand_in
+}
+
+/// CPU that a thread in a GIL handoff never uses before it reaches the GIL, and native code
+/// soon does. The kernel adds a running thread's CPU time up only at scheduler ticks, so a
+/// reading can lag by one tick: this is just above one tick at HZ=250 (Debian's and Ubuntu's
+/// default). On an HZ=100 kernel some handoffs read as native.
+pub const NATIVE_CPU_NS: u64 = 5_000_000;
+
+/// What a thread runnable without the GIL at one sample turned out to be doing, judged by a
+/// later sample: a thread in a GIL handoff (a holder handing over, a woken waiter, queued
+/// for a CPU) reaches the GIL before it has used [`NATIVE_CPU_NS`] of CPU; native code uses
+/// that much first, or blocks elsewhere. `None`: still undecided.
+pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<bool> {
+    let used = match (earlier.cpu_ns, later.cpu_ns) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => u64::MAX,
+    };
+    if used >= NATIVE_CPU_NS {
+        return Some(false);
+    }
+    // Only what was seen counts: a GIL wait inferred for a runnable thread is the guess
+    // being checked.
+    if later.class.state == ThreadState::GilHeld || later.blocked_on_gil {
+        return Some(true);
+    }
+    match later.class.state {
+        ThreadState::NativeNogil | ThreadState::GilWait => None,
+        ThreadState::Idle | ThreadState::GilHeld => Some(false),
+    }
+}
+
+/// Marks as waiting for the GIL the threads of `earlier` that were runnable without it and
+/// that `later` shows were in a GIL handoff. Returns the tids still undecided.
+pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
+    let mut undecided = Vec::new();
+    for thread in earlier
+        .threads
+        .iter_mut()
+        .filter(|t| t.class.state == ThreadState::NativeNogil)
+    {
+        let Some(next) = later.threads.iter().find(|t| t.tid == thread.tid) else {
+            continue;
+        };
+        match handoff_verdict(thread, next) {
+            Some(true) => {
+                thread.class = Classification {
+                    state: ThreadState::GilWait,
+                    idle_reason: None,
+                }
+            }
+            Some(false) => {}
+            None => undecided.push(thread.tid),
+        }
+    }
+    undecided
+}
+
+/// Holds each sample back by one, so that the next can resolve its runnable threads.
+#[derive(Debug, Default)]
+pub struct HandoffResolver {
+    held: Option<Sample>,
+}
+
+impl HandoffResolver {
+    /// Takes a new sample; gives back the previous one, resolved.
+    pub fn push(&mut self, sample: Sample) -> Option<Sample> {
+        let mut previous = self.held.replace(sample)?;
+        if let Some(later) = &self.held {
+            resolve_handoffs(&mut previous, later);
+        }
+        Some(previous)
+    }
+
+    /// The last sample, as it stands.
+    pub fn finish(&mut self) -> Option<Sample> {
+        self.held.take()
+    }
 }
 
 #[cfg(test)]

@@ -336,6 +336,7 @@ mod tests {
             interpreter: 0,
             class,
             blocked_on_gil: false,
+            cpu_ns: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
         }

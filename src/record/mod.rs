@@ -9,7 +9,7 @@ mod signals;
 use crate::error::Error;
 use crate::profile::Aggregator;
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::sample::{SampleError, Target};
+use crate::sample::{HandoffResolver, SampleError, Target};
 use crate::snapshot::PythonInfo;
 use anyhow::Result;
 use launch::Launched;
@@ -144,6 +144,8 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 struct Profiled {
     target: Target,
     aggregator: Aggregator,
+    /// Each sample waits for the next, which tells what its runnable threads were doing.
+    resolver: HandoffResolver,
     command: Vec<String>,
     torn: u64,
     missed: u64,
@@ -159,6 +161,7 @@ impl Profiled {
         Profiled {
             target,
             aggregator: Aggregator::default(),
+            resolver: HandoffResolver::default(),
             command,
             torn: 0,
             missed: 0,
@@ -194,7 +197,9 @@ impl Profiled {
                     .iter()
                     .any(|t| self.target.thread_name(t.ident).is_none());
                 self.refresh_names_if_due(unnamed);
-                self.aggregator.add(sample);
+                if let Some(resolved) = self.resolver.push(sample) {
+                    self.aggregator.add(resolved);
+                }
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -220,7 +225,7 @@ impl Profiled {
     }
 
     fn into_recording(
-        self,
+        mut self,
         config: &RecordConfig,
         stop: StopReason,
         now: Instant,
@@ -229,6 +234,9 @@ impl Profiled {
         let end = self.ended.unwrap_or(now);
         let duration_s = end.duration_since(self.started).as_secs_f64();
         let target = &self.target;
+        if let Some(last) = self.resolver.finish() {
+            self.aggregator.add(last);
+        }
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
