@@ -161,6 +161,9 @@ def truth_from_perf(data, start, end):
             state[tid] = ("wait", t)
     for tid in list(state):
         close(state, totals, tid, end, start, end)
+    if os.environ.get("ACCURACY_DEBUG"):
+        stamps = [float(m.group(1)) for m in re.finditer(r"\s(\d+\.\d+):", out)]
+        print(f"window {start:.3f}..{end:.3f}, events {min(stamps):.3f}..{max(stamps):.3f}", file=sys.stderr)
     window = end - start
     return {tid: {k: v / window for k, v in t.items()} for tid, t in totals.items()}
 
