@@ -748,7 +748,10 @@ mod tests {
             assert!(e.message.contains(words), "{text}: {e}");
             assert_eq!(e.at, at, "{text}: {e}");
             let shown = e.to_string();
-            assert!(shown.ends_with(&format!("(at character {})", at + 1)), "{shown}");
+            assert!(
+                shown.ends_with(&format!("(at character {})", at + 1)),
+                "{shown}"
+            );
         }
     }
 

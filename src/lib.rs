@@ -5,8 +5,8 @@
 
 pub mod advice;
 pub mod classify;
-pub mod conditions;
 pub mod cli;
+pub mod conditions;
 pub mod diff;
 pub mod dump;
 pub mod error;

@@ -20,7 +20,10 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> Result<i32> {
-    let config = DumpConfig { pid: args.pid, blocking: args.blocking };
+    let config = DumpConfig {
+        pid: args.pid,
+        blocking: args.blocking,
+    };
     let snapshot = crate::dump::run(&config)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);

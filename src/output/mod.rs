@@ -44,7 +44,9 @@ impl OutputFormat {
         match text.trim() {
             "trace" => Ok(OutputFormat::Trace),
             "speedscope" => Ok(OutputFormat::Speedscope),
-            other => Err(format!("unknown format '{other}' (expected trace or speedscope)")),
+            other => Err(format!(
+                "unknown format '{other}' (expected trace or speedscope)"
+            )),
         }
     }
 }
@@ -68,18 +70,26 @@ pub fn write_all(
     for graph in &graphs {
         write(graph.file_name, &|w| flamegraph::render(graph, w))?;
     }
-    write("stacks.txt", &|w| Ok(w.write_all(collapsed::all_stacks(rec).as_bytes())?))?;
-    write("report.json", &|w| Ok(serde_json::to_writer_pretty(&mut *w, report)?))?;
+    write("stacks.txt", &|w| {
+        Ok(w.write_all(collapsed::all_stacks(rec).as_bytes())?)
+    })?;
+    write("report.json", &|w| {
+        Ok(serde_json::to_writer_pretty(&mut *w, report)?)
+    })?;
     for format in formats {
         match format {
             OutputFormat::Trace => write("trace.json", &|w| trace::write(rec, w))?,
             OutputFormat::Speedscope => write("speedscope.json", &|w| speedscope::write(rec, w))?,
         }
     }
-    write(RECORDING_FILE, &|w| Ok(serde_json::to_writer(&mut *w, rec)?))?;
+    write(RECORDING_FILE, &|w| {
+        Ok(serde_json::to_writer(&mut *w, rec)?)
+    })?;
     // Last, since it links to the SVGs present.
     let linked = markdown::graphs_in(dir);
-    write("report.md", &|w| Ok(w.write_all(markdown::render(report, &linked).as_bytes())?))?;
+    write("report.md", &|w| {
+        Ok(w.write_all(markdown::render(report, &linked).as_bytes())?)
+    })?;
     written.rotate_right(1);
     Ok(written)
 }

@@ -82,12 +82,16 @@ impl KernelStateReader {
             };
         }
         let files = &self.files[&tid];
-        let Some(state) = pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file) else {
+        let Some(state) =
+            pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file)
+        else {
             self.files.remove(&tid);
             return KernelState::Gone;
         };
         match state {
-            KernelState::Syscall { nr, .. } if nr == libc::SYS_restart_syscall => self.restarted(tid),
+            KernelState::Syscall { nr, .. } if nr == libc::SYS_restart_syscall => {
+                self.restarted(tid)
+            }
             other => other,
         }
     }
@@ -95,7 +99,8 @@ impl KernelStateReader {
     /// A wait interrupted by a signal or a ptrace stop continues as restart_syscall(2), which
     /// hides what it restarted; the kernel function it sleeps in (wchan) still tells.
     fn restarted(&self, tid: i32) -> KernelState {
-        let wchan = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", self.pid)).unwrap_or_default();
+        let wchan = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", self.pid))
+            .unwrap_or_default();
         let nr = if wchan.contains("futex") {
             libc::SYS_futex
         } else if wchan.contains("nanosleep") {
@@ -106,13 +111,20 @@ impl KernelStateReader {
             libc::SYS_restart_syscall
         };
         // The restarted call's arguments are gone: a futex here is not known to be the GIL's.
-        KernelState::Syscall { nr, args: [0, 1, 0, 0, 0, 0] }
+        KernelState::Syscall {
+            nr,
+            args: [0, 1, 0, 0, 0, 0],
+        }
     }
 
     /// Whether the whole process is stopped (SIGSTOP, a debugger's group stop).
     pub fn process_stopped(&mut self) -> bool {
         let path = format!("/proc/{}/stat", self.pid);
-        std::fs::read_to_string(path).ok().as_deref().and_then(parse_stat_state) == Some('T')
+        std::fs::read_to_string(path)
+            .ok()
+            .as_deref()
+            .and_then(parse_stat_state)
+            == Some('T')
     }
 
     /// CPU time the thread has used so far, in ns (/proc/PID/task/TID/schedstat).
