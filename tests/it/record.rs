@@ -1644,3 +1644,46 @@ fn holds_file_under(pid: i32, prefix: &str) -> bool {
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .any(|link| link.to_string_lossy().starts_with(prefix))
 }
+
+/// `--subprocesses`: multiprocessing workers are found and recorded, each a process of its
+/// own in the report. One interpreter is enough: discovery does not depend on the version.
+#[test]
+fn record_follows_subprocesses() {
+    let python = support::pythons().pop().expect("an interpreter");
+    let dir = OutDir::new(&python, "subprocesses");
+    let run = support::gilscope([
+        "record",
+        "--subprocesses",
+        "--rate",
+        "100",
+        "--output",
+        &dir.path_str(),
+        "--",
+        python.path.to_str().unwrap(),
+        support::fixture("subprocesses.py").to_str().unwrap(),
+        "--seconds",
+        "3",
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let text = std::fs::read_to_string(dir.0.join("report.json")).expect("report.json");
+    let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    let children = report["processes"].as_array().expect("processes");
+    let spinning: Vec<&Value> = children
+        .iter()
+        .filter(|child| {
+            child["threads"].as_array().into_iter().flatten().any(|t| {
+                t["top_frames"][0]["function"] == "spin"
+                    && t["states"]["gil_held"].as_f64().unwrap_or(0.0) > 0.5
+            })
+        })
+        .collect();
+    assert!(
+        spinning.len() >= 2,
+        "expected both workers recorded, spinning: {children:#?}"
+    );
+    for child in spinning {
+        assert_eq!(child["python"]["version"], report["python"]["version"]);
+        assert!(child["samples"].as_u64().unwrap_or(0) > 50, "{child:#}");
+        assert_ne!(child["pid"], report["pid"]);
+    }
+}
