@@ -20,10 +20,10 @@ pub struct RecordArgs {
     )]
     pub pid: Option<i32>,
     /// Stop after this many seconds (default: until Ctrl-C or the program exits).
-    #[arg(long, short, value_parser = parse_duration)]
+    #[arg(long, short, value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Samples per second.
-    #[arg(long, short, default_value_t = 100.0, value_parser = parse_rate)]
+    #[arg(long, short, default_value_t = 100.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub rate: f64,
     /// Directory for the outputs (created if missing) [default: gilscope-PID].
     #[arg(long, short)]

@@ -28,6 +28,10 @@ impl Process {
             return Err(Error::NoSuchProcess { pid }.into());
         }
         let proc = procfs::process::Process::new(pid).map_err(|e| proc_error(pid, e))?;
+        // A zombie has exited: no memory is left, only its parent's wait.
+        if !is_alive(pid) {
+            return Err(Error::NoSuchProcess { pid }.into());
+        }
         let maps = proc
             .maps()
             .map_err(|e| proc_error(pid, e))

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The gilscope vs py-spy benchmark: see bench/compare.py for what it measures.
+#
+#   sudo bench/run.sh                 # 5 runs of each, ~20 minutes; prints the table
+#   sudo bench/run.sh --quick         # a smoke test, ~3 minutes
+#   sudo bench/run.sh --nice -10      # on a busy machine: targets and profilers first
+#
+# Options are passed to compare.py (--reps, --duration, --python, --json FILE, --only ...).
+set -euo pipefail
+exec python3 "$(dirname "$0")/compare.py" "$@"
