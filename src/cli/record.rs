@@ -83,6 +83,7 @@ impl RecordArgs {
             rate_hz: self.rate,
             blocking: self.blocking,
             subprocesses: self.subprocesses,
+            keep_timeline: self.format.contains(&OutputFormat::Trace),
             progress: true,
         }
     }

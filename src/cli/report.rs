@@ -40,6 +40,12 @@ pub fn run(args: ReportArgs) -> Result<i32> {
         None => loaded.dir.clone(),
     };
     let report = Report::new(&loaded.recording);
+    if args.format.contains(&OutputFormat::Trace) && loaded.recording.timeline == Default::default()
+    {
+        eprintln!(
+            "gilscope: this recording kept no timeline, so trace.json is empty; record with --format trace"
+        );
+    }
     let written = output::write_all(&dir, &loaded.recording, &report, &args.format)?;
     let dir_name = dir.display().to_string();
     eprint!("{}", summary::render(&report, Some((&dir_name, &written))));

@@ -69,12 +69,22 @@ pub struct Aggregator {
     threads: HashMap<i32, ThreadTally>,
     stacks: HashMap<StackKey, StackTally>,
     gil: GilCounts,
-    timeline: timeline::TimelineBuilder,
+    /// Kept only when asked for (`--format trace`): it is the one part that grows with the
+    /// recording's length.
+    timeline: Option<timeline::TimelineBuilder>,
     pub samples: u64,
     pub stopped_samples: u64,
 }
 
 impl Aggregator {
+    /// An aggregator that also keeps the timeline of state changes (for trace.json).
+    pub fn with_timeline() -> Self {
+        Aggregator {
+            timeline: Some(timeline::TimelineBuilder::default()),
+            ..Default::default()
+        }
+    }
+
     pub fn add(&mut self, sample: Sample) {
         self.samples += 1;
         self.stopped_samples += u64::from(sample.target_stopped);
@@ -84,7 +94,9 @@ impl Aggregator {
             .filter(|t| t.class.state == ThreadState::GilWait)
             .count() as u64;
         self.add_gil(&sample, waiters);
-        self.timeline.add(&sample);
+        if let Some(timeline) = self.timeline.as_mut() {
+            timeline.add(&sample);
+        }
         for thread in sample.threads {
             let tally = self.threads.entry(thread.tid).or_default();
             tally.ident = thread.ident;
@@ -152,7 +164,10 @@ impl Aggregator {
 
     /// The runs of states per thread, frames resolved; see [`timeline`].
     pub fn timeline(&self, codes: &CodeTable) -> timeline::Timeline {
-        self.timeline.finish(|f| FrameInfo::new(codes, f))
+        match &self.timeline {
+            Some(timeline) => timeline.finish(|f| FrameInfo::new(codes, f)),
+            None => timeline::Timeline::default(),
+        }
     }
 
     /// Every distinct stack with its count, frames resolved and ordered outermost first.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub struct Children {
     root: i32,
+    keep_timeline: bool,
     profiled: Vec<Profiled>,
     /// Descendants that were not Python when last tried, with the executable they had then,
     /// tried again if they exec something else.
@@ -15,9 +16,10 @@ pub struct Children {
 }
 
 impl Children {
-    pub fn new(root: i32) -> Self {
+    pub fn new(root: i32, keep_timeline: bool) -> Self {
         Children {
             root,
+            keep_timeline,
             profiled: Vec::new(),
             not_python: HashMap::new(),
         }
@@ -44,7 +46,11 @@ impl Children {
             match Target::attach(pid) {
                 Ok(target) => {
                     self.not_python.remove(&pid);
-                    self.profiled.push(Profiled::new(target, command_line(pid)));
+                    self.profiled.push(Profiled::new(
+                        target,
+                        command_line(pid),
+                        self.keep_timeline,
+                    ));
                 }
                 Err(_) => {
                     self.not_python.insert(pid, exe);

@@ -30,6 +30,8 @@ pub struct RecordConfig {
     pub rate_hz: f64,
     pub blocking: bool,
     pub subprocesses: bool,
+    /// Keep the timeline of state changes (for trace.json); it grows with the recording.
+    pub keep_timeline: bool,
     /// Show a progress line on stderr (only when stderr is a terminal).
     pub progress: bool,
 }
@@ -99,7 +101,7 @@ fn record_running(
         TargetSpec::Command(argv) => argv.clone(),
         TargetSpec::Pid(pid) => command_line(*pid),
     };
-    let mut session = Session::new(config, Profiled::new(target, command));
+    let mut session = Session::new(config, Profiled::new(target, command, config.keep_timeline));
     let stop = session.run(launched)?;
     Ok(RecordOutcome {
         recording: session.finish(stop),
@@ -157,10 +159,14 @@ struct Profiled {
 }
 
 impl Profiled {
-    fn new(target: Target, command: Vec<String>) -> Self {
+    fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
         Profiled {
             target,
-            aggregator: Aggregator::default(),
+            aggregator: if keep_timeline {
+                Aggregator::with_timeline()
+            } else {
+                Aggregator::default()
+            },
             resolver: HandoffResolver::default(),
             command,
             torn: 0,
@@ -280,7 +286,7 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn new(config: &'a RecordConfig, main: Profiled) -> Self {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
-        let children = children::Children::new(main.target.pid);
+        let children = children::Children::new(main.target.pid, config.keep_timeline);
         Session {
             config,
             main,

@@ -61,6 +61,8 @@ struct ThreadFiles {
 pub struct KernelStateReader {
     pid: i32,
     files: HashMap<i32, ThreadFiles>,
+    /// /proc/PID/stat, kept open like the threads' files.
+    process_stat: Option<File>,
     buf: Vec<u8>,
 }
 
@@ -69,6 +71,7 @@ impl KernelStateReader {
         KernelStateReader {
             pid,
             files: HashMap::new(),
+            process_stat: None,
             buf: vec![0u8; 512],
         }
     }
@@ -119,12 +122,13 @@ impl KernelStateReader {
 
     /// Whether the whole process is stopped (SIGSTOP, a debugger's group stop).
     pub fn process_stopped(&mut self) -> bool {
-        let path = format!("/proc/{}/stat", self.pid);
-        std::fs::read_to_string(path)
-            .ok()
-            .as_deref()
-            .and_then(parse_stat_state)
-            == Some('T')
+        if self.process_stat.is_none() {
+            self.process_stat = File::open(format!("/proc/{}/stat", self.pid)).ok();
+        }
+        let Some(stat) = &self.process_stat else {
+            return false;
+        };
+        pread_text(stat, &mut self.buf).and_then(parse_stat_state) == Some('T')
     }
 
     /// CPU time the thread has used so far, in ns (/proc/PID/task/TID/schedstat).
