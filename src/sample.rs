@@ -255,10 +255,9 @@ impl<M: RemoteMemory> Target<M> {
             .map(|t| t.tid)
             .collect();
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
-        self.kernel
-            .retain(|tid| threads.iter().any(|t| t.tid == tid));
-        self.gil_waiters
-            .retain(|tid, _| threads.iter().any(|t| t.tid == *tid));
+        let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
+        self.kernel.retain(|tid| alive.contains(&tid));
+        self.gil_waiters.retain(|tid, _| alive.contains(tid));
         Ok(Sample {
             interpreters,
             threads,
