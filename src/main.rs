@@ -6,6 +6,7 @@ use gilscope::cli::Cli;
 use gilscope::error::{OneLine, exit_code, exit_code_of};
 
 fn main() {
+    one_line_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => usage_error(err),
@@ -54,4 +55,22 @@ fn one_line(text: &str) -> String {
     } else {
         message.to_string()
     }
+}
+
+/// A bug must still end in one line on stderr (exit code 101), not a backtrace. `top` installs
+/// its own hook on top of this one to restore the terminal first.
+fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("gilscope: internal error{place}: {message} (please report this)");
+    }));
 }
