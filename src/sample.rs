@@ -74,6 +74,9 @@ struct GilWaitMark {
 /// CPU a thread may use after it was last seen blocked on the GIL and, when found runnable
 /// without it, still count as waiting for it: a woken waiter uses a few µs (timeouts,
 /// re-locking the mutex). Native work runs past this quickly.
+/// How often `--blocking` pauses the target again after a torn read.
+const PAUSE_ATTEMPTS: usize = 20;
+
 const STILL_WAITING_CPU_NS: u64 = 200_000;
 
 pub struct Target<M = LiveMemory> {
@@ -172,17 +175,23 @@ impl<M: RemoteMemory> Target<M> {
     /// Takes one sample with every thread paused (`--blocking`); the target runs again
     /// before this returns.
     pub fn sample_paused(&mut self, with_frames: bool) -> Result<Sample> {
-        let tids = crate::target::process::list_tids(self.pid)?;
-        let paused = PausedProcess::pause(self.pid, &tids)?;
-        let result = self.sample_while_paused(with_frames);
-        drop(paused);
-        result.map_err(|e| match e {
-            SampleError::Torn => {
-                anyhow::anyhow!("the target's memory was inconsistent even while paused")
+        // A pause can land inside take_gil between its `locked` and `last_holder` stores,
+        // freezing a contradiction in place: let the target run a moment and pause again.
+        for _ in 0..PAUSE_ATTEMPTS {
+            let tids = crate::target::process::list_tids(self.pid)?;
+            let paused = PausedProcess::pause(self.pid, &tids)?;
+            let result = self.sample_while_paused(with_frames);
+            drop(paused);
+            match result {
+                Ok(sample) => return Ok(sample),
+                Err(SampleError::Torn) => continue,
+                Err(SampleError::Gone) => return Err(Error::ProcessExited { pid: self.pid }.into()),
+                Err(SampleError::Fatal(e)) => return Err(e),
             }
-            SampleError::Gone => Error::ProcessExited { pid: self.pid }.into(),
-            SampleError::Fatal(e) => e,
-        })
+        }
+        Err(anyhow::anyhow!(
+            "the target's memory was inconsistent each time it was paused"
+        ))
     }
 
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {

@@ -452,7 +452,7 @@ impl Tmux {
     /// The pane's text, scrollback included (a line printed as the alternate screen is left
     /// can land in the scrollback).
     fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-S", "-"]).stdout
+        self.run(&["capture-pane", "-p", "-J", "-S", "-"]).stdout
     }
 
     /// `#{pane_dead} #{pane_dead_status}`.
@@ -480,21 +480,18 @@ impl Tmux {
         }
     }
 
-    /// Polls until the pane's process has ended; its exit status.
-    fn wait_exit(&self) -> i32 {
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
-        loop {
-            let status = self.pane_status();
-            if let Some(code) = status.strip_prefix("1 ") {
-                return code.parse().unwrap_or_else(|_| panic!("status {status:?}"));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the pane's process did not end within {SCREEN_TIMEOUT:?}; screen:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Polls until a command started by [`with_exit_code`] has printed its exit status.
+    /// (tmux's own `pane_dead` status proved unreliable under load.)
+    fn wait_exit_code(&self) -> i32 {
+        let screen = self.wait_for("the exit code", |s| s.contains(EXIT_MARK));
+        let after = screen.split(EXIT_MARK).nth(1).unwrap_or("");
+        let code: String = after
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        code.parse()
+            .unwrap_or_else(|_| panic!("no exit code after the mark:\n{screen}"))
     }
 }
 
@@ -502,6 +499,13 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
     }
+}
+
+const EXIT_MARK: &str = "top exit code";
+
+/// `command` under a shell that prints its exit status after it, then stays.
+fn with_exit_code(command: &str) -> String {
+    format!("sh -c '{command}; echo \"{EXIT_MARK} $?\"; exec sleep 3600'")
 }
 
 fn top_command(pid: i32) -> String {
@@ -524,7 +528,7 @@ fn shows_workers(screen: &str) -> bool {
 fn top_shows_threads_and_quits_on_q_restoring_the_terminal() {
     let python = python();
     let (child, tids) = cpu_workload(&python, "120");
-    let tmux = Tmux::start("top-q", 120, 40, &top_command(child.pid()));
+    let tmux = Tmux::start("top-q", 120, 40, &with_exit_code(&top_command(child.pid())));
     let screen = tmux.wait_for("both workers", shows_workers);
     for (name, tid) in &tids {
         assert!(
@@ -544,7 +548,7 @@ fn top_shows_threads_and_quits_on_q_restoring_the_terminal() {
         "GIL holders:\n{screen}"
     );
     tmux.run(&["send-keys", "q"]);
-    assert_eq!(tmux.wait_exit(), 0, "q is a clean exit");
+    assert_eq!(tmux.wait_exit_code(), 0, "q is a clean exit");
     // Back on the main screen: none of the view is left.
     let screen = tmux.screen();
     assert!(
@@ -557,12 +561,17 @@ fn top_shows_threads_and_quits_on_q_restoring_the_terminal() {
 fn top_quits_on_ctrl_c_and_fits_a_tiny_terminal() {
     let python = python();
     let (child, _) = cpu_workload(&python, "120");
-    let tmux = Tmux::start("top-ctrl-c", 12, 3, &top_command(child.pid()));
+    let tmux = Tmux::start(
+        "top-ctrl-c",
+        12,
+        3,
+        &with_exit_code(&top_command(child.pid())),
+    );
     tmux.wait_for("the title", |s| s.starts_with("gilscope top"));
     tmux.run(&["resize-window", "-x", "100", "-y", "30"]);
     tmux.wait_for("both workers after a resize", shows_workers);
     tmux.run(&["send-keys", "C-c"]);
-    assert_eq!(tmux.wait_exit(), 0, "Ctrl-C is a clean exit");
+    assert_eq!(tmux.wait_exit_code(), 0, "Ctrl-C is a clean exit");
 }
 
 #[test]
