@@ -1,9 +1,12 @@
 //! Sampling deadlines: absolute (start + k * period, so the rate cannot drift), each moved
-//! by a random jitter so sampling cannot lock onto periodic work in the target. A sampler
-//! that falls more than a period behind skips deadlines and counts them as missed.
+//! by a random jitter so sampling cannot lock onto periodic work in the target. A sampler a
+//! few periods behind (descheduled for a moment) catches up at once; one more than
+//! [`MAX_CATCH_UP`] periods behind skips those deadlines and counts them as missed.
 
 use std::time::{Duration, Instant};
 
+/// Periods a late sampler makes up by sampling at once; beyond this it skips ahead.
+const MAX_CATCH_UP: u64 = 10;
 /// Jitter spans ±this share of the period.
 const JITTER_SHARE: f64 = 0.25;
 
@@ -30,11 +33,12 @@ impl Schedule {
         self.period
     }
 
-    /// The next deadline, counting as missed every deadline already more than a period past.
+    /// The next deadline: in the past while catching up, after skipping (and counting as
+    /// missed) the deadlines of a stall longer than [`MAX_CATCH_UP`] periods.
     pub fn next_deadline(&mut self, now: Instant) -> Instant {
         self.index += 1;
         let behind = now.saturating_duration_since(self.nominal(self.index));
-        if behind > self.period {
+        if behind > self.period * MAX_CATCH_UP as u32 {
             let skip = (behind.as_nanos() / self.period.as_nanos()) as u64;
             self.missed += skip;
             self.index += skip;
@@ -109,6 +113,16 @@ mod tests {
                 "deadline {k} is {off:?} off"
             );
         }
+        assert_eq!(schedule.missed, 0);
+    }
+
+    #[test]
+    fn a_briefly_late_sampler_catches_up_without_missing() {
+        let mut schedule = Schedule::new(1000.0, 3);
+        let late = schedule.start + Duration::from_millis(5);
+        let deadline = schedule.next_deadline(late);
+        // Deadline 1 is 4 ms past: sample at once, miss nothing.
+        assert!(deadline < late);
         assert_eq!(schedule.missed, 0);
     }
 
