@@ -82,6 +82,10 @@ pub struct Walker<M> {
     tid_offset: Option<u64>,
     tstate_len: usize,
     frame_len: usize,
+    /// Addresses seen in the current thread list and stack, kept between reads so the
+    /// sampling loop does not allocate them each time (a torn read drops them).
+    seen_threads: HashSet<u64>,
+    seen_frames: HashSet<u64>,
 }
 
 impl<M: RemoteMemory> Walker<M> {
@@ -95,6 +99,8 @@ impl<M: RemoteMemory> Walker<M> {
             tid_offset: None,
             tstate_len,
             frame_len,
+            seen_threads: HashSet::new(),
+            seen_frames: HashSet::new(),
         }
     }
 
@@ -193,7 +199,8 @@ impl<M: RemoteMemory> Walker<M> {
             .read_u64(interp.wrapping_add(self.runtime.layout.interp.threads_head))?;
         let mut buf = vec![0u8; self.tstate_len];
         let first = out.len();
-        let mut seen = HashSet::new();
+        let mut seen = std::mem::take(&mut self.seen_threads);
+        seen.clear();
         while tstate != 0 {
             if out.len() - first >= MAX_THREADS || !seen.insert(tstate) {
                 return Err(MemError::Fault { addr: tstate });
@@ -220,6 +227,7 @@ impl<M: RemoteMemory> Walker<M> {
             });
             tstate = f.u64(t.next)?;
         }
+        self.seen_threads = seen;
         Ok(())
     }
 
@@ -245,12 +253,14 @@ impl<M: RemoteMemory> Walker<M> {
         let mut frames = Vec::new();
         let mut buf = vec![0u8; self.frame_len];
         let mut visited = 0usize;
-        let mut seen = HashSet::new();
+        let mut seen = std::mem::take(&mut self.seen_frames);
+        seen.clear();
         while frame != 0 {
             if !seen.insert(frame) {
                 return Err(MemError::Fault { addr: frame });
             }
             if frames.len() >= MAX_FRAMES || visited >= MAX_FRAMES * 2 {
+                self.seen_frames = seen;
                 return Ok((frames, true));
             }
             visited += 1;
@@ -261,6 +271,7 @@ impl<M: RemoteMemory> Walker<M> {
             }
             frame = f.u64(self.runtime.layout.frame.previous)?;
         }
+        self.seen_frames = seen;
         Ok((frames, false))
     }
 
