@@ -35,7 +35,7 @@ const WORKLOAD_MAX_SECONDS: &str = "300";
 /// this share of non-blocking dumps (and never idle), and always in a `--blocking` one.
 const CPU_GIL_MIN_SHARE: f64 = 0.9;
 /// The hasher spends most of its time in OpenSSL with the GIL released; it takes the GIL
-/// back between hashes (a few ms against tens of ms per 64 MiB hash).
+/// back between hashes (a few ms against about 200 ms per 256 MiB hash).
 const HASHER_NATIVE_MIN_SHARE: f64 = 0.6;
 
 const CPU_ROLES: [&str; 2] = ["cpu-0", "cpu-1"];
