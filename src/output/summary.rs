@@ -2,6 +2,7 @@
 
 use super::report_json::Report;
 use crate::advice::Recommendation;
+use crate::sample::FlagComparison;
 use std::fmt::Write;
 
 /// The summary of `report`; `written` names the directory and the files written into it.
@@ -62,6 +63,17 @@ fn render_process(out: &mut String, r: &Report) {
         g.parallelism,
         r.cpus
     );
+    if let Some(flags) = &g.thread_flags
+        && flags.compared == FlagComparison::State
+    {
+        let _ = writeln!(
+            out,
+            "Holders and waiters come from the threads' own GIL flags; the /proc inference \
+             agreed on {} of samples ({} of thread states).",
+            percent(flags.sample_agreement),
+            percent(flags.thread_agreement)
+        );
+    }
     if let Some(primary) = r.recommendations.first() {
         render_recommendation(out, primary, r.recommendations.len() - 1);
     }

@@ -258,7 +258,7 @@ impl Profiled {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,
@@ -271,6 +271,7 @@ impl Profiled {
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
+            thread_flags: a.thread_flags().cloned(),
             children,
         }
     }
