@@ -29,7 +29,7 @@ fn render_push(out: &mut String, p: &crate::push::PushCounts) {
         p.sent, p.windows, p.dropped, p.failed
     );
     match &p.last_error {
-        Some(error) if p.failed > 0 => {
+        Some(error) => {
             let _ = writeln!(out, "; last failure: {error}.");
         }
         _ => {

@@ -52,7 +52,8 @@ pub struct PushCounts {
     /// Windows that never reached the server: given up after their tries, dropped because
     /// the queue was full, or still queued when gilscope had to exit.
     pub dropped: u64,
-    /// Why the last failed request failed (no header values in it).
+    /// Why the last failed request failed, or that gilscope stopped waiting for the server
+    /// (no header values in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -133,7 +134,7 @@ impl Pusher {
     pub fn finish(mut self, wait: Duration) -> PushCounts {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.queue = None;
-        let _ = self.finished.recv_timeout(wait);
+        let finished = self.finished.recv_timeout(wait).is_ok();
         let mut counts = self
             .shared
             .counts
@@ -141,6 +142,12 @@ impl Pusher {
             .map(|c| c.clone())
             .unwrap_or_default();
         counts.dropped = counts.windows.saturating_sub(counts.sent);
+        if !finished {
+            counts.last_error = Some(format!(
+                "the server had not answered {} s after sampling ended",
+                wait.as_secs()
+            ));
+        }
         counts
     }
 }
