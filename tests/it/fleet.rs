@@ -455,3 +455,130 @@ fn bad_push_options_are_usage_errors_that_never_echo_a_header() {
     let run = support::gilscope(["record", "--pid", "1", "--push-window", "5"]);
     assert_eq!(run.code, Some(2), "--push-window needs --push: {run}");
 }
+
+/// `process` of every sample, by pid label.
+fn processes_by_pid(pprof: &GoPprof) -> BTreeMap<String, BTreeSet<String>> {
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in &pprof.samples {
+        let process = s
+            .labels
+            .get("process")
+            .unwrap_or_else(|| panic!("no process label with --subprocesses: {s:?}"));
+        found
+            .entry(s.labels["pid"].clone())
+            .or_default()
+            .insert(process.clone());
+    }
+    found
+}
+
+#[test]
+fn push_without_duration_follows_subprocesses_until_the_program_exits() {
+    let python = python();
+    let received = TempDir::new("received-children");
+    let (_server, url) = receiver(&python, &received.0, "ok");
+    let out = TempDir::new("push-children");
+    let run = support::gilscope([
+        "record",
+        "--subprocesses",
+        "--format",
+        "pprof",
+        "--push",
+        &url,
+        "--push-window",
+        "1",
+        "-o",
+        out.0.to_str().unwrap(),
+        "--",
+        python.path.to_str().unwrap(),
+        support::fixture("subprocesses.py").to_str().unwrap(),
+        "--seconds",
+        "3",
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let report = read_json(&out.path("report.json"));
+    assert_eq!(report["stop_reason"], "the target exited");
+    let push = &report["push"];
+    let windows = push["windows"].as_u64().unwrap();
+    assert!(windows >= 1 && push["sent"] == windows, "{push}");
+    // The command line of every process recorded, by pid.
+    let mut commands: BTreeMap<String, String> = BTreeMap::new();
+    for process in std::iter::once(&report).chain(report["processes"].as_array().unwrap()) {
+        let command: Vec<&str> = process["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        commands.insert(process["pid"].to_string(), command.join(" "));
+    }
+    assert!(
+        commands.len() >= 3,
+        "the parent and two workers: {commands:?}"
+    );
+    let local = processes_by_pid(&go_pprof(&out.path("profile.pb.gz")));
+    for (pid, labels) in &local {
+        let expected = BTreeSet::from([commands[pid].clone()]);
+        assert_eq!(labels, &expected, "process label of pid {pid}");
+    }
+    assert_eq!(
+        local.keys().collect::<BTreeSet<_>>(),
+        commands.keys().collect::<BTreeSet<_>>()
+    );
+    let mut pushed_pids = BTreeSet::new();
+    for n in 1..=windows {
+        let window = processes_by_pid(&go_pprof(&received.path(&format!("request-{n}.pb.gz"))));
+        for (pid, labels) in window {
+            assert_eq!(labels, BTreeSet::from([commands[&pid].clone()]));
+            pushed_pids.insert(pid);
+        }
+    }
+    assert_eq!(pushed_pids.len(), commands.len(), "{pushed_pids:?}");
+}
+
+#[test]
+fn ctrl_c_with_a_silent_server_still_ends_and_writes_everything() {
+    let python = python();
+    let received = TempDir::new("received-silent");
+    let (_server, url) = receiver(&python, &received.0, "hang");
+    let (target, _) = workload(&python);
+    let out = TempDir::new("ctrl-c");
+    let mut cmd = support::gilscope_command([
+        "record",
+        "--pid",
+        &target.pid().to_string(),
+        "--push",
+        &url,
+        "--push-window",
+        "1",
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+    cmd.env(
+        "GILSCOPE_PUSH_HEADERS",
+        "Authorization: Bearer env-s3cret\nX-Scope-OrgID: team",
+    );
+    let mut gilscope = Child::spawn(cmd);
+    // The first window reached the server, which keeps it without answering.
+    support::poll_until("the first push request", support::COMMAND_TIMEOUT, || {
+        received.path("request-1.json").exists().then_some(())
+    });
+    gilscope.signal(nix::sys::signal::Signal::SIGINT);
+    let status = gilscope.wait_exit(support::COMMAND_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", gilscope.stderr());
+    let stderr = gilscope.stderr();
+    assert!(!stderr.contains("env-s3cret"), "{stderr}");
+    let report = read_json(&out.path("report.json"));
+    assert_eq!(report["stop_reason"], "interrupted (Ctrl-C)");
+    let push = &report["push"];
+    assert_eq!(push["sent"], 0, "{push}");
+    assert!(
+        push["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("had not answered")),
+        "{push}"
+    );
+    let first = read_json(&received.path("request-1.json"));
+    assert_eq!(first["authorization"], "Bearer env-s3cret");
+    assert!(out.path("flamegraph.svg").is_file() && out.path("recording.json").is_file());
+}
