@@ -11,7 +11,7 @@ use crate::output::pprof;
 use crate::profile::recording::Recording;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -99,17 +99,25 @@ impl Pusher {
         let (queue, windows) = std::sync::mpsc::sync_channel(QUEUE_WINDOWS);
         let (finished_tx, finished) = std::sync::mpsc::channel();
         let thread_shared = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("gilscope-push".to_string())
             .spawn(move || {
                 for window in windows {
                     send_window(&endpoint, &thread_shared, &window);
                 }
                 let _ = finished_tx.send(());
-            })
-            .expect("spawn the push thread");
+            });
+        // Without a sender every window is dropped; the recording itself goes on.
+        let queue = match spawned {
+            Ok(_) => Some(queue),
+            Err(e) => {
+                shared
+                    .update(|c| c.last_error = Some(format!("cannot start the push thread: {e}")));
+                None
+            }
+        };
         Pusher {
-            queue: Some(queue),
+            queue,
             shared,
             finished,
         }
@@ -134,7 +142,11 @@ impl Pusher {
     pub fn finish(mut self, wait: Duration) -> PushCounts {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.queue = None;
-        let finished = self.finished.recv_timeout(wait).is_ok();
+        // Disconnected: there never was a sender thread, or it ended.
+        let finished = !matches!(
+            self.finished.recv_timeout(wait),
+            Err(RecvTimeoutError::Timeout)
+        );
         let mut counts = self
             .shared
             .counts
