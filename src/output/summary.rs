@@ -13,10 +13,30 @@ pub fn render(report: &Report, written: Option<(&str, &[String])>) -> String {
         out.push('\n');
         render_process(&mut out, child);
     }
+    if let Some(push) = &report.push {
+        render_push(&mut out, push);
+    }
     if let Some((dir, files)) = written {
         let _ = writeln!(out, "\nWrote {dir}/: {}", files.join(", "));
     }
     out
+}
+
+/// What `--push` got to the server.
+fn render_push(out: &mut String, p: &crate::push::PushCounts) {
+    let _ = write!(
+        out,
+        "\nPushed: {} of {} windows sent, {} dropped ({} failed requests)",
+        p.sent, p.windows, p.dropped, p.failed
+    );
+    match &p.last_error {
+        Some(error) => {
+            let _ = writeln!(out, "; last failure: {error}.");
+        }
+        _ => {
+            let _ = writeln!(out, ".");
+        }
+    }
 }
 
 fn render_process(out: &mut String, r: &Report) {

@@ -73,6 +73,9 @@ pub struct Aggregator {
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
     timeline: Option<timeline::TimelineBuilder>,
+    /// A second aggregator fed the same samples, taken and restarted at the end of every
+    /// `--push` window ([`Aggregator::take_window`]).
+    window: Option<Box<Aggregator>>,
     pub samples: u64,
     pub stopped_samples: u64,
     thread_flags: Option<FlagCheckCounts>,
@@ -87,7 +90,20 @@ impl Aggregator {
         }
     }
 
+    /// Also counts every sample into a window, taken with [`Aggregator::take_window`].
+    pub fn keep_windows(&mut self) {
+        self.window = Some(Box::default());
+    }
+
+    /// The counts since the window began; a new window begins.
+    pub fn take_window(&mut self) -> Option<Aggregator> {
+        self.window.as_mut().map(|w| std::mem::take(&mut **w))
+    }
+
     pub fn add(&mut self, sample: Sample) {
+        if let Some(window) = self.window.as_mut() {
+            window.add(sample.clone());
+        }
         self.samples += 1;
         self.stopped_samples += u64::from(sample.target_stopped);
         let waiters = sample
