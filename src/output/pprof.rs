@@ -381,6 +381,7 @@ mod tests {
             stacks,
             children: Vec::new(),
             timeline: Default::default(),
+            thread_flags: None,
         }
     }
 

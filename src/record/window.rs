@@ -91,7 +91,7 @@ impl Profiled {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s: span_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,
@@ -105,6 +105,7 @@ impl Profiled {
             stacks: a.stack_counts(&target.walker.codes),
             timeline: Default::default(),
             children: Vec::new(),
+            thread_flags: a.thread_flags().cloned(),
         }
     }
 }
