@@ -328,6 +328,11 @@ impl<M: RemoteMemory> Target<M> {
                 truncated: thread.truncated,
             });
         }
+        if several_flagged_holders(&threads) {
+            // Thread states are read one after another: a GIL handed over between two reads
+            // shows both threads holding it.
+            return Err(SampleError::Torn);
+        }
         self.native_before = threads
             .iter()
             .filter(|t| t.class.state == ThreadState::NativeNogil)
@@ -409,6 +414,19 @@ impl<M: RemoteMemory> Target<M> {
             }
         }
     }
+}
+
+/// More than one thread of an interpreter flags itself as holding its GIL.
+fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
+    let mut holders: Vec<usize> = threads
+        .iter()
+        .filter(|t| t.gil_flags.is_some_and(|f| f.holds))
+        .map(|t| t.interpreter)
+        .collect();
+    let flagged = holders.len();
+    holders.sort_unstable();
+    holders.dedup();
+    holders.len() < flagged
 }
 
 /// Thread states that share a kernel tid with another and should not be counted for it.
