@@ -16,6 +16,9 @@ pub const MIN_NATIVE_SHARE: f64 = 0.01;
 /// starved: a native call of 15 ms behind a 5 ms switch interval waits a quarter of the
 /// time.
 pub const NATIVE_WAIT_SHARE: f64 = 0.2;
+/// A thread idle in I/O or sleep at least this share of its samples is an I/O thread (the
+/// I/O convoy is [`convoy`]'s), not a native one.
+pub const NATIVE_MAX_IO_IDLE_SHARE: f64 = 0.02;
 /// A Python thread holding the GIL in at least this share of its samples is a holder
 /// behind starved native threads...
 pub const NATIVE_CONVOY_HOLDER_SHARE: f64 = 0.3;
@@ -37,15 +40,24 @@ pub const BLAMING_RULES: [&str; 4] = [
 
 impl Thread {
     /// Busy, waiting for the GIL a large share of its time, yet running native code more
-    /// than Python when on a CPU, and not an I/O thread waiting after wake-ups: each native
-    /// call ends by queueing for the GIL.
+    /// than Python when on a CPU, and not an I/O thread: each native call ends by queueing
+    /// for the GIL.
     pub(super) fn is_starved_native(&self) -> bool {
         let s = &self.fig.states;
         self.busy() >= BUSY_SHARE
             && s.gil_wait >= NATIVE_WAIT_SHARE
             && s.native_nogil >= MIN_NATIVE_SHARE
             && s.native_nogil >= s.gil_held
-            && !self.waits_after_wakeups()
+            && !self.does_io()
+    }
+
+    /// Idle in I/O or sleep a noticeable share of its time, or woken from it often: its
+    /// time without the GIL may be system calls rather than native work.
+    fn does_io(&self) -> bool {
+        let io_idle = self.fig.idle_reasons.io + self.fig.idle_reasons.sleep;
+        io_idle >= NATIVE_MAX_IO_IDLE_SHARE
+            || (io_idle > 0.0 && self.fig.wakeups >= MIN_WAKEUPS)
+            || self.waits_after_wakeups()
     }
 
     /// Share of its samples on a CPU: what its throughput is proportional to.

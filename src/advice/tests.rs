@@ -838,3 +838,18 @@ fn native_threads_waiting_a_quarter_of_their_time_are_starved_not_parallel() {
     assert_eq!(classes[2], ThreadClass::Native);
     assert_eq!(rules(&rec), NATIVE_CONVOY_RULES);
 }
+
+#[test]
+fn io_threads_behind_a_loop_are_no_native_convoy_even_without_enough_wakeups() {
+    // The I/O convoy with too few wake-ups seen to judge it: the I/O threads' time without
+    // the GIL is system calls, not native work, so native_convoy does not claim them.
+    let mut rec = convoy();
+    for t in &mut rec.threads {
+        t.wakeups = t.wakeups.min(MIN_WAKEUPS - 1);
+    }
+    let fired = rules(&rec);
+    assert!(
+        fired.iter().all(|r| !r.starts_with("native_convoy")),
+        "{fired:?}"
+    );
+}
