@@ -16,6 +16,10 @@ pub const MIN_NATIVE_SHARE: f64 = 0.01;
 /// starved: a native call of 15 ms behind a 5 ms switch interval waits a quarter of the
 /// time.
 pub const NATIVE_WAIT_SHARE: f64 = 0.2;
+/// Below this share on a CPU per starved thread, a speedup is not computed from it: native
+/// calls shorter than a scheduler tick are counted as GIL waits, so a small share on a CPU
+/// may be several times too small.
+pub const MIN_RESOLVED_ON_CPU: f64 = 0.05;
 /// A thread idle in I/O or sleep at least this share of its samples is an I/O thread (the
 /// I/O convoy is [`convoy`]'s), not a native one.
 pub const NATIVE_MAX_IO_IDLE_SHARE: f64 = 0.02;
@@ -39,15 +43,20 @@ pub const BLAMING_RULES: [&str; 4] = [
 ];
 
 impl Thread {
-    /// Busy, waiting for the GIL a large share of its time, yet running native code more
-    /// than Python when on a CPU, and not an I/O thread: each native call ends by queueing
-    /// for the GIL.
+    /// Busy and waiting for the GIL a large share of its time, yet, when it has the GIL,
+    /// letting go of it soon: it runs native code more than Python, or barely holds the
+    /// GIL at all. And not an I/O thread. Each native call ends by queueing for the GIL.
+    ///
+    /// (A native call shorter than a scheduler tick that ends in a GIL wait is counted as
+    /// that wait: see `sample::handoff_verdict`. Threads of short native calls, such as
+    /// hashing small buffers, show almost no `native_nogil`; that they barely hold the GIL
+    /// while waiting for it most of the time is what tells them.)
     pub(super) fn is_starved_native(&self) -> bool {
         let s = &self.fig.states;
+        let runs_native = s.native_nogil >= s.gil_held.max(MIN_NATIVE_SHARE);
         self.busy() >= BUSY_SHARE
             && s.gil_wait >= NATIVE_WAIT_SHARE
-            && s.native_nogil >= MIN_NATIVE_SHARE
-            && s.native_nogil >= s.gil_held
+            && (runs_native || s.gil_held < MIN_HELD_SHARE)
             && !self.does_io()
     }
 
@@ -94,14 +103,37 @@ impl Facts<'_> {
     /// How much more native work `victims` could do if they never waited for the GIL: each
     /// would be on a CPU whenever it is busy, within the CPUs that the other threads (the
     /// holders included: moved to a process or to native code, they still run) leave free.
-    pub(super) fn unstarved_speedup(&self, victims: &[&Thread]) -> Option<f64> {
+    pub(super) fn unstarved(&self, victims: &[&Thread]) -> Unstarved {
+        let now: f64 = victims.iter().map(|t| t.on_cpu()).sum();
         let wanted: f64 = victims.iter().map(|t| t.busy()).sum();
-        self.native_speedup(victims, wanted)
+        let others = self.others_on_cpu(victims);
+        let cpus = f64::from(self.rec.cpus);
+        let possible = wanted.min(cpus - others).max(now);
+        let resolved = now / victims.len().max(1) as f64 >= MIN_RESOLVED_ON_CPU;
+        // No gain worth promising on these CPUs, though the threads want more.
+        let capped = possible < now * MIN_SPEEDUP;
+        let needed = (wanted + others).ceil() as u32;
+        let more_cpus = capped && needed > self.rec.cpus && wanted >= now * MIN_SPEEDUP;
+        Unstarved {
+            now,
+            possible: (!capped).then_some(possible),
+            speedup: (resolved && !capped)
+                .then(|| rounded_speedup(possible / now))
+                .flatten(),
+            more_cpus: more_cpus.then(|| {
+                let speedup = resolved.then(|| rounded_speedup(wanted / now)).flatten();
+                (needed, speedup)
+            }),
+        }
     }
 
-    /// The same, with each victim's GIL wait cut by `factor` (a shorter switch interval):
+    /// The same with each victim's GIL wait cut by `factor` (a shorter switch interval):
     /// its wait per native call scales with the interval, its work per call does not.
     pub(super) fn shorter_interval_speedup(&self, victims: &[&Thread], factor: f64) -> Option<f64> {
+        let now: f64 = victims.iter().map(|t| t.on_cpu()).sum();
+        if now <= 0.0 || self.rec.cpus == 0 {
+            return None;
+        }
         let wanted: f64 = victims
             .iter()
             .map(|t| {
@@ -109,16 +141,6 @@ impl Facts<'_> {
                 t.busy() * work / (work + wait)
             })
             .sum();
-        self.native_speedup(victims, wanted)
-    }
-
-    /// `victims` on a CPU `wanted` threads' worth instead of what they are now, capped by
-    /// the CPUs the other threads leave free: the factor, if worth promising.
-    fn native_speedup(&self, victims: &[&Thread], wanted: f64) -> Option<f64> {
-        let now: f64 = victims.iter().map(|t| t.on_cpu()).sum();
-        if now <= 0.0 || self.rec.cpus == 0 {
-            return None;
-        }
         let free = (f64::from(self.rec.cpus) - self.others_on_cpu(victims)).max(now);
         rounded_speedup(wanted.min(free) / now)
     }
@@ -131,17 +153,47 @@ impl Facts<'_> {
             .map(Thread::on_cpu)
             .sum()
     }
+}
 
-    /// When the CPUs are what caps [`Facts::unstarved_speedup`]: the CPUs the process
-    /// would need for `victims` to run unstarved beside the rest, and the speedup then.
-    pub(super) fn speedup_with_more_cpus(&self, victims: &[&Thread]) -> Option<(u32, f64)> {
-        let now: f64 = victims.iter().map(|t| t.on_cpu()).sum();
-        let wanted: f64 = victims.iter().map(|t| t.busy()).sum();
-        let needed = (wanted + self.others_on_cpu(victims)).ceil() as u32;
-        if now <= 0.0 || needed <= self.rec.cpus {
-            return None;
+/// What starved native threads would gain without the wait ([`Facts::unstarved`]).
+pub(super) struct Unstarved {
+    /// CPUs' worth they use now (held + native, summed).
+    now: f64,
+    /// CPUs' worth they could use: what they want, within the CPUs the rest leaves free;
+    /// None if that is no gain worth promising.
+    possible: Option<f64>,
+    /// possible / now, when worth promising and `now` is measured well enough.
+    speedup: Option<f64>,
+    /// When the CPUs are full already: how many the process would need, and the speedup
+    /// with them (when `now` is measured well enough).
+    more_cpus: Option<(u32, Option<f64>)>,
+}
+
+impl Unstarved {
+    /// The end of the verdict's sentence: what moving the loop would give them.
+    fn text(&self, f: &Facts) -> String {
+        match (self.speedup, self.more_cpus) {
+            (Some(x), _) => format!(", and they could do up to {x:.1}x the native work"),
+            (None, Some((needed, speedup))) => format!(
+                "; the {} CPUs are busy already ({:.1} threads on a CPU on average), so this \
+                 pays with more of them: {} with {needed} CPUs",
+                f.rec.cpus,
+                f.gil.parallelism,
+                speedup.map_or_else(
+                    || "they would use all they want".to_string(),
+                    |x| format!("up to {x:.1}x the native work")
+                )
+            ),
+            (None, None) => self
+                .possible
+                .map(|possible| {
+                    format!(
+                        "; they use {:.2} CPUs now and could use up to {possible:.1}",
+                        self.now
+                    )
+                })
+                .unwrap_or_default(),
         }
-        rounded_speedup(wanted / now).map(|x| (needed, x))
     }
 }
 
@@ -154,7 +206,7 @@ fn rounded_speedup(speedup: f64) -> Option<f64> {
 /// intervals. Moving the loop out of the process frees them.
 pub(super) fn native_convoy(f: &Facts) -> Option<Recommendation> {
     let (victims, holders) = f.native_convoy()?;
-    let speedup = f.unstarved_speedup(&victims);
+    let gain = f.unstarved(&victims);
     let mut evidence = vec![share(
         "gil.contended",
         f.gil.contended,
@@ -168,6 +220,7 @@ pub(super) fn native_convoy(f: &Facts) -> Option<Recommendation> {
             s.native_nogil,
             "ran native code without the GIL",
         ));
+        evidence.push(t.share_of("gil_held", s.gil_held, "held the GIL"));
     }
     for t in holders.iter().take(MAX_NAMED_THREADS) {
         evidence.push(t.share_of("gil_held", t.fig.states.gil_held, "held the GIL"));
@@ -179,35 +232,27 @@ pub(super) fn native_convoy(f: &Facts) -> Option<Recommendation> {
     ));
     let mut code = f.code_refs(&holders, ThreadState::GilHeld, Role::HoldsGil);
     code.extend(f.code_refs(&victims, ThreadState::GilWait, Role::WaitsForGil));
-    let gain = match (speedup, f.speedup_with_more_cpus(&victims)) {
-        (Some(x), _) => format!(", and they could do up to {x:.1}x the native work"),
-        (None, Some((cpus, x))) => format!(
-            "; the {} CPUs are busy already ({:.1} threads on a CPU on average), so this \
-             pays with more of them: up to {x:.1}x the native work with {cpus} CPUs",
-            f.rec.cpus, f.gil.parallelism
-        ),
-        (None, None) => String::new(),
-    };
+    let one = victims.len() == 1;
     Some(Recommendation {
         kind: Kind::Processes,
         verdict: format!(
-            "{} native code without the GIL but {} for it {:.0}% of {} time, because {} \
-             {} it {} of {} time{}: each native call needs the GIL to start and to return. \
-             Move that Python loop out of this process (a ProcessPoolExecutor or a separate \
-             worker){gain}.",
-            subject(&victims, "runs", "run"),
-            if victims.len() == 1 { "waits" } else { "wait" },
+            "{} the GIL for native work but {} for it {:.0}% of {} time, because {} {} it {} \
+             of {} time{}: each native call needs the GIL to start and to return. Move that \
+             Python loop out of this process (a ProcessPoolExecutor or a separate worker){}.",
+            subject(&victims, "releases", "release"),
+            if one { "waits" } else { "wait" },
             mean_wait(&victims) * 100.0,
-            if victims.len() == 1 { "its" } else { "their" },
+            if one { "its" } else { "their" },
             names(&holders),
             if holders.len() == 1 { "holds" } else { "hold" },
             held_text(&holders),
             if holders.len() == 1 { "its" } else { "their" },
             hot_function_text(&code),
+            gain.text(f),
         ),
         evidence,
         code,
-        expected_speedup: speedup,
+        expected_speedup: gain.speedup,
         rule: "native_convoy".into(),
     })
 }
@@ -216,7 +261,7 @@ pub(super) fn native_convoy(f: &Facts) -> Option<Recommendation> {
 pub(super) fn native_convoy_native_offload(f: &Facts) -> Option<Recommendation> {
     let (victims, holders) = f.native_convoy()?;
     let code = f.code_refs(&holders, ThreadState::GilHeld, Role::HoldsGil);
-    let speedup = f.unstarved_speedup(&victims);
+    let speedup = f.unstarved(&victims).speedup;
     let evidence = holders
         .iter()
         .take(MAX_NAMED_THREADS)

@@ -532,7 +532,7 @@ fn native_threads_behind_a_python_loop_blame_the_loop() {
     let recs = recommend(&native_convoy());
     let primary = &recs[0];
     for words in [
-        "2 threads (hasher-0, hasher-1) run native code",
+        "2 threads (hasher-0, hasher-1) release the GIL for native work",
         "wait for it 94% of their time",
         "thread worker-0 holds it 95% of its time (spin)",
         "out of this process",
@@ -852,4 +852,39 @@ fn io_threads_behind_a_loop_are_no_native_convoy_even_without_enough_wakeups() {
         fired.iter().all(|r| !r.starts_with("native_convoy")),
         "{fired:?}"
     );
+}
+
+#[test]
+fn hashers_seen_only_waiting_are_still_starved_native_threads() {
+    // On an idle machine a hash shorter than a scheduler tick that ends in a GIL wait is
+    // counted as that wait: the hashers show no native time, hold the GIL 1% of their
+    // time and wait 99% of it.
+    let rec = Rec::new()
+        .main_sleeping()
+        .thread("worker-0", [196, 2, 2, 0], IdleReason::Lock, "spin", &[])
+        .thread("hasher-0", [2, 198, 0, 0], IdleReason::Lock, "hash", &[])
+        .thread("hasher-1", [2, 198, 0, 0], IdleReason::Lock, "hash", &[])
+        .gil(N, 198, 396, 202)
+        .0;
+    assert_eq!(rules(&rec), NATIVE_CONVOY_RULES);
+    let primary = &recommend(&rec)[0];
+    // 1% on a CPU each is below what sampling resolves: no factor is promised, the CPUs
+    // are: 0.02 now, up to 2 - 0.99 = 1.01 for them.
+    assert_eq!(primary.expected_speedup, None);
+    assert!(
+        primary
+            .verdict
+            .contains("they use 0.02 CPUs now and could use up to 1.0"),
+        "{}",
+        primary.verdict
+    );
+    // A pure-Python thread starved as badly still holds the GIL for whole intervals when it
+    // gets it: it is not taken for a native one.
+    let rec = Rec::new()
+        .main_sleeping()
+        .thread("worker-0", [180, 20, 0, 0], IdleReason::Lock, "spin", &[])
+        .thread("worker-1", [20, 180, 0, 0], IdleReason::Lock, "spin", &[])
+        .gil(N, 200, 200, 200)
+        .0;
+    assert_eq!(rules(&rec)[0], "cpu_threads_contend");
 }
