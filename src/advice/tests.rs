@@ -888,3 +888,28 @@ fn hashers_seen_only_waiting_are_still_starved_native_threads() {
         .0;
     assert_eq!(rules(&rec)[0], "cpu_threads_contend");
 }
+
+#[test]
+fn the_new_rules_evidence_names_fail_on_figures() {
+    // Every figure but the CPU count and the switch interval (report fields that --fail-on
+    // does not judge) is a --fail-on path.
+    let mut recs = recommend(&native_convoy());
+    recs.extend(recommend(&contended_without_pattern()));
+    let mut checked = 0;
+    for rec in &recs {
+        for e in &rec.evidence {
+            if ["cpus", "gil.interval_us"].contains(&e.figure.as_str()) {
+                continue;
+            }
+            let condition = format!("{}>0", e.figure);
+            assert!(
+                crate::conditions::Condition::parse(&condition).is_ok(),
+                "{} ({}): {condition}",
+                rec.rule,
+                e.figure
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} figures checked");
+}
