@@ -21,7 +21,8 @@
 //! The ranking is the order of [`RULES`]: problems that cost time now come first, then the
 //! verdicts that the current design is right. The first entry is the primary
 //! recommendation. With a contended GIL the primary always names who holds it and who
-//! waits: if no rule that does so fired first, [`blame::gil_contended`] is put first. Figure names in `evidence` are the ones report.json and `--fail-on` use.
+//! waits: if no rule that does so fired first, [`blame::gil_contended`] is put first.
+//! Figure names in `evidence` are the ones report.json and `--fail-on` use.
 
 mod blame;
 mod facts;
