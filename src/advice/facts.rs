@@ -174,7 +174,8 @@ impl Thread {
         s.gil_held + s.gil_wait + s.native_nogil
     }
 
-    /// Busy running Python of its own, its waits not mostly after wake-ups.
+    /// Busy running Python of its own, its waits not mostly after wake-ups, and not a
+    /// native thread queueing for the GIL between native calls.
     pub(super) fn is_compute(&self) -> bool {
         self.busy() >= BUSY_SHARE
             && matches!(
@@ -183,6 +184,7 @@ impl Thread {
             )
             && self.fig.states.gil_held >= MIN_HELD_SHARE
             && !self.waits_after_wakeups()
+            && !self.is_starved_native()
     }
 
     /// Wakes up often, and most of its GIL waits follow a wake-up.
