@@ -321,3 +321,205 @@ fn empty_svg(title: &str, message: &str) -> String {
         html_escape::encode_text(message)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::palette::family_of;
+    use quick_xml::events::BytesStart;
+    use serde_json::{Value, json};
+
+    fn stack(tid: i32, state: &str, functions: &[&str], count: u64) -> Value {
+        let frames: Vec<Value> = functions
+            .iter()
+            .map(|f| json!({"function": f, "qualname": null, "file": "app.py", "line": 1}))
+            .collect();
+        json!({"tid": tid, "state": state, "idle_reason": null, "count": count,
+               "waiters": count, "frames": frames})
+    }
+
+    /// A CPU-bound thread "hog" and a GIL-bound thread "victim" running the same `crunch`,
+    /// plus any `extra` stacks.
+    fn recording(extra: Vec<Value>) -> Recording {
+        let mut stacks = vec![
+            stack(1, "gil_held", &["main", "crunch"], 900),
+            stack(2, "gil_held", &["main", "crunch"], 300),
+            stack(2, "gil_wait", &["main", "crunch"], 700),
+        ];
+        stacks.extend(extra);
+        let thread = |tid: i32, name: &str, held: u64, wait: u64| {
+            json!({"tid": tid, "name": name, "samples": held + wait,
+                   "states": {"gil_held": held, "gil_wait": wait, "native_nogil": 0, "idle": 0},
+                   "idle_reasons": {"sleep": 0, "io": 0, "lock": 0, "other": 0}})
+        };
+        serde_json::from_value(json!({
+            "format": "gilscope.recording/1", "pid": 7, "command": ["python", "app.py"],
+            "python": {"version": "3.12.1", "build": "shared", "free_threaded": false,
+                       "gil": "enabled", "binary": "/usr/bin/python3"},
+            "duration_s": 10.0, "requested_rate_hz": 100.0, "samples": 1000,
+            "missed_samples": 0, "torn_samples": 0, "stopped_samples": 0,
+            "stop_reason": "the duration elapsed", "cpus": 2,
+            "gil": {"held": 1000, "contended": 700, "waiters": 700, "on_cpu": 1000,
+                    "first_switch_number": 0, "last_switch_number": 10, "interval_us": 5000},
+            "threads": [thread(1, "hog", 900, 0), thread(2, "victim", 300, 700)],
+            "stacks": stacks, "children": [],
+        }))
+        .expect("a valid recording")
+    }
+
+    struct Svg {
+        height: u64,
+        /// (title, fill) of every frame.
+        frames: Vec<(String, Rgb)>,
+        legend: Vec<String>,
+    }
+
+    fn attribute(start: &BytesStart, name: &str) -> Option<String> {
+        let value = start.try_get_attribute(name).ok().flatten()?;
+        Some(String::from_utf8(value.value.to_vec()).unwrap())
+    }
+
+    fn fill(text: &str) -> Rgb {
+        let inner = text.trim_start_matches("rgb(").trim_end_matches(')');
+        let [r, g, b] = <[u8; 3]>::try_from(
+            inner
+                .split(',')
+                .map(|v| v.trim().parse().unwrap())
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        Rgb { r, g, b }
+    }
+
+    fn draw(graph: &Graph) -> Svg {
+        let mut bytes = Vec::new();
+        render(graph, &mut bytes).expect("render");
+        let mut reader = quick_xml::Reader::from_reader(&bytes[..]);
+        let mut svg = Svg {
+            height: 0,
+            frames: Vec::new(),
+            legend: Vec::new(),
+        };
+        let (mut in_legend, mut in_title, mut title) = (false, false, String::new());
+        loop {
+            match reader
+                .read_event()
+                .expect("inferno's SVG with a legend parses")
+            {
+                Event::Start(e) if e.name().as_ref() == b"svg" && svg.height == 0 => {
+                    svg.height = attribute(&e, "height").unwrap().parse().unwrap();
+                }
+                Event::Start(e) if e.name().as_ref() == b"g" => {
+                    in_legend = attribute(&e, "id").as_deref() == Some("legend");
+                }
+                Event::Start(e) if e.name().as_ref() == b"title" => in_title = true,
+                Event::Text(t) if in_title => title = t.decode().unwrap().into_owned(),
+                Event::Text(t) if in_legend => svg.legend.push(t.decode().unwrap().into_owned()),
+                Event::End(e) if e.name().as_ref() == b"title" => in_title = false,
+                Event::End(e) if e.name().as_ref() == b"g" => in_legend = false,
+                Event::Empty(e) if e.name().as_ref() == b"rect" && !title.is_empty() => {
+                    if let Some(colour) = attribute(&e, "fill") {
+                        svg.frames.push((std::mem::take(&mut title), fill(&colour)));
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        svg
+    }
+
+    fn fills_of<'a>(svg: &'a Svg, prefix: &'a str) -> impl Iterator<Item = Rgb> + 'a {
+        svg.frames
+            .iter()
+            .filter(move |(title, _)| title.starts_with(prefix))
+            .map(|(_, fill)| *fill)
+    }
+
+    #[test]
+    fn code_takes_the_colour_family_of_the_state_it_ran_in() {
+        let svg = draw(&all_states_graph(&recording(Vec::new())));
+        let families: Vec<Option<ThreadState>> =
+            fills_of(&svg, "crunch (app.py:1)").map(family_of).collect();
+        assert_eq!(
+            families.len(),
+            3,
+            "crunch under hog/held, victim/held, victim/wait"
+        );
+        assert_eq!(
+            families
+                .iter()
+                .filter(|f| **f == Some(ThreadState::GilWait))
+                .count(),
+            1
+        );
+        assert_eq!(
+            families
+                .iter()
+                .filter(|f| **f == Some(ThreadState::GilHeld))
+                .count(),
+            2
+        );
+        for state in [ThreadState::GilHeld, ThreadState::GilWait] {
+            let own: Vec<Rgb> = fills_of(&svg, &format!("{} (", state.name())).collect();
+            assert!(!own.is_empty() && own.iter().all(|c| *c == palette::state_colour(state)));
+        }
+        let thread = |label| fills_of(&svg, label).next().unwrap();
+        assert_eq!(
+            thread("hog (tid 1)"),
+            palette::class_colour(ThreadClass::CpuBound)
+        );
+        assert_eq!(
+            thread("victim (tid 2)"),
+            palette::class_colour(ThreadClass::GilBound)
+        );
+        assert!(
+            svg.frames.iter().all(|(title, _)| !title.contains("_[")),
+            "annotations never show: {:?}",
+            svg.frames
+        );
+    }
+
+    #[test]
+    fn every_svg_has_a_legend_of_its_states_and_the_thread_classes() {
+        let rec = recording(Vec::new());
+        let all = draw(&all_states_graph(&rec));
+        for name in [
+            "gil_held",
+            "gil_wait",
+            "native_nogil",
+            "idle",
+            "cpu_bound",
+            "io_bound",
+        ] {
+            assert!(
+                all.legend.iter().any(|l| l == name),
+                "{name} not in {:?}",
+                all.legend
+            );
+        }
+        let wait = draw(&state_graph(&rec, ThreadState::GilWait, "gil_wait.svg"));
+        assert!(wait.legend.iter().any(|l| l == "gil_wait"));
+        assert!(
+            !wait.legend.iter().any(|l| l == "gil_held"),
+            "{:?}",
+            wait.legend
+        );
+        assert!(fills_of(&wait, "crunch (").all(|c| family_of(c) == Some(ThreadState::GilWait)));
+        let blame = draw(&blame_graph(&rec));
+        assert!(fills_of(&blame, "crunch (").all(|c| family_of(c) == Some(ThreadState::GilHeld)));
+    }
+
+    #[test]
+    fn stacks_too_narrow_to_draw_do_not_set_the_height() {
+        let deep: Vec<String> = (0..40).map(|i| format!("startup{i}")).collect();
+        let deep: Vec<&str> = deep.iter().map(String::as_str).collect();
+        let height = |extra| draw(&all_states_graph(&recording(extra))).height;
+        let plain = height(Vec::new());
+        // One sample in 1901: 0.05% of the width.
+        assert_eq!(height(vec![stack(1, "gil_held", &deep, 1)]), plain);
+        // Forty samples: 2%, drawn: 40 frames where the others have 2, 16 px a row.
+        let tall = height(vec![stack(1, "gil_held", &deep, 40)]);
+        assert_eq!(tall, plain + 38 * 16);
+    }
+}

@@ -13,3 +13,4 @@ mod images;
 mod install;
 mod offsets;
 mod record;
+mod report_html;
