@@ -226,6 +226,41 @@ mod tests {
     }
 
     #[test]
+    fn trace_colours_are_the_nearest_of_chrome_palette_to_each_family() {
+        // chrome://tracing's reserved colours (catapult's color_scheme), a few of them.
+        let chrome = |name: &str| match name {
+            "good" => Rgb { r: 0, g: 125, b: 0 },
+            "terrible" => Rgb { r: 180, g: 0, b: 0 },
+            "rail_response" => Rgb {
+                r: 67,
+                g: 135,
+                b: 253,
+            },
+            "grey" => Rgb {
+                r: 221,
+                g: 221,
+                b: 221,
+            },
+            other => panic!("{other} is not one of Chrome's colours"),
+        };
+        for state in ThreadState::ALL {
+            let (hue, saturation) = hue_and_saturation(chrome(trace_cname(state)));
+            let nearest = ThreadState::ALL
+                .into_iter()
+                .min_by_key(|&s| {
+                    let f = family(s);
+                    if (f.saturation < 0.15) != (saturation < 0.15) {
+                        return u32::MAX;
+                    }
+                    let d = (hue - f.hue).rem_euclid(360.0);
+                    d.min(360.0 - d) as u32
+                })
+                .unwrap();
+            assert_eq!(nearest, state, "{}", trace_cname(state));
+        }
+    }
+
+    #[test]
     fn hsl_round_trips_known_colours() {
         assert_eq!(hsl(0.0, 1.0, 0.5), Rgb { r: 255, g: 0, b: 0 });
         assert_eq!(hsl(120.0, 1.0, 0.25), Rgb { r: 0, g: 128, b: 0 });
