@@ -180,3 +180,18 @@ fn event_loops_are_shown_when_the_report_has_them() {
         assert!(page.contains(needle), "no {needle:?} in\n{page}");
     }
 }
+
+#[test]
+fn a_recording_without_samples_still_makes_a_page_that_says_so() {
+    let mut rec = recording();
+    rec.threads.clear();
+    rec.stacks.clear();
+    rec.children.clear();
+    rec.samples = 0;
+    let page = render(&rec, &Report::new(&rec));
+    assert!(page.contains("No Python thread was sampled."));
+    assert!(page.contains("No samples were taken."));
+    assert!(page.contains("nothing to blame"));
+    assert!(page.contains("<label for=\"tab-gil_held\">gil_held 0%</label>"));
+    assert!(page.trim_end().ends_with("</html>"));
+}
