@@ -14,3 +14,4 @@ mod images;
 mod install;
 mod offsets;
 mod record;
+mod report_html;
