@@ -130,7 +130,7 @@ impl<'a> Live<'a> {
                 let unnamed = sample
                     .threads
                     .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
+                    .any(|t| self.target.thread_name(t.tid).is_none());
                 let since = self.names_read.elapsed();
                 if since >= NAME_REFRESH || (unnamed && since >= Duration::from_millis(100)) {
                     self.target.refresh_names();
@@ -186,7 +186,7 @@ impl<'a> Live<'a> {
             stop_reason: String::new(),
             cpus: 0,
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),

@@ -65,7 +65,7 @@ pub struct RecordOutcome {
 
 /// How long a launched program may take to become a Python process with a live interpreter.
 const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often thread names are re-read (they are also read when a new thread appears).
+/// How often thread names are re-read (new threads are named as they appear).
 const NAME_REFRESH: Duration = Duration::from_secs(2);
 const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -198,11 +198,7 @@ impl Profiled {
         };
         match result {
             Ok(sample) => {
-                let unnamed = sample
-                    .threads
-                    .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
-                self.refresh_names_if_due(unnamed);
+                self.refresh_names_if_due();
                 if let Some(resolved) = self.resolver.push(sample) {
                     self.aggregator.add(resolved);
                 }
@@ -216,14 +212,12 @@ impl Profiled {
         }
     }
 
-    fn refresh_names_if_due(&mut self, unnamed_thread: bool) {
-        let due = match self.names_read {
-            None => true,
-            Some(at) => {
-                at.elapsed() >= NAME_REFRESH
-                    || (unnamed_thread && at.elapsed() >= Duration::from_millis(100))
-            }
-        };
+    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// name now and then, for threads renamed while they run.
+    fn refresh_names_if_due(&mut self) {
+        let due = self
+            .names_read
+            .is_none_or(|at| at.elapsed() >= NAME_REFRESH);
         if due {
             self.target.refresh_names();
             self.names_read = Some(Instant::now());
@@ -268,7 +262,7 @@ impl Profiled {
             stop_reason,
             cpus: cpus_of(target.pid),
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
             children,
