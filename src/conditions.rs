@@ -282,10 +282,10 @@ pub fn report_failures(conditions: &[Condition], report: &Report) -> bool {
     for condition in conditions {
         let eval = condition.evaluate(report);
         if let Some(warning) = &eval.warning {
-            eprintln!(
-                "gilscope: warning: --fail-on '{}': {warning}",
+            crate::cli::console::err(&format!(
+                "gilscope: warning: --fail-on '{}': {warning}\n",
                 condition.text
-            );
+            ));
         }
         if eval.holds() {
             failed = true;
@@ -295,11 +295,11 @@ pub fn report_failures(conditions: &[Condition], report: &Report) -> bool {
                 .filter(|v| v.holds)
                 .map(|v| format!("{} = {}", v.label, number(v.value)))
                 .collect();
-            eprintln!(
-                "gilscope: --fail-on '{}' holds: {}",
+            crate::cli::console::err(&format!(
+                "gilscope: --fail-on '{}' holds: {}\n",
                 condition.text,
                 values.join(", ")
-            );
+            ));
         }
     }
     failed

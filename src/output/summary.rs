@@ -109,7 +109,7 @@ fn render_threads(out: &mut String, r: &Report) {
         .map(|row| row.label().chars().count())
         .max()
         .unwrap_or(6)
-        .clamp(6, 28);
+        .clamp(6, 40);
     let _ = writeln!(
         out,
         "\n{:<width$}  {:>8}  {:<9}  {:>5}  {:>5}  {:>6}  {:>5}  top function",

@@ -271,7 +271,7 @@ fn entry_functions(stacks: &[StackCount]) -> HashMap<i32, String> {
             .frames
             .iter()
             .find(|f| !f.file.ends_with("threading.py"))
-            .map(|f| f.qualname.as_deref().unwrap_or(&f.function));
+            .map(|f| f.function.as_str());
         if let Some(entry) = entry {
             *counts
                 .entry(stack.tid)
