@@ -115,6 +115,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         ));
         return Ok(exit_code::GENERAL);
     }
+    if outcome.stop == StopReason::TargetExec {
+        console::err(&format!(
+            "gilscope: pid {pid} called exec(); gilscope does not follow it into the new \
+             program yet (the report covers what ran before)\n"
+        ));
+    }
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
         console::err(&format!(
             "gilscope: {} (the report covers what was sampled)\n",

@@ -41,6 +41,8 @@ pub enum StopReason {
     Duration,
     Interrupted,
     TargetExited,
+    /// The target replaced its program with exec(); what ran before it is reported.
+    TargetExec,
     /// Reading the target failed in a way retrying cannot fix (e.g. permission lost).
     Failed,
 }
@@ -51,6 +53,7 @@ impl StopReason {
             StopReason::Duration => "the duration elapsed",
             StopReason::Interrupted => "interrupted (Ctrl-C)",
             StopReason::TargetExited => "the target exited",
+            StopReason::TargetExec => "the target called exec()",
             StopReason::Failed => "sampling failed",
         }
     }
@@ -155,11 +158,17 @@ struct Profiled {
     ended: Option<Instant>,
     /// Why sampling had to stop, when it failed.
     failure: Option<String>,
+    /// /proc/PID/auxv when attached: exec() gives a process a new one (new entry point,
+    /// new random stack), even when it runs the same binary again.
+    auxv: Vec<u8>,
+    /// The program the target exec'd into, once it did.
+    exec: Option<String>,
     names_read: Option<Instant>,
 }
 
 impl Profiled {
     fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
+        let auxv = std::fs::read(format!("/proc/{}/auxv", target.pid)).unwrap_or_default();
         Profiled {
             target,
             aggregator: if keep_timeline {
@@ -174,6 +183,8 @@ impl Profiled {
             started: Instant::now(),
             ended: None,
             failure: None,
+            auxv,
+            exec: None,
             names_read: None,
         }
     }
@@ -203,6 +214,13 @@ impl Profiled {
                     self.aggregator.add(resolved);
                 }
             }
+            Err(SampleError::Torn | SampleError::Gone) if self.exec_happened() => {
+                let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "another program".to_string());
+                self.exec = Some(exe);
+                self.ended = Some(Instant::now());
+            }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
             Err(SampleError::Fatal(e)) => {
@@ -214,6 +232,15 @@ impl Profiled {
 
     /// New threads are named as they appear (see `Target::sample`); this re-reads every
     /// name now and then, for threads renamed while they run.
+    /// Whether the target is alive and has called exec() since it was attached: its
+    /// memory is another program's, so reads fault or its threads are gone.
+    fn exec_happened(&self) -> bool {
+        !self.auxv.is_empty()
+            && crate::target::process::is_alive(self.target.pid)
+            && std::fs::read(format!("/proc/{}/auxv", self.target.pid))
+                .is_ok_and(|now| !now.is_empty() && now != self.auxv)
+    }
+
     fn refresh_names_if_due(&mut self) {
         let due = self
             .names_read
@@ -245,6 +272,11 @@ impl Profiled {
             .max(deadlines.saturating_sub(a.samples + self.torn));
         let stop_reason = match (&self.failure, self.ended) {
             (Some(failure), _) => format!("sampling failed: {failure}"),
+            (None, Some(_)) if self.exec.is_some() => format!(
+                "the target called exec() and now runs {}; the recording covers the program \
+                 before the exec",
+                self.exec.as_deref().unwrap_or("another program")
+            ),
             (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
             (None, None) => stop.describe().to_string(),
         };
@@ -313,6 +345,9 @@ impl<'a> Session<'a> {
             self.children.sample_all(self.config.blocking);
             if self.main.failure.is_some() {
                 break StopReason::Failed;
+            }
+            if self.main.exec.is_some() {
+                break StopReason::TargetExec;
             }
             if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {
                 self.main.ended.get_or_insert_with(Instant::now);
