@@ -8,7 +8,7 @@ use crate::classify::{
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
-use crate::python::names::read_thread_names;
+use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use crate::target::pause::PausedProcess;
 use crate::target::{KernelState, KernelStateReader, Process};
@@ -135,7 +135,7 @@ pub struct Target<M = LiveMemory> {
     pub pid: i32,
     pub walker: Walker<M>,
     kernel: KernelStateReader,
-    names: HashMap<u64, String>,
+    names: ThreadNames,
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
@@ -157,7 +157,7 @@ impl<M: RemoteMemory> Target<M> {
             pid,
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
-            names: HashMap::new(),
+            names: ThreadNames::default(),
             gil_waiters: HashMap::new(),
             native_before: HashSet::new(),
         }
@@ -167,8 +167,9 @@ impl<M: RemoteMemory> Target<M> {
         &self.walker.runtime
     }
 
-    pub fn thread_name(&self, ident: u64) -> Option<&str> {
-        self.names.get(&ident).map(String::as_str)
+    /// The name `threading` gives the thread with this kernel tid (see [`ThreadNames`]).
+    pub fn thread_name(&self, tid: i32) -> Option<&str> {
+        self.names.get(tid)
     }
 
     /// CPU time a thread of the target has used, in ns (None if it is gone).
@@ -181,31 +182,28 @@ impl<M: RemoteMemory> Target<M> {
         let Ok(state) = self.walker.read(false) else {
             return;
         };
-        let addresses = self.interpreter_addresses(&state);
-        for interp in addresses {
-            if let Ok(names) = read_thread_names(&self.walker.mem, &self.walker.runtime, interp) {
-                self.names.extend(names);
-            }
-        }
-    }
-
-    fn interpreter_addresses(&self, state: &PythonState) -> Vec<u64> {
-        let mut seen: Vec<u64> = state
+        let threads: Vec<LiveThread> = state
             .threads
             .iter()
-            .map(|t| t.interpreter_address)
+            .filter_map(|t| {
+                Some(LiveThread {
+                    tid: t.tid?,
+                    tstate: t.tstate,
+                    ident: t.pthread_id,
+                    interpreter: t.interpreter_address,
+                })
+            })
             .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen
+        self.names.forget_changed(&threads);
+        self.names
+            .read(&self.walker.mem, &self.walker.runtime, &threads);
     }
 
     /// Takes one sample without stopping the target.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
-        let state = self
-            .walker
-            .read(with_frames)
-            .map_err(|e| self.mem_error(e))?;
+        self.names
+            .read_ahead(&self.walker.mem, &self.walker.runtime);
+        let state = self.walk(with_frames).map_err(|e| self.mem_error(e))?;
         let stopped = self.kernel.process_stopped();
         let kernel: Vec<KernelState> = state
             .threads
@@ -221,7 +219,9 @@ impl<M: RemoteMemory> Target<M> {
             .walker
             .reread_gils(&state.interpreters)
             .map_err(|e| self.mem_error(e))?;
-        self.join(state, interpreters, &kernel, false)
+        let sample = self.join(state, interpreters, &kernel, false)?;
+        self.name_new_threads(&sample);
+        Ok(sample)
     }
 
     /// Takes one sample with every thread paused (`--blocking`); the target runs again
@@ -301,7 +301,7 @@ impl<M: RemoteMemory> Target<M> {
                 && kernel_state == KernelState::Running
                 && self.still_waiting(tid, thread.tstate, gil);
             let class = classify(holds, kernel_state, gil, waiting)
-                .map_err(|Contradiction| SampleError::Torn)?;
+                .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder());
             self.track_gil_wait(tid, kernel_state, gil, class);
             threads.push(ThreadSample {
                 tid,
@@ -427,6 +427,46 @@ fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
     holders.sort_unstable();
     holders.dedup();
     holders.len() < flagged
+}
+
+impl<M: RemoteMemory> Target<M> {
+    /// A walk that faults (a thread state freed under the reader as its thread ended) is
+    /// tried once more at once: the list is whole again within microseconds.
+    fn walk(&mut self, with_frames: bool) -> Result<PythonState, MemError> {
+        match self.walker.read(with_frames) {
+            Err(MemError::Fault { .. }) => self.walker.read(with_frames),
+            other => other,
+        }
+    }
+
+    /// Keeps names right as threads come and go (see [`ThreadNames`]).
+    fn name_new_threads(&mut self, sample: &Sample) {
+        let threads: Vec<LiveThread> = sample
+            .threads
+            .iter()
+            .map(|t| LiveThread {
+                tid: t.tid,
+                tstate: t.tstate,
+                ident: t.ident,
+                interpreter: sample.interpreters[t.interpreter].address,
+            })
+            .collect();
+        self.names
+            .update(&self.walker.mem, &self.walker.runtime, &threads);
+    }
+}
+
+/// The GIL names a thread as its holder that the kernel shows blocked on the GIL. `take_gil`
+/// sets `locked` before `last_holder`, so for a moment the GIL names its previous holder,
+/// which may be waiting for it again (or waiting in a handoff on `switch_cond`). The kernel's
+/// view is the later one: the thread waits, and the GIL is held by a thread not named yet.
+/// Threads that start and end take and drop the GIL often, so this is common under churn;
+/// it is no reason to drop the sample.
+fn waiting_on_a_stale_holder() -> Classification {
+    Classification {
+        state: ThreadState::GilWait,
+        idle_reason: None,
+    }
 }
 
 /// Thread states that share a kernel tid with another and should not be counted for it.

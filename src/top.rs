@@ -10,7 +10,10 @@
 
 use crate::classify::ThreadState;
 use crate::profile::Aggregator;
-use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, ratio, thread_figures};
+use crate::profile::figures::{
+    GilFigures, GroupFigures, Row, ThreadFigures, gil_figures, ratio, rows, thread_figures,
+    thread_groups,
+};
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
 use crate::record::schedule::Schedule;
 use crate::sample::{Sample, SampleError, Target};
@@ -131,7 +134,7 @@ impl<'a> Live<'a> {
                 let unnamed = sample
                     .threads
                     .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
+                    .any(|t| self.target.thread_name(t.tid).is_none());
                 let since = self.names_read.elapsed();
                 if since >= NAME_REFRESH || (unnamed && since >= Duration::from_millis(100)) {
                     self.target.refresh_names();
@@ -187,7 +190,7 @@ impl<'a> Live<'a> {
             stop_reason: String::new(),
             cpus: 0,
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
@@ -211,12 +214,16 @@ pub struct View {
     pub window_s: f64,
     pub gil: GilFigures,
     pub threads: Vec<ThreadFigures>,
+    /// Short-lived threads show as one row per group.
+    pub groups: Vec<GroupFigures>,
     /// (share of the window's samples, "function (file)"), most first.
     pub holders: Vec<(f64, String)>,
 }
 
 impl View {
     pub fn new(rec: &Recording, config: &TopConfig, command: &str) -> Self {
+        let threads = thread_figures(rec);
+        let groups = thread_groups(rec, &threads);
         View {
             title: format!(
                 "gilscope top | pid {} | Python {} | {}",
@@ -225,7 +232,8 @@ impl View {
             samples: rec.samples,
             window_s: config.window.as_secs_f64(),
             gil: gil_figures(rec),
-            threads: thread_figures(rec),
+            threads,
+            groups,
             holders: gil_holders(rec),
         }
     }
@@ -333,7 +341,10 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
             format!("  {:>4.0}%  {name}", share * 100.0),
         )]);
     }
-    let mut rows: Vec<Line> = view.threads.iter().map(|t| thread_row(t, bar)).collect();
+    let mut rows: Vec<Line> = rows(&view.threads, &view.groups)
+        .iter()
+        .map(|row| thread_row(row, bar))
+        .collect();
     if view.threads.is_empty() {
         rows.push(vec![(Tone::Dim, "  sampling...".to_string())]);
     }
@@ -354,9 +365,9 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
         .collect()
 }
 
-fn thread_row(t: &ThreadFigures, bar: usize) -> Line {
-    let name = t.name.as_deref().unwrap_or("?");
-    let s = &t.states;
+fn thread_row(row: &Row, bar: usize) -> Line {
+    let name = row.label();
+    let s = row.states();
     let shares = [
         (ThreadState::GilHeld, s.gil_held),
         (ThreadState::GilWait, s.gil_wait),
@@ -368,8 +379,8 @@ fn thread_row(t: &ThreadFigures, bar: usize) -> Line {
         format!(
             "{:<20} {:>8} {:<10} ",
             clip_str(name, 20),
-            t.tid,
-            t.class.name()
+            row.id(),
+            row.class().name()
         ),
     )];
     // Cumulative rounding: the cells always add up to the bar's width.
@@ -550,6 +561,7 @@ mod tests {
                 .map(|i| ThreadFigures {
                     tid: 100 + i as i32,
                     name: Some(format!("worker-{i}")),
+                    group: "worker-*".into(),
                     samples: 200,
                     class: ThreadClass::GilBound,
                     states: StateFractions {
@@ -565,6 +577,7 @@ mod tests {
                     mean_wait_per_wakeup_ms: 0.0,
                 })
                 .collect(),
+            groups: Vec::new(),
             holders: vec![(0.5, "spin (app.py)".into())],
         }
     }

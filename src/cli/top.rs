@@ -42,7 +42,10 @@ pub fn run(args: TopArgs) -> Result<i32> {
     match crate::top::run(&config)? {
         TopEnd::Quit => Ok(exit_code::OK),
         TopEnd::TargetExited => {
-            eprintln!("gilscope: process {} exited; top stopped", args.pid);
+            super::console::err(&format!(
+                "gilscope: process {} exited; top stopped\n",
+                args.pid
+            ));
             Ok(exit_code::PROCESS_EXITED)
         }
     }

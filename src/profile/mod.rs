@@ -32,7 +32,6 @@ struct StackTally {
 
 #[derive(Debug, Default)]
 struct ThreadTally {
-    ident: u64,
     samples: u64,
     states: StateCounts,
     idle_reasons: IdleCounts,
@@ -118,7 +117,6 @@ impl Aggregator {
         }
         for thread in sample.threads {
             let tally = self.threads.entry(thread.tid).or_default();
-            tally.ident = thread.ident;
             tally.observe(thread.class);
             let key = StackKey {
                 tid: thread.tid,
@@ -180,14 +178,14 @@ impl Aggregator {
         &self.gil
     }
 
-    /// Per-thread counts, with names looked up by `threading.get_ident()`.
-    pub fn thread_counts(&self, name_of: impl Fn(u64) -> Option<String>) -> Vec<ThreadCounts> {
+    /// Per-thread counts, with names looked up by kernel tid.
+    pub fn thread_counts(&self, name_of: impl Fn(i32) -> Option<String>) -> Vec<ThreadCounts> {
         let mut threads: Vec<ThreadCounts> = self
             .threads
             .iter()
             .map(|(&tid, t)| ThreadCounts {
                 tid,
-                name: name_of(t.ident),
+                name: name_of(tid),
                 samples: t.samples,
                 states: t.states.clone(),
                 idle_reasons: t.idle_reasons.clone(),

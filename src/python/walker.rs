@@ -221,8 +221,13 @@ impl<M: RemoteMemory> Walker<M> {
                 .map(|off| f.u32(off).map(|w| w != 0))
                 .transpose()?;
             let (frames, truncated) = if with_frames {
-                let top = self.top_frame(&f, &t.frame)?;
-                self.read_stack(top)?
+                match self.stack_of(tstate, &f)? {
+                    Some(stack) => stack,
+                    None => {
+                        tstate = f.u64(t.next)?;
+                        continue;
+                    }
+                }
             } else {
                 (Vec::new(), false)
             };
@@ -243,6 +248,35 @@ impl<M: RemoteMemory> Walker<M> {
         }
         self.seen_threads = seen;
         Ok(())
+    }
+
+    /// The stack of the thread state at `tstate` (read into `fields`). A stack that faults
+    /// is read once more from a fresh copy of the thread state; if it faults again, the
+    /// thread is starting or ending (its frames being built or freed) and `None` leaves it
+    /// out of this read, rather than failing the read of every thread.
+    fn stack_of(
+        &mut self,
+        tstate: u64,
+        fields: &Fields,
+    ) -> Result<Option<(Vec<Frame>, bool)>, MemError> {
+        let pointer = self.runtime.layout.tstate.frame;
+        let first = self
+            .top_frame(fields, &pointer)
+            .and_then(|top| self.read_stack(top));
+        match first {
+            Err(MemError::Fault { .. }) => {}
+            other => return other.map(Some),
+        }
+        let mut buf = vec![0u8; self.tstate_len];
+        self.mem.read(tstate, &mut buf)?;
+        let again = Fields::new(tstate, &buf);
+        match self
+            .top_frame(&again, &pointer)
+            .and_then(|top| self.read_stack(top))
+        {
+            Err(MemError::Fault { .. }) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     fn top_frame(&self, tstate: &Fields, pointer: &FramePointer) -> Result<u64, MemError> {

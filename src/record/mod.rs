@@ -44,6 +44,8 @@ pub enum StopReason {
     Duration,
     Interrupted,
     TargetExited,
+    /// The target replaced its program with exec(); what ran before it is reported.
+    TargetExec,
     /// Reading the target failed in a way retrying cannot fix (e.g. permission lost).
     Failed,
 }
@@ -54,6 +56,7 @@ impl StopReason {
             StopReason::Duration => "the duration elapsed",
             StopReason::Interrupted => "interrupted (Ctrl-C)",
             StopReason::TargetExited => "the target exited",
+            StopReason::TargetExec => "the target called exec()",
             StopReason::Failed => "sampling failed",
         }
     }
@@ -70,7 +73,7 @@ pub struct RecordOutcome {
 
 /// How long a launched program may take to become a Python process with a live interpreter.
 const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often thread names are re-read (they are also read when a new thread appears).
+/// How often thread names are re-read (new threads are named as they appear).
 const NAME_REFRESH: Duration = Duration::from_secs(2);
 const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -162,11 +165,17 @@ struct Profiled {
     ended: Option<Instant>,
     /// Why sampling had to stop, when it failed.
     failure: Option<String>,
+    /// /proc/PID/auxv when attached: exec() gives a process a new one (new entry point,
+    /// new random stack), even when it runs the same binary again.
+    auxv: Vec<u8>,
+    /// The program the target exec'd into, once it did.
+    exec: Option<String>,
     names_read: Option<Instant>,
 }
 
 impl Profiled {
     fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
+        let auxv = std::fs::read(format!("/proc/{}/auxv", target.pid)).unwrap_or_default();
         Profiled {
             target,
             aggregator: if keep_timeline {
@@ -181,6 +190,8 @@ impl Profiled {
             started: Instant::now(),
             ended: None,
             failure: None,
+            auxv,
+            exec: None,
             names_read: None,
         }
     }
@@ -205,14 +216,17 @@ impl Profiled {
         };
         match result {
             Ok(sample) => {
-                let unnamed = sample
-                    .threads
-                    .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
-                self.refresh_names_if_due(unnamed);
+                self.refresh_names_if_due();
                 if let Some(resolved) = self.resolver.push(sample) {
                     self.aggregator.add(resolved);
                 }
+            }
+            Err(SampleError::Torn | SampleError::Gone) if self.exec_happened() => {
+                let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "another program".to_string());
+                self.exec = Some(exe);
+                self.ended = Some(Instant::now());
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -223,14 +237,21 @@ impl Profiled {
         }
     }
 
-    fn refresh_names_if_due(&mut self, unnamed_thread: bool) {
-        let due = match self.names_read {
-            None => true,
-            Some(at) => {
-                at.elapsed() >= NAME_REFRESH
-                    || (unnamed_thread && at.elapsed() >= Duration::from_millis(100))
-            }
-        };
+    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// name now and then, for threads renamed while they run.
+    /// Whether the target is alive and has called exec() since it was attached: its
+    /// memory is another program's, so reads fault or its threads are gone.
+    fn exec_happened(&self) -> bool {
+        !self.auxv.is_empty()
+            && crate::target::process::is_alive(self.target.pid)
+            && std::fs::read(format!("/proc/{}/auxv", self.target.pid))
+                .is_ok_and(|now| !now.is_empty() && now != self.auxv)
+    }
+
+    fn refresh_names_if_due(&mut self) {
+        let due = self
+            .names_read
+            .is_none_or(|at| at.elapsed() >= NAME_REFRESH);
         if due {
             self.target.refresh_names();
             self.names_read = Some(Instant::now());
@@ -258,6 +279,11 @@ impl Profiled {
             .max(deadlines.saturating_sub(a.samples + self.torn));
         let stop_reason = match (&self.failure, self.ended) {
             (Some(failure), _) => format!("sampling failed: {failure}"),
+            (None, Some(_)) if self.exec.is_some() => format!(
+                "the target called exec() and now runs {}; the recording covers the program \
+                 before the exec",
+                self.exec.as_deref().unwrap_or("another program")
+            ),
             (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
             (None, None) => stop.describe().to_string(),
         };
@@ -275,7 +301,7 @@ impl Profiled {
             stop_reason,
             cpus: cpus_of(target.pid),
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
             thread_flags: a.thread_flags().cloned(),
@@ -342,6 +368,9 @@ impl<'a> Session<'a> {
             }
             if self.main.failure.is_some() {
                 break StopReason::Failed;
+            }
+            if self.main.exec.is_some() {
+                break StopReason::TargetExec;
             }
             if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {
                 self.main.ended.get_or_insert_with(Instant::now);

@@ -3,6 +3,7 @@
 mod support;
 
 mod advice;
+mod churn;
 mod ci;
 mod cli_misuse;
 mod debug_offsets;
