@@ -336,6 +336,7 @@ mod tests {
             interpreter: 0,
             class,
             blocked_on_gil: false,
+            kernel: crate::target::KernelState::Running,
             cpu_ns: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
@@ -347,6 +348,8 @@ mod tests {
             interpreters: Vec::new(),
             threads,
             target_stopped: false,
+            gil_waiters: Vec::new(),
+            gil_mutex_owners: Vec::new(),
             time,
         }
     }

@@ -9,11 +9,11 @@ mod signals;
 use crate::error::Error;
 use crate::profile::Aggregator;
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::sample::{HandoffResolver, SampleError, Target};
+use crate::sample::{SampleError, Target};
 use crate::snapshot::PythonInfo;
 use anyhow::Result;
 use launch::Launched;
-use schedule::{Schedule, sleep_until, tighten_timer_slack};
+use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
     tighten_timer_slack();
+    sample_on_time();
     let mut launched = match &config.target {
         TargetSpec::Command(argv) => Some(Launched::start(argv)?),
         TargetSpec::Pid(_) => None,
@@ -146,8 +147,6 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 struct Profiled {
     target: Target,
     aggregator: Aggregator,
-    /// Each sample waits for the next, which tells what its runnable threads were doing.
-    resolver: HandoffResolver,
     command: Vec<String>,
     torn: u64,
     missed: u64,
@@ -167,7 +166,6 @@ impl Profiled {
             } else {
                 Aggregator::default()
             },
-            resolver: HandoffResolver::default(),
             command,
             torn: 0,
             missed: 0,
@@ -185,27 +183,15 @@ impl Profiled {
     /// Takes and aggregates one sample; a gone process is marked ended, a failure recorded
     /// (what was sampled so far is kept either way).
     fn sample(&mut self, blocking: bool) {
-        let result = if blocking {
-            self.target.sample_paused(true).map_err(|e| {
-                if crate::target::process::is_alive(self.target.pid) {
-                    SampleError::Fatal(e)
-                } else {
-                    SampleError::Gone
-                }
-            })
-        } else {
-            self.target.sample(true)
-        };
-        match result {
+        match self.target.resolved_sample(true, blocking) {
             Ok(sample) => {
+                let Some(sample) = sample else { return };
                 let unnamed = sample
                     .threads
                     .iter()
                     .any(|t| self.target.thread_name(t.ident).is_none());
                 self.refresh_names_if_due(unnamed);
-                if let Some(resolved) = self.resolver.push(sample) {
-                    self.aggregator.add(resolved);
-                }
+                self.aggregator.add(sample);
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -239,10 +225,10 @@ impl Profiled {
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
         let duration_s = end.duration_since(self.started).as_secs_f64();
-        let target = &self.target;
-        if let Some(last) = self.resolver.finish() {
+        if let Some(last) = self.target.last_sample() {
             self.aggregator.add(last);
         }
+        let target = &self.target;
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
