@@ -44,10 +44,11 @@ fn main() -> anyhow::Result<()> {
             }
             Err(_) => break,
         };
-        let Some(sample) = sample else { continue };
-        // The instant the threads' states were read, on the monotonic clock.
-        let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;
-        write_line(&mut out, at, at + 20_000, &sample)?;
+        for sample in sample {
+            // The instant the threads' states were read, on the monotonic clock.
+            let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;
+            write_line(&mut out, at, at + 20_000, &sample)?;
+        }
     }
     Ok(())
 }

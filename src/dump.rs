@@ -39,17 +39,23 @@ pub fn run(config: &DumpConfig) -> Result<Snapshot> {
 /// threads caught in a GIL handoff by the sample after, as for `record` and `top`).
 fn observe(target: &mut Target) -> Result<Sample> {
     let until = Instant::now() + OBSERVE_FOR;
+    while Instant::now() < until {
+        resolved_until_consistent(target)?;
+        std::thread::sleep(OBSERVE_EVERY);
+    }
+    // The sample to report: the last one the sampler holds back once this one is taken.
+    resolved_until_consistent(target)?;
+    let reported = Instant::now();
     loop {
-        if let Some(sample) = resolved_until_consistent(target)?
-            && Instant::now() >= until
-        {
+        std::thread::sleep(OBSERVE_EVERY);
+        let ready = resolved_until_consistent(target)?;
+        if let Some(sample) = ready.into_iter().rev().find(|s| s.time <= reported) {
             return Ok(sample);
         }
-        std::thread::sleep(OBSERVE_EVERY);
     }
 }
 
-fn resolved_until_consistent(target: &mut Target) -> Result<Option<Sample>> {
+fn resolved_until_consistent(target: &mut Target) -> Result<Vec<Sample>> {
     for _ in 0..MAX_ATTEMPTS {
         match target.resolved_sample(true, false) {
             Ok(sample) => return Ok(sample),

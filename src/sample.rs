@@ -240,16 +240,17 @@ impl<M: RemoteMemory> Target<M> {
         seen
     }
 
-    /// Takes a sample and gives back the one before it, resolved: every consumer (record,
-    /// top, dump) reads the target through this, so all classify alike. A thread runnable
-    /// without the GIL that may be in a GIL handoff is judged by what the newer sample shows
-    /// it did next ([`handoff_verdict`]); everything else is decided at its own instant.
-    /// `None` on the first call. `paused`: take it with every thread paused (`--blocking`).
+    /// Takes a sample and gives back the earlier ones now resolved, oldest first: every
+    /// consumer (record, top, dump) reads the target through this, so all classify alike. A
+    /// thread runnable without the GIL that may be in a GIL handoff is judged by what later
+    /// samples show it did next ([`handoff_verdict`], for up to 200 ms); everything else is
+    /// decided at its own instant. Empty on the first call. `paused`: take it with every
+    /// thread paused (`--blocking`).
     pub fn resolved_sample(
         &mut self,
         with_frames: bool,
         paused: bool,
-    ) -> Result<Option<Sample>, SampleError> {
+    ) -> Result<Vec<Sample>, SampleError> {
         let sample = if paused {
             self.sample_paused(with_frames).map_err(|e| {
                 if crate::target::process::is_alive(self.pid) {
@@ -264,9 +265,9 @@ impl<M: RemoteMemory> Target<M> {
         Ok(self.pending.push(sample))
     }
 
-    /// The sample [`Target::resolved_sample`] holds back, as it stands (when sampling ends:
-    /// its undecided threads stay native).
-    pub fn last_sample(&mut self) -> Option<Sample> {
+    /// The samples [`Target::resolved_sample`] holds back, as they stand (when sampling
+    /// ends: their undecided threads stay native).
+    pub fn last_samples(&mut self) -> Vec<Sample> {
         self.pending.finish()
     }
 
@@ -650,11 +651,22 @@ pub fn handoff_verdict(
 /// Marks as waiting for the GIL the threads of `earlier` that were runnable without it and
 /// that `later` shows were in a GIL handoff. Returns the tids still undecided.
 pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
+    let pending: Vec<i32> = earlier
+        .threads
+        .iter()
+        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .map(|t| t.tid)
+        .collect();
+    resolve_some(earlier, later, &pending)
+}
+
+/// [`resolve_handoffs`] for the threads `pending` only.
+fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i32> {
     let mut undecided = Vec::new();
     for thread in earlier
         .threads
         .iter_mut()
-        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .filter(|t| t.class.state == ThreadState::NativeNogil && pending.contains(&t.tid))
     {
         let Some(next) = later.threads.iter().find(|t| t.tid == thread.tid) else {
             continue;
@@ -677,25 +689,47 @@ pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
     undecided
 }
 
-/// Holds each sample back by one, so that the next can resolve its runnable threads.
+/// How long a sample waits for later ones to resolve its runnable threads; past this they
+/// stay native (a thread queued for a CPU this long is rare, native code is not).
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Holds samples back until later ones have resolved their runnable threads: at least one
+/// sample, at most [`RESOLVE_WITHIN`]. Samples come out in the order they went in.
 #[derive(Debug, Default)]
 pub struct HandoffResolver {
-    held: Option<Sample>,
+    /// Each held sample with the tids it still waits to resolve.
+    held: std::collections::VecDeque<(Sample, Vec<i32>)>,
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the previous one, resolved.
-    pub fn push(&mut self, sample: Sample) -> Option<Sample> {
-        let mut previous = self.held.replace(sample)?;
-        if let Some(later) = &self.held {
-            resolve_handoffs(&mut previous, later);
+    /// Takes a new sample; gives back the held ones now resolved, oldest first.
+    pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
+        for (earlier, undecided) in &mut self.held {
+            if !undecided.is_empty() {
+                *undecided = resolve_some(earlier, &sample, undecided);
+            }
         }
-        Some(previous)
+        let mut ready = Vec::new();
+        while let Some((front, undecided)) = self.held.front() {
+            let expired = sample.time.saturating_duration_since(front.time) >= RESOLVE_WITHIN;
+            if !undecided.is_empty() && !expired {
+                break;
+            }
+            ready.extend(self.held.pop_front().map(|(s, _)| s));
+        }
+        let pending = sample
+            .threads
+            .iter()
+            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
+            .map(|t| t.tid)
+            .collect();
+        self.held.push_back((sample, pending));
+        ready
     }
 
-    /// The last sample, as it stands.
-    pub fn finish(&mut self) -> Option<Sample> {
-        self.held.take()
+    /// The samples still held, as they stand.
+    pub fn finish(&mut self) -> Vec<Sample> {
+        self.held.drain(..).map(|(s, _)| s).collect()
     }
 }
 

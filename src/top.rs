@@ -186,24 +186,25 @@ impl<'a> Live<'a> {
     /// Takes one sample into the window; false once the target is gone.
     fn sample(&mut self) -> Result<bool> {
         match self.target.resolved_sample(true, false) {
-            Ok(None) => Ok(true),
-            Ok(Some(sample)) => {
-                let unnamed = sample
-                    .threads
+            Ok(samples) => {
+                let unnamed = samples
                     .iter()
+                    .flat_map(|s| &s.threads)
                     .any(|t| self.target.thread_name(t.ident).is_none());
                 let since = self.names_read.elapsed();
                 if since >= NAME_REFRESH || (unnamed && since >= Duration::from_millis(100)) {
                     self.target.refresh_names();
                     self.names_read = Instant::now();
                 }
-                let oldest = sample.time.checked_sub(self.config.window);
-                self.window.push_back(sample);
-                while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
-                    if front.time >= oldest {
-                        break;
+                for sample in samples {
+                    let oldest = sample.time.checked_sub(self.config.window);
+                    self.window.push_back(sample);
+                    while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
+                        if front.time >= oldest {
+                            break;
+                        }
+                        self.window.pop_front();
                     }
-                    self.window.pop_front();
                 }
                 Ok(true)
             }

@@ -184,14 +184,15 @@ impl Profiled {
     /// (what was sampled so far is kept either way).
     fn sample(&mut self, blocking: bool) {
         match self.target.resolved_sample(true, blocking) {
-            Ok(sample) => {
-                let Some(sample) = sample else { return };
-                let unnamed = sample
-                    .threads
+            Ok(samples) => {
+                let unnamed = samples
                     .iter()
+                    .flat_map(|s| &s.threads)
                     .any(|t| self.target.thread_name(t.ident).is_none());
                 self.refresh_names_if_due(unnamed);
-                self.aggregator.add(sample);
+                for sample in samples {
+                    self.aggregator.add(sample);
+                }
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -225,7 +226,7 @@ impl Profiled {
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
         let duration_s = end.duration_since(self.started).as_secs_f64();
-        if let Some(last) = self.target.last_sample() {
+        for last in self.target.last_samples() {
             self.aggregator.add(last);
         }
         let target = &self.target;
