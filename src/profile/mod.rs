@@ -40,6 +40,9 @@ struct ThreadTally {
     wakeup_waits: u64,
     /// Inside a run of `gil_wait` samples that began right after an idle sample.
     waiting_since_wakeup: bool,
+    /// Woke (was idle, then not) and has been runnable without the GIL since: coming back
+    /// from the call it was blocked in, often queued for a CPU, before it asks for the GIL.
+    returning_from_wakeup: bool,
     wakeup_wait_samples: u64,
 }
 
@@ -52,7 +55,11 @@ impl ThreadTally {
         }
         let woke = self.previous == Some(ThreadState::Idle) && class.state != ThreadState::Idle;
         self.wakeups += u64::from(woke);
-        if woke && class.state == ThreadState::GilWait {
+        // A wake-up begins with a wait for the GIL if that is what the thread does first,
+        // after the native samples of its way back from the call it was blocked in.
+        let first_move = woke || self.returning_from_wakeup;
+        self.returning_from_wakeup = first_move && class.state == ThreadState::NativeNogil;
+        if first_move && class.state == ThreadState::GilWait {
             self.wakeup_waits += 1;
             self.waiting_since_wakeup = true;
         } else if class.state != ThreadState::GilWait {

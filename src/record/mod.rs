@@ -10,11 +10,11 @@ mod window;
 use crate::error::Error;
 use crate::profile::Aggregator;
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::sample::{HandoffResolver, SampleError, Target};
+use crate::sample::{SampleError, Target};
 use crate::snapshot::PythonInfo;
 use anyhow::Result;
 use launch::Launched;
-use schedule::{Schedule, sleep_until, tighten_timer_slack};
+use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
     tighten_timer_slack();
+    sample_on_time();
     let mut launched = match &config.target {
         TargetSpec::Command(argv) => Some(Launched::start(argv)?),
         TargetSpec::Pid(_) => None,
@@ -156,8 +157,6 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 struct Profiled {
     target: Target,
     aggregator: Aggregator,
-    /// Each sample waits for the next, which tells what its runnable threads were doing.
-    resolver: HandoffResolver,
     command: Vec<String>,
     torn: u64,
     missed: u64,
@@ -183,7 +182,6 @@ impl Profiled {
             } else {
                 Aggregator::default()
             },
-            resolver: HandoffResolver::default(),
             command,
             torn: 0,
             missed: 0,
@@ -203,22 +201,11 @@ impl Profiled {
     /// Takes and aggregates one sample; a gone process is marked ended, a failure recorded
     /// (what was sampled so far is kept either way).
     fn sample(&mut self, blocking: bool) {
-        let result = if blocking {
-            self.target.sample_paused(true).map_err(|e| {
-                if crate::target::process::is_alive(self.target.pid) {
-                    SampleError::Fatal(e)
-                } else {
-                    SampleError::Gone
-                }
-            })
-        } else {
-            self.target.sample(true)
-        };
-        match result {
-            Ok(sample) => {
+        match self.target.resolved_sample(true, blocking) {
+            Ok(samples) => {
                 self.refresh_names_if_due();
-                if let Some(resolved) = self.resolver.push(sample) {
-                    self.aggregator.add(resolved);
+                for sample in samples {
+                    self.aggregator.add(sample);
                 }
             }
             Err(SampleError::Torn | SampleError::Gone) if self.exec_happened() => {
@@ -237,8 +224,6 @@ impl Profiled {
         }
     }
 
-    /// New threads are named as they appear (see `Target::sample`); this re-reads every
-    /// name now and then, for threads renamed while they run.
     /// Whether the target is alive and has called exec() since it was attached: its
     /// memory is another program's, so reads fault or its threads are gone.
     fn exec_happened(&self) -> bool {
@@ -248,6 +233,8 @@ impl Profiled {
                 .is_ok_and(|now| !now.is_empty() && now != self.auxv)
     }
 
+    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// name now and then, for threads renamed while they run.
     fn refresh_names_if_due(&mut self) {
         let due = self
             .names_read
@@ -267,10 +254,10 @@ impl Profiled {
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
         let duration_s = end.duration_since(self.started).as_secs_f64();
-        let target = &self.target;
-        if let Some(last) = self.resolver.finish() {
+        for last in self.target.last_samples() {
             self.aggregator.add(last);
         }
+        let target = &self.target;
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
