@@ -890,7 +890,10 @@ impl HandoffResolver {
             if !undecided.is_empty() && !expired {
                 break;
             }
-            ready.extend(self.held.pop_front().map(|(s, _)| s));
+            ready.extend(self.held.pop_front().map(|(mut s, _)| {
+                settle_by_thread_flags(&mut s);
+                s
+            }));
         }
         let pending = sample
             .threads
