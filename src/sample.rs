@@ -87,6 +87,11 @@ pub struct Target<M = LiveMemory> {
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
+    /// Buffers reused from sample to sample.
+    state: PythonState,
+    kernel_states: Vec<KernelState>,
+    /// Thread states whose /proc files were not read (the GIL's holder).
+    skipped: Vec<u64>,
 }
 
 impl Target<LiveMemory> {
@@ -108,6 +113,9 @@ impl<M: RemoteMemory> Target<M> {
             names: HashMap::new(),
             gil_waiters: HashMap::new(),
             native_before: HashSet::new(),
+            state: PythonState::default(),
+            kernel_states: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -150,26 +158,69 @@ impl<M: RemoteMemory> Target<M> {
 
     /// Takes one sample without stopping the target.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
-        let state = self
-            .walker
-            .read(with_frames)
-            .map_err(|e| self.mem_error(e))?;
-        let stopped = self.kernel.process_stopped();
-        let kernel: Vec<KernelState> = state
-            .threads
-            .iter()
-            .map(|t| match t.tid {
-                None => KernelState::Gone,
-                Some(_) if stopped => KernelState::Stopped,
-                Some(tid) => self.kernel.read(tid),
-            })
-            .collect();
+        let mut state = std::mem::take(&mut self.state);
+        let read = self.walker.read_into(with_frames, &mut state);
+        if let Err(e) = read {
+            self.state = state;
+            return Err(self.mem_error(e));
+        }
+        let mut kernel = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant.
-        let interpreters = self
-            .walker
-            .reread_gils(&state.interpreters)
-            .map_err(|e| self.mem_error(e))?;
-        self.join(state, interpreters, &kernel, false)
+        let interpreters = match self.walker.reread_gils(&state.interpreters) {
+            Ok(interpreters) => interpreters,
+            Err(e) => {
+                self.state = state;
+                return Err(self.mem_error(e));
+            }
+        };
+        // A thread skipped as the holder that the second read no longer names: ask now.
+        for (thread, kernel_state) in state.threads.iter().zip(kernel.iter_mut()) {
+            let holds = interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            if *kernel_state == KernelState::Running
+                && !holds
+                && self.skipped.contains(&thread.tstate)
+            {
+                *kernel_state = thread
+                    .tid
+                    .map_or(KernelState::Gone, |tid| self.kernel.read(tid));
+            }
+        }
+        let result = self.join(&mut state, interpreters, &kernel, false);
+        self.kernel_states = kernel;
+        self.state = state;
+        result
+    }
+
+    /// Each thread's state from /proc, except what memory already tells: the thread the
+    /// GIL names as holder is running Python (its /proc file could only contradict the
+    /// read, which the second GIL read checks), and /proc/PID/stat is read only when no
+    /// thread is running (a stopped process has none).
+    fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
+        let mut kernel = std::mem::take(&mut self.kernel_states);
+        kernel.clear();
+        self.skipped.clear();
+        let mut running = false;
+        for thread in &state.threads {
+            let holds = state.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let kernel_state = match thread.tid {
+                None => KernelState::Gone,
+                Some(_) if holds => {
+                    self.skipped.push(thread.tstate);
+                    KernelState::Running
+                }
+                Some(tid) => self.kernel.read(tid),
+            };
+            running |= !holds && kernel_state == KernelState::Running;
+            kernel.push(kernel_state);
+        }
+        if !running && self.kernel.process_stopped() {
+            for kernel_state in &mut kernel {
+                if *kernel_state != KernelState::Gone {
+                    *kernel_state = KernelState::Stopped;
+                }
+            }
+        }
+        kernel
     }
 
     /// Takes one sample with every thread paused (`--blocking`); the target runs again
@@ -211,21 +262,22 @@ impl<M: RemoteMemory> Target<M> {
             )
             .collect();
         let interpreters = state.interpreters.clone();
-        self.join(state, interpreters, &kernel, true)
+        let mut state = state;
+        self.join(&mut state, interpreters, &kernel, true)
     }
 
     fn join(
         &mut self,
-        state: PythonState,
+        state: &mut PythonState,
         interpreters: Vec<InterpreterRecord>,
         kernel: &[KernelState],
         paused: bool,
     ) -> Result<Sample, SampleError> {
         let mut threads = Vec::with_capacity(state.threads.len());
         let mut stopped = 0usize;
-        let stand_ins = stand_ins(&state, &interpreters);
+        let stand_ins = stand_ins(state, &interpreters);
         for ((thread, &kernel_state), stand_in) in
-            state.threads.into_iter().zip(kernel).zip(stand_ins)
+            state.threads.iter_mut().zip(kernel).zip(stand_ins)
         {
             let Some(tid) = thread.tid else { continue };
             if kernel_state == KernelState::Gone || stand_in {
@@ -254,7 +306,7 @@ impl<M: RemoteMemory> Target<M> {
                 } else {
                     None
                 },
-                frames: thread.frames,
+                frames: std::mem::take(&mut thread.frames),
                 truncated: thread.truncated,
             });
         }
