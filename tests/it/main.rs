@@ -12,4 +12,5 @@ mod formats;
 mod images;
 mod install;
 mod offsets;
+mod reads;
 mod record;
