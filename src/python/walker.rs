@@ -162,8 +162,10 @@ impl<M: RemoteMemory> Walker<M> {
             !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;
         if consistent {
             self.fill_from_batch(state)?;
-        } else {
-            self.follow_links(state)?;
+        } else if let Err(e) = self.follow_links(state) {
+            // A half-built list must not be taken for the next walk's batch.
+            self.list.clear();
+            return Err(e);
         }
         if with_frames {
             let mut cx = Context {
