@@ -2,7 +2,7 @@
 
 use crate::classify::{Classification, ThreadState};
 use crate::error::Error;
-use crate::sample::{Sample, SampleError, Target, handoff_verdict};
+use crate::sample::{Sample, SampleError, Target, handoff_verdict, settle_by_thread_flags};
 use crate::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use std::time::{Duration, Instant};
@@ -28,11 +28,12 @@ const RESOLVE_WITHIN: Duration = Duration::from_millis(200);
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
     target.refresh_names();
-    let sample = if config.blocking {
+    let mut sample = if config.blocking {
         target.sample_paused(true)?
     } else {
         observe(&mut target)?
     };
+    settle_by_thread_flags(&mut sample);
     Ok(Snapshot::new(&target, &sample))
 }
 

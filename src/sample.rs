@@ -2,7 +2,9 @@
 //! from /proc, joined and classified. [`Target`] keeps everything that can be reused across
 //! samples (open /proc files, code objects, thread names).
 
-use crate::classify::{Classification, Contradiction, ThreadState, classify, is_gil_wait};
+use crate::classify::{
+    Classification, Contradiction, ThreadState, classify, classify_without_gil, is_gil_wait,
+};
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
@@ -29,9 +31,21 @@ pub struct ThreadSample {
     /// CPU time used so far, read when the thread was runnable without the GIL now or at
     /// the sample before (what [`resolve_handoffs`] needs).
     pub cpu_ns: Option<u64>,
+    /// What /proc said of the thread at this sample.
+    pub kernel: KernelState,
+    /// 3.15+: the thread state's own GIL flags, which take_gil and drop_gil write. They
+    /// settle who holds and who waits once the sample is final ([`settle_by_thread_flags`]).
+    pub gil_flags: Option<ThreadGilFlagValues>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
+}
+
+/// `PyThreadState.holds_gil` and `gil_requested` as read (3.15+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadGilFlagValues {
+    pub holds: bool,
+    pub requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,12 +56,50 @@ pub struct Sample {
     pub target_stopped: bool,
     /// When the sample was taken (the timeline's clock).
     pub time: std::time::Instant,
+    /// How the inference (GIL struct, /proc, handoff resolution) compared with the thread
+    /// states' own GIL flags, on versions that have them (3.13+).
+    pub flag_check: Option<FlagCheck>,
+}
+
+/// One sample's comparison of the inference with the thread states' own GIL flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagCheck {
+    pub compared: FlagComparison,
+    /// Threads compared, and those on which both sources agreed.
+    pub threads: u32,
+    pub agreeing: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagComparison {
+    /// 3.13 and 3.14: whether each thread holds the GIL, by the GIL struct and by the
+    /// thread's `holds_gil` flag (pinned from the headers; the struct stays the source).
+    Holder,
+    /// 3.15+: holding, waiting or neither, by the inference and by the exported
+    /// `holds_gil` / `gil_requested` flags (the flags are the source).
+    State,
 }
 
 impl Sample {
     /// The main interpreter's GIL (the oldest interpreter is last in the list).
     pub fn main_gil(&self) -> Option<&crate::python::walker::GilState> {
         self.interpreters.last().map(|i| &i.gil)
+    }
+
+    /// Some thread held the main GIL: by the thread flags where they are the source, else
+    /// by the GIL struct.
+    pub fn gil_held(&self) -> bool {
+        match self.flag_check {
+            Some(FlagCheck {
+                compared: FlagComparison::State,
+                ..
+            }) => self
+                .threads
+                .iter()
+                .any(|t| t.class.state == ThreadState::GilHeld),
+            _ => self.main_gil().is_some_and(|g| g.holder().is_some()),
+        }
     }
 }
 
@@ -275,6 +327,13 @@ impl<M: RemoteMemory> Target<M> {
     ) -> Result<Sample, SampleError> {
         let mut threads = Vec::with_capacity(state.threads.len());
         let mut stopped = 0usize;
+        let mut holder_check = (0u32, 0u32);
+        let exported_flags = self
+            .walker
+            .layout()
+            .tstate
+            .gil_flags
+            .is_some_and(|f| f.exported);
         let stand_ins = stand_ins(state, &interpreters);
         for ((thread, &kernel_state), stand_in) in
             state.threads.iter_mut().zip(kernel).zip(stand_ins)
@@ -286,6 +345,10 @@ impl<M: RemoteMemory> Target<M> {
             stopped += usize::from(kernel_state == KernelState::Stopped);
             let gil = &interpreters[thread.interpreter].gil;
             let holds = gil.holder() == Some(thread.tstate);
+            if let (false, Some(flag)) = (exported_flags, thread.holds_gil) {
+                holder_check.0 += 1;
+                holder_check.1 += u32::from(flag == holds);
+            }
             let waiting = !holds
                 && kernel_state == KernelState::Running
                 && self.still_waiting(tid, thread.tstate, gil);
@@ -306,9 +369,21 @@ impl<M: RemoteMemory> Target<M> {
                 } else {
                     None
                 },
+                kernel: kernel_state,
+                gil_flags: match (exported_flags, thread.holds_gil, thread.gil_requested) {
+                    (true, Some(holds), Some(requested)) => {
+                        Some(ThreadGilFlagValues { holds, requested })
+                    }
+                    _ => None,
+                },
                 frames: std::mem::take(&mut thread.frames),
                 truncated: thread.truncated,
             });
+        }
+        if several_flagged_holders(&threads) {
+            // Thread states are read one after another: a GIL handed over between two reads
+            // shows both threads holding it.
+            return Err(SampleError::Torn);
         }
         self.native_before = threads
             .iter()
@@ -319,11 +394,17 @@ impl<M: RemoteMemory> Target<M> {
         let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
         self.kernel.retain(|tid| alive.contains(&tid));
         self.gil_waiters.retain(|tid, _| alive.contains(tid));
+        let flag_check = (holder_check.0 > 0).then_some(FlagCheck {
+            compared: FlagComparison::Holder,
+            threads: holder_check.0,
+            agreeing: holder_check.1,
+        });
         Ok(Sample {
             interpreters,
             threads,
             target_stopped,
             time: std::time::Instant::now(),
+            flag_check,
         })
     }
 
@@ -385,6 +466,19 @@ impl<M: RemoteMemory> Target<M> {
             }
         }
     }
+}
+
+/// More than one thread of an interpreter flags itself as holding its GIL.
+fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
+    let mut holders: Vec<usize> = threads
+        .iter()
+        .filter(|t| t.gil_flags.is_some_and(|f| f.holds))
+        .map(|t| t.interpreter)
+        .collect();
+    let flagged = holders.len();
+    holders.sort_unstable();
+    holders.dedup();
+    holders.len() < flagged
 }
 
 /// Thread states that share a kernel tid with another and should not be counted for it.
@@ -468,6 +562,50 @@ pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
     undecided
 }
 
+/// Makes the thread states' own GIL flags (3.15+) the source of who holds the GIL and who
+/// waits for it, once the inference has had its say (handoffs resolved), and records how
+/// often the two agreed where the flags speak.
+///
+/// - `holds_gil` set: holding (with `gil_requested` too, it is a take_gil read mid-way).
+/// - `gil_requested` set, or blocked in the GIL's futex (a holder handing the GIL over on a
+///   forced switch, which requests nothing): waiting.
+/// - Neither, and blocked elsewhere: idle, as /proc says.
+/// - Neither, and runnable: the flags are silent. Such a thread is running native code, or
+///   is between a forced switch and its next take_gil, queued for a CPU; only the inference
+///   (the handoff resolver) tells these apart, so it keeps its class and is not compared.
+pub fn settle_by_thread_flags(sample: &mut Sample) {
+    let mut threads = 0;
+    let mut agreeing = 0;
+    for thread in &mut sample.threads {
+        let Some(flags) = thread.gil_flags else {
+            continue;
+        };
+        let by_flags = if flags.holds {
+            Classification::active(ThreadState::GilHeld)
+        } else if flags.requested || thread.blocked_on_gil {
+            Classification::active(ThreadState::GilWait)
+        } else if thread.kernel == KernelState::Running {
+            if thread.class.state == ThreadState::GilHeld {
+                // Named by the GIL struct but not flagged: inside take_gil or drop_gil.
+                thread.class = Classification::active(ThreadState::GilWait);
+            }
+            continue;
+        } else {
+            classify_without_gil(thread.kernel)
+        };
+        threads += 1;
+        agreeing += u32::from(by_flags.state == thread.class.state);
+        thread.class = by_flags;
+    }
+    if threads > 0 {
+        sample.flag_check = Some(FlagCheck {
+            compared: FlagComparison::State,
+            threads,
+            agreeing,
+        });
+    }
+}
+
 /// Holds each sample back by one, so that the next can resolve its runnable threads.
 #[derive(Debug, Default)]
 pub struct HandoffResolver {
@@ -481,12 +619,15 @@ impl HandoffResolver {
         if let Some(later) = &self.held {
             resolve_handoffs(&mut previous, later);
         }
+        settle_by_thread_flags(&mut previous);
         Some(previous)
     }
 
     /// The last sample, as it stands.
     pub fn finish(&mut self) -> Option<Sample> {
-        self.held.take()
+        let mut last = self.held.take()?;
+        settle_by_thread_flags(&mut last);
+        Some(last)
     }
 }
 
@@ -502,6 +643,8 @@ mod tests {
             tid: Some(tid),
             interpreter: 0,
             interpreter_address: 0x10,
+            holds_gil: None,
+            gil_requested: None,
             frames: vec![Frame { code: 0, line: 1 }; frames],
             truncated: false,
         }

@@ -126,7 +126,8 @@ impl<'a> Live<'a> {
     /// Takes one sample into the window; false once the target is gone.
     fn sample(&mut self) -> Result<bool> {
         match self.target.sample(true) {
-            Ok(sample) => {
+            Ok(mut sample) => {
+                crate::sample::settle_by_thread_flags(&mut sample);
                 let unnamed = sample
                     .threads
                     .iter()
@@ -176,7 +177,7 @@ impl<'a> Live<'a> {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: Vec::new(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s: span.as_secs_f64(),
             requested_rate_hz: self.config.rate_hz,
             samples: a.samples,
@@ -190,6 +191,7 @@ impl<'a> Live<'a> {
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
+            thread_flags: a.thread_flags().cloned(),
         }
     }
 }

@@ -41,6 +41,7 @@ impl Rec {
             stacks: Vec::new(),
             children: Vec::new(),
             timeline: Default::default(),
+            thread_flags: None,
         })
     }
 
@@ -119,6 +120,7 @@ impl Rec {
             first_switch_number: Some(0),
             last_switch_number: Some(100),
             interval_us: 5000,
+            modes: Default::default(),
         };
         self
     }

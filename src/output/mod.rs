@@ -4,6 +4,7 @@ pub mod collapsed;
 pub mod dump_text;
 pub mod flamegraph;
 pub mod markdown;
+pub mod pprof;
 pub mod report_json;
 pub mod speedscope;
 pub mod summary;
@@ -37,6 +38,8 @@ pub enum OutputFormat {
     Trace,
     /// `speedscope.json` for speedscope.app.
     Speedscope,
+    /// `profile.pb.gz` for `go tool pprof`, Pyroscope and Parca.
+    Pprof,
 }
 
 impl OutputFormat {
@@ -44,8 +47,9 @@ impl OutputFormat {
         match text.trim() {
             "trace" => Ok(OutputFormat::Trace),
             "speedscope" => Ok(OutputFormat::Speedscope),
+            "pprof" => Ok(OutputFormat::Pprof),
             other => Err(format!(
-                "unknown format '{other}' (expected trace or speedscope)"
+                "unknown format '{other}' (expected trace, speedscope or pprof)"
             )),
         }
     }
@@ -80,6 +84,7 @@ pub fn write_all(
         match format {
             OutputFormat::Trace => write("trace.json", &|w| trace::write(rec, w))?,
             OutputFormat::Speedscope => write("speedscope.json", &|w| speedscope::write(rec, w))?,
+            OutputFormat::Pprof => write(pprof::FILE, &|w| pprof::write(rec, w))?,
         }
     }
     write(RECORDING_FILE, &|w| {

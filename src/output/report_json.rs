@@ -40,6 +40,10 @@ pub struct Report {
     /// `expected_speedup` (null when it cannot be computed) and the `rule` that fired.
     /// Never empty. See [`crate::advice`].
     pub recommendations: Vec<Recommendation>,
+    /// With `record --push`: windows closed, sent, failed requests, dropped windows
+    /// ([`crate::push::PushCounts`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::PushCounts>,
 }
 
 impl Report {
@@ -66,6 +70,7 @@ impl Report {
             threads: thread_figures(rec),
             processes: rec.children.iter().map(Report::new).collect(),
             recommendations: recommend(rec),
+            push: None,
         }
     }
 }

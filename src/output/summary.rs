@@ -2,6 +2,7 @@
 
 use super::report_json::Report;
 use crate::advice::Recommendation;
+use crate::sample::FlagComparison;
 use std::fmt::Write;
 
 /// The summary of `report`; `written` names the directory and the files written into it.
@@ -12,10 +13,30 @@ pub fn render(report: &Report, written: Option<(&str, &[String])>) -> String {
         out.push('\n');
         render_process(&mut out, child);
     }
+    if let Some(push) = &report.push {
+        render_push(&mut out, push);
+    }
     if let Some((dir, files)) = written {
         let _ = writeln!(out, "\nWrote {dir}/: {}", files.join(", "));
     }
     out
+}
+
+/// What `--push` got to the server.
+fn render_push(out: &mut String, p: &crate::push::PushCounts) {
+    let _ = write!(
+        out,
+        "\nPushed: {} of {} windows sent, {} dropped ({} failed requests)",
+        p.sent, p.windows, p.dropped, p.failed
+    );
+    match &p.last_error {
+        Some(error) => {
+            let _ = writeln!(out, "; last failure: {error}.");
+        }
+        _ => {
+            let _ = writeln!(out, ".");
+        }
+    }
 }
 
 fn render_process(out: &mut String, r: &Report) {
@@ -62,6 +83,17 @@ fn render_process(out: &mut String, r: &Report) {
         g.parallelism,
         r.cpus
     );
+    if let Some(flags) = &g.thread_flags
+        && flags.compared == FlagComparison::State
+    {
+        let _ = writeln!(
+            out,
+            "Holders and waiters come from the threads' own GIL flags; the /proc inference \
+             agreed on {} of samples ({} of thread states).",
+            percent(flags.sample_agreement),
+            percent(flags.thread_agreement)
+        );
+    }
     if let Some(primary) = r.recommendations.first() {
         render_recommendation(out, primary, r.recommendations.len() - 1);
     }

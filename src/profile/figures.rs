@@ -3,6 +3,7 @@
 
 use super::recording::{Recording, StackCount, ThreadCounts};
 use crate::classify::{IdleReason, ThreadState};
+use crate::sample::FlagComparison;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -96,6 +97,23 @@ pub struct GilFigures {
     /// Threads on a CPU (holding the GIL or native without it), on average per sample.
     pub parallelism: f64,
     pub interval_us: u64,
+    /// Where who holds and who waits comes from: "thread_flags" (3.15+: the thread states'
+    /// own `holds_gil` / `gil_requested`) or "gil_struct" (the GIL struct and /proc).
+    pub source: &'static str,
+    /// The /proc inference checked against the thread states' own GIL flags (3.13+).
+    pub thread_flags: Option<ThreadFlagFigures>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadFlagFigures {
+    /// "state" (3.15+: holding / waiting / neither, per thread) or "holder" (3.13, 3.14:
+    /// whether each thread holds the GIL, the GIL struct against `holds_gil`).
+    pub compared: FlagComparison,
+    pub samples: u64,
+    /// Share of samples in which every thread agreed.
+    pub sample_agreement: f64,
+    /// Share of (thread, sample) pairs that agreed.
+    pub thread_agreement: f64,
 }
 
 pub fn ratio(part: u64, whole: u64) -> f64 {
@@ -123,6 +141,16 @@ pub fn gil_figures(rec: &Recording) -> GilFigures {
         },
         parallelism: ratio(g.on_cpu, rec.samples),
         interval_us: g.interval_us,
+        source: match &rec.thread_flags {
+            Some(f) if f.compared == FlagComparison::State => "thread_flags",
+            _ => "gil_struct",
+        },
+        thread_flags: rec.thread_flags.as_ref().map(|f| ThreadFlagFigures {
+            compared: f.compared,
+            samples: f.samples,
+            sample_agreement: ratio(f.samples_agreeing, f.samples),
+            thread_agreement: ratio(f.thread_samples_agreeing, f.thread_samples),
+        }),
     }
 }
 

@@ -11,7 +11,8 @@ use crate::python::code::CodeTable;
 use crate::python::walker::Frame;
 use crate::sample::Sample;
 use crate::snapshot::FrameInfo;
-use recording::{GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
+use crate::snapshot::GilMode;
+use recording::{FlagCheckCounts, GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,8 +73,12 @@ pub struct Aggregator {
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
     timeline: Option<timeline::TimelineBuilder>,
+    /// A second aggregator fed the same samples, taken and restarted at the end of every
+    /// `--push` window ([`Aggregator::take_window`]).
+    window: Option<Box<Aggregator>>,
     pub samples: u64,
     pub stopped_samples: u64,
+    thread_flags: Option<FlagCheckCounts>,
 }
 
 impl Aggregator {
@@ -85,7 +90,20 @@ impl Aggregator {
         }
     }
 
+    /// Also counts every sample into a window, taken with [`Aggregator::take_window`].
+    pub fn keep_windows(&mut self) {
+        self.window = Some(Box::default());
+    }
+
+    /// The counts since the window began; a new window begins.
+    pub fn take_window(&mut self) -> Option<Aggregator> {
+        self.window.as_mut().map(|w| std::mem::take(&mut **w))
+    }
+
     pub fn add(&mut self, sample: Sample) {
+        if let Some(window) = self.window.as_mut() {
+            window.add(sample.clone());
+        }
         self.samples += 1;
         self.stopped_samples += u64::from(sample.target_stopped);
         let waiters = sample
@@ -94,6 +112,7 @@ impl Aggregator {
             .filter(|t| t.class.state == ThreadState::GilWait)
             .count() as u64;
         self.add_gil(&sample, waiters);
+        self.add_flag_check(&sample);
         if let Some(timeline) = self.timeline.as_mut() {
             timeline.add(&sample);
         }
@@ -115,9 +134,27 @@ impl Aggregator {
         }
     }
 
+    fn add_flag_check(&mut self, sample: &Sample) {
+        let Some(check) = sample.flag_check else {
+            return;
+        };
+        let counts = self
+            .thread_flags
+            .get_or_insert_with(|| FlagCheckCounts::new(check.compared));
+        counts.samples += 1;
+        counts.samples_agreeing += u64::from(check.agreeing == check.threads);
+        counts.thread_samples += u64::from(check.threads);
+        counts.thread_samples_agreeing += u64::from(check.agreeing);
+    }
+
+    /// The inference checked against the thread flags, where the version has them.
+    pub fn thread_flags(&self) -> Option<&FlagCheckCounts> {
+        self.thread_flags.as_ref()
+    }
+
     fn add_gil(&mut self, sample: &Sample, waiters: u64) {
         let Some(gil) = sample.main_gil() else { return };
-        let held = gil.holder().is_some();
+        let held = sample.gil_held();
         let on_cpu = sample
             .threads
             .iter()
@@ -136,6 +173,7 @@ impl Aggregator {
         g.first_switch_number.get_or_insert(gil.switch_number);
         g.last_switch_number = Some(gil.switch_number);
         g.interval_us = gil.interval_us;
+        g.modes.add(GilMode::of(gil));
     }
 
     pub fn gil(&self) -> &GilCounts {

@@ -337,6 +337,8 @@ mod tests {
             class,
             blocked_on_gil: false,
             cpu_ns: None,
+            kernel: crate::target::KernelState::Running,
+            gil_flags: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
         }
@@ -348,6 +350,7 @@ mod tests {
             threads,
             target_stopped: false,
             time,
+            flag_check: None,
         }
     }
 

@@ -64,6 +64,10 @@ pub struct ThreadRecord {
     /// Index into [`PythonState::interpreters`].
     pub interpreter: usize,
     pub interpreter_address: u64,
+    /// 3.13+: the thread state's own "holds the GIL" flag.
+    pub holds_gil: Option<bool>,
+    /// 3.15+: its "requesting the GIL" flag.
+    pub gil_requested: Option<bool>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
@@ -419,6 +423,14 @@ fn thread_record(
 ) -> Result<ThreadRecord, MemError> {
     let t = &layout.tstate;
     let native = t.native_thread_id.map(|off| f.u64(off)).transpose()?;
+    let flags = t.gil_flags;
+    let holds_gil = flags
+        .map(|g| f.u32(g.holds.word()).map(|w| g.holds.is_set(w)))
+        .transpose()?;
+    let gil_requested = flags
+        .and_then(|g| g.requested)
+        .map(|off| f.u32(off).map(|w| w != 0))
+        .transpose()?;
     Ok(ThreadRecord {
         tstate: f.base,
         pthread_id: f.u64(t.thread_id)?,
@@ -427,6 +439,8 @@ fn thread_record(
             .filter(|&n| n > 0),
         interpreter,
         interpreter_address,
+        holds_gil,
+        gil_requested,
         frames: Vec::new(),
         truncated: false,
     })
@@ -449,12 +463,17 @@ fn tstate_read_len(layout: &Layout) -> usize {
         FramePointer::Direct(off) => off,
         FramePointer::ViaCFrame { cframe, .. } => cframe,
     };
+    let flags = t
+        .gil_flags
+        .map_or([0, 0], |g| [g.holds.word(), g.requested.unwrap_or(0)]);
     let offsets = [
         t.next,
         t.interp,
         t.thread_id,
         t.native_thread_id.unwrap_or(0),
         frame,
+        flags[0],
+        flags[1],
     ];
     offsets.into_iter().max().unwrap_or(0) as usize + 8
 }

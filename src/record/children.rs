@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct Children {
     root: i32,
     keep_timeline: bool,
+    /// Children found from now on count their samples into `--push` windows too.
+    pub push_windows: bool,
     profiled: Vec<Profiled>,
     /// Descendants that were not Python when last tried, with the executable they had then,
     /// tried again if they exec something else.
@@ -20,6 +22,7 @@ impl Children {
         Children {
             root,
             keep_timeline,
+            push_windows: false,
             profiled: Vec::new(),
             not_python: HashMap::new(),
         }
@@ -46,17 +49,21 @@ impl Children {
             match Target::attach(pid) {
                 Ok(target) => {
                     self.not_python.remove(&pid);
-                    self.profiled.push(Profiled::new(
-                        target,
-                        command_line(pid),
-                        self.keep_timeline,
-                    ));
+                    let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);
+                    if self.push_windows {
+                        child.aggregator.keep_windows();
+                    }
+                    self.profiled.push(child);
                 }
                 Err(_) => {
                     self.not_python.insert(pid, exe);
                 }
             }
         }
+    }
+
+    pub fn profiled_mut(&mut self) -> impl Iterator<Item = &mut Profiled> {
+        self.profiled.iter_mut()
     }
 
     pub fn into_profiled(self) -> Vec<Profiled> {

@@ -5,6 +5,7 @@ mod children;
 mod launch;
 pub mod schedule;
 mod signals;
+mod window;
 
 use crate::error::Error;
 use crate::profile::Aggregator;
@@ -34,6 +35,8 @@ pub struct RecordConfig {
     pub keep_timeline: bool,
     /// Show a progress line on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// `--push`: send every window's profile to a Pyroscope server.
+    pub push: Option<crate::push::PushConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct RecordOutcome {
     pub stop: StopReason,
     /// The target was given by --pid (its exit ends the recording early, an error for CI).
     pub attached_by_pid: bool,
+    /// What `--push` got to the server.
+    pub push: Option<crate::push::PushCounts>,
 }
 
 /// How long a launched program may take to become a Python process with a live interpreter.
@@ -103,10 +108,12 @@ fn record_running(
     };
     let mut session = Session::new(config, Profiled::new(target, command, config.keep_timeline));
     let stop = session.run(launched)?;
+    let push = session.finish_push();
     Ok(RecordOutcome {
         recording: session.finish(stop),
         stop,
         attached_by_pid: matches!(config.target, TargetSpec::Pid(_)),
+        push,
     })
 }
 
@@ -258,7 +265,7 @@ impl Profiled {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,
@@ -271,6 +278,7 @@ impl Profiled {
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
+            thread_flags: a.thread_flags().cloned(),
             children,
         }
     }
@@ -281,18 +289,30 @@ struct Session<'a> {
     main: Profiled,
     children: children::Children,
     progress: Option<Progress>,
+    windows: Option<window::Windows>,
 }
 
 impl<'a> Session<'a> {
-    fn new(config: &'a RecordConfig, main: Profiled) -> Self {
+    fn new(config: &'a RecordConfig, mut main: Profiled) -> Self {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
-        let children = children::Children::new(main.target.pid, config.keep_timeline);
+        let mut children = children::Children::new(main.target.pid, config.keep_timeline);
+        let windows = config
+            .push
+            .as_ref()
+            .map(|push| window::Windows::start(config, push, &mut main, &mut children));
         Session {
             config,
             main,
             children,
             progress,
+            windows,
         }
+    }
+
+    /// Pushes the last window and waits (a bounded time) for the sender.
+    fn finish_push(&mut self) -> Option<crate::push::PushCounts> {
+        let windows = self.windows.take()?;
+        Some(windows.finish(self.config, &mut self.main, &mut self.children))
     }
 
     fn run(&mut self, mut launched: Option<&mut Launched>) -> Result<StopReason> {
@@ -317,6 +337,9 @@ impl<'a> Session<'a> {
             sleep_until(deadline);
             self.main.sample(self.config.blocking);
             self.children.sample_all(self.config.blocking);
+            if let Some(windows) = self.windows.as_mut() {
+                windows.tick(self.config, &mut self.main, &mut self.children);
+            }
             if self.main.failure.is_some() {
                 break StopReason::Failed;
             }

@@ -8,6 +8,7 @@ mod cli_misuse;
 mod debug_offsets;
 mod dump;
 mod faults;
+mod fleet;
 mod formats;
 mod images;
 mod install;

@@ -9,7 +9,7 @@ use super::flavors::{DEFAULT_314, FT_313, FT_314, Flavor};
 use super::locations::Loc;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::{GilState, Walker};
-use gilscope::snapshot::{FrameInfo, PythonInfo};
+use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::collections::HashMap;
 
 const MAIN_PY: &str = "/srv/app/main.py";
@@ -408,7 +408,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
         assert_ne!(walker.codes.info(id).name, SHIM, "{label}");
     }
 
-    let info = PythonInfo::new(&walker.runtime, Some(&main));
+    let info = PythonInfo::new(&walker.runtime, Some(GilMode::of(&main)));
     assert_eq!(info.gil, mode, "{label}");
     assert_eq!(info.free_threaded, ft, "{label}");
     let version = format!("3.{}.0", flavor.minor());
