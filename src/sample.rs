@@ -8,12 +8,16 @@ use crate::classify::{
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
-use crate::python::names::read_thread_names;
+use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
+use crate::target::glibc::{CONDVAR_SIZE, CondvarLayout};
 use crate::target::pause::PausedProcess;
 use crate::target::{KernelState, KernelStateReader, Process};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
+
+/// Per interpreter: threads inside the GIL's waits, and its mutexes' owners (None: unread).
+type GilWaits = Vec<Option<(u32, [i32; 2])>>;
 
 /// One Python thread at one instant.
 #[derive(Debug, Clone)]
@@ -28,11 +32,11 @@ pub struct ThreadSample {
     pub class: Classification,
     /// Seen blocked in futex(2) on the GIL (not merely inferred to be waiting).
     pub blocked_on_gil: bool,
+    /// What /proc said the thread was doing.
+    pub kernel: KernelState,
     /// CPU time used so far, read when the thread was runnable without the GIL now or at
     /// the sample before (what [`resolve_handoffs`] needs).
     pub cpu_ns: Option<u64>,
-    /// What /proc said of the thread at this sample.
-    pub kernel: KernelState,
     /// 3.15+: the thread state's own GIL flags, which take_gil and drop_gil write. They
     /// settle who holds and who waits once the sample is final ([`settle_by_thread_flags`]).
     pub gil_flags: Option<ThreadGilFlagValues>,
@@ -54,7 +58,15 @@ pub struct Sample {
     pub threads: Vec<ThreadSample>,
     /// Every thread was stopped by a signal (SIGSTOP, a debugger).
     pub target_stopped: bool,
-    /// When the sample was taken (the timeline's clock).
+    /// Per interpreter (as [`Sample::interpreters`]): threads inside a wait on the GIL's
+    /// condition variables, runnable ones included; `None` where it could not be read.
+    pub gil_waiters: Vec<Option<u32>>,
+    /// Per interpreter: the kernel tids that own the GIL's two mutexes (0: unlocked), that
+    /// is, threads inside `take_gil` or `drop_gil`.
+    pub gil_mutex_owners: Vec<[i32; 2]>,
+    /// When the sample was taken (the timeline's clock): the moment the threads' kernel
+    /// states began to be read, which with the GIL read right after them is what each
+    /// thread's class describes.
     pub time: std::time::Instant,
     /// How the inference (GIL struct, /proc, handoff resolution) compared with the thread
     /// states' own GIL flags, on versions that have them (3.13+).
@@ -135,7 +147,7 @@ pub struct Target<M = LiveMemory> {
     pub pid: i32,
     pub walker: Walker<M>,
     kernel: KernelStateReader,
-    names: HashMap<u64, String>,
+    names: ThreadNames,
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
@@ -144,6 +156,71 @@ pub struct Target<M = LiveMemory> {
     kernel_states: Vec<KernelState>,
     /// Thread states whose /proc files were not read (the GIL's holder).
     skipped: Vec<u64>,
+    /// Where the GIL's condition variables count their waiters (None: the target's C
+    /// library is not a glibc gilscope knows, so runnable threads are resolved by what they
+    /// do next instead).
+    conds: Option<GilConds>,
+    /// Each thread's state at the latest sample.
+    last_state: HashMap<i32, ThreadState>,
+    /// Turns to pick among equally likely woken waiters (see [`Target::woken_waiters`]).
+    turn: usize,
+    /// A sample held back until the next one resolves its runnable threads (only without
+    /// `conds`).
+    pending: HandoffResolver,
+}
+
+const MUTEX_SIZE: u64 = std::mem::size_of::<libc::pthread_mutex_t>() as u64;
+
+/// The GIL's two condition variables, as offsets into its struct, and the C library's
+/// layout of a condition variable.
+#[derive(Debug, Clone, Copy)]
+struct GilConds {
+    layout: CondvarLayout,
+    /// `cond`: waiters for the GIL.
+    cond: u64,
+    /// `switch_cond`: a holder that was asked to drop the GIL, until another thread took it.
+    switch_cond: u64,
+}
+
+impl GilConds {
+    /// `cond` follows `switch_number` in `struct _gil_runtime_state` on every version
+    /// (3.8-3.14), then `mutex`, `switch_cond`, `switch_mutex`.
+    fn new(layout: CondvarLayout, gil: &crate::python::layout::GilLayout) -> Option<Self> {
+        let cond = gil.switch_number + 8;
+        let switch_cond = cond + CONDVAR_SIZE + MUTEX_SIZE;
+        (switch_cond + CONDVAR_SIZE + MUTEX_SIZE == gil.size).then_some(GilConds {
+            layout,
+            cond,
+            switch_cond,
+        })
+    }
+
+    /// Whether `addr` (a futex word) is inside one of the two conditions of the GIL at `gil`.
+    /// Bytes from `cond` to the end of `switch_mutex`.
+    fn span(&self) -> usize {
+        (self.switch_cond + CONDVAR_SIZE + MUTEX_SIZE - self.cond) as usize
+    }
+
+    /// Threads inside the two waits, and the owners of the two mutexes, from the bytes of
+    /// [`GilConds::span`].
+    fn parse(&self, bytes: &[u8]) -> Option<(u32, [i32; 2])> {
+        let switch = (self.switch_cond - self.cond) as usize;
+        let waiters = self.layout.waiters(bytes)? + self.layout.waiters(bytes.get(switch..)?)?;
+        // glibc's `pthread_mutex_t` starts `int __lock; unsigned __count; int __owner`.
+        let owner = |at: usize| -> Option<i32> {
+            Some(i32::from_ne_bytes(
+                bytes.get(at + 8..at + 12)?.try_into().ok()?,
+            ))
+        };
+        let mutex = CONDVAR_SIZE as usize;
+        Some((waiters, [owner(mutex)?, owner(switch + mutex)?]))
+    }
+
+    fn contains(&self, gil: u64, addr: u64) -> bool {
+        [self.cond, self.switch_cond]
+            .iter()
+            .any(|&c| addr.wrapping_sub(gil + c) < CONDVAR_SIZE)
+    }
 }
 
 impl Target<LiveMemory> {
@@ -152,7 +229,10 @@ impl Target<LiveMemory> {
         let process = Process::open(pid)?;
         let mem = LiveMemory::new(pid);
         let runtime = attach(&process, &mem)?;
-        Ok(Target::new(pid, mem, runtime))
+        let mut target = Target::new(pid, mem, runtime);
+        target.conds = CondvarLayout::of_process(&process)
+            .and_then(|layout| GilConds::new(layout, &target.walker.runtime.layout.gil));
+        Ok(target)
     }
 }
 
@@ -162,21 +242,32 @@ impl<M: RemoteMemory> Target<M> {
             pid,
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
-            names: HashMap::new(),
+            names: ThreadNames::default(),
             gil_waiters: HashMap::new(),
             native_before: HashSet::new(),
             state: PythonState::default(),
             kernel_states: Vec::new(),
             skipped: Vec::new(),
+            conds: None,
+            last_state: HashMap::new(),
+            turn: 0,
+            pending: HandoffResolver::default(),
         }
+    }
+
+    /// Whether each sample is classified completely at its own instant (the GIL's waiters
+    /// are counted); otherwise runnable threads wait for the next sample to be resolved.
+    pub fn resolves_at_once(&self) -> bool {
+        self.conds.is_some()
     }
 
     pub fn runtime(&self) -> &Runtime {
         &self.walker.runtime
     }
 
-    pub fn thread_name(&self, ident: u64) -> Option<&str> {
-        self.names.get(&ident).map(String::as_str)
+    /// The name `threading` gives the thread with this kernel tid (see [`ThreadNames`]).
+    pub fn thread_name(&self, tid: i32) -> Option<&str> {
+        self.names.get(tid)
     }
 
     /// CPU time a thread of the target has used, in ns (None if it is gone).
@@ -189,47 +280,94 @@ impl<M: RemoteMemory> Target<M> {
         let Ok(state) = self.walker.read(false) else {
             return;
         };
-        let addresses = self.interpreter_addresses(&state);
-        for interp in addresses {
-            if let Ok(names) = read_thread_names(&self.walker.mem, &self.walker.runtime, interp) {
-                self.names.extend(names);
-            }
-        }
-    }
-
-    fn interpreter_addresses(&self, state: &PythonState) -> Vec<u64> {
-        let mut seen: Vec<u64> = state
+        let threads: Vec<LiveThread> = state
             .threads
             .iter()
-            .map(|t| t.interpreter_address)
+            .filter_map(|t| {
+                Some(LiveThread {
+                    tid: t.tid?,
+                    tstate: t.tstate,
+                    ident: t.pthread_id,
+                    interpreter: t.interpreter_address,
+                })
+            })
             .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen
+        self.names.forget_changed(&threads);
+        self.names
+            .read(&self.walker.mem, &self.walker.runtime, &threads);
     }
 
-    /// Takes one sample without stopping the target.
+    /// Takes a sample and gives back the earlier ones now resolved, oldest first: every
+    /// consumer (record, top, dump) reads the target through this, so all classify alike. A
+    /// thread runnable without the GIL that may be in a GIL handoff is judged by what later
+    /// samples show it did next ([`handoff_verdict`], for up to 200 ms); everything else is
+    /// decided at its own instant. Empty on the first call. `paused`: take it with every
+    /// thread paused (`--blocking`).
+    pub fn resolved_sample(
+        &mut self,
+        with_frames: bool,
+        paused: bool,
+    ) -> Result<Vec<Sample>, SampleError> {
+        let sample = if paused {
+            self.sample_paused(with_frames).map_err(|e| {
+                if crate::target::process::is_alive(self.pid) {
+                    SampleError::Fatal(e)
+                } else {
+                    SampleError::Gone
+                }
+            })?
+        } else {
+            self.sample(with_frames)?
+        };
+        Ok(self.pending.push(sample))
+    }
+
+    /// The samples [`Target::resolved_sample`] holds back, as they stand (when sampling
+    /// ends: their undecided threads stay native).
+    pub fn last_samples(&mut self) -> Vec<Sample> {
+        self.pending.finish()
+    }
+
+    /// Takes one sample without stopping the target, as seen at that instant: threads that
+    /// need the next sample to be resolved are left `native_nogil`. Use
+    /// [`Target::resolved_sample`] unless that is what you want.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        self.names
+            .read_ahead(&self.walker.mem, &self.walker.runtime);
         let mut state = std::mem::take(&mut self.state);
-        let read = self.walker.read_into(with_frames, &mut state);
-        if let Err(e) = read {
+        if let Err(e) = self.walk(with_frames, &mut state) {
             self.state = state;
             return Err(self.mem_error(e));
         }
+        let time = std::time::Instant::now();
         let mut kernel = self.read_kernel_states(&state);
-        // The GIL again, right after the kernel reads, so both describe nearly one instant.
-        let interpreters = match self.walker.reread_gils(&state.interpreters) {
-            Ok(interpreters) => interpreters,
+        // The GIL again, right after the kernel reads, so both describe nearly one instant;
+        // in the same read, the count of its waiters and its mutexes' owners.
+        let conds = self.conds;
+        let reread = self.walker.reread_gils_with(&state.interpreters, |bytes| {
+            let conds = conds?;
+            conds.parse(bytes.get(conds.cond as usize..)?)
+        });
+        let (interpreters, waiters) = match reread {
+            Ok(reread) => reread,
             Err(e) => {
                 self.state = state;
                 return Err(self.mem_error(e));
             }
         };
-        // A thread skipped as the holder that the second read no longer names: ask now.
+        // A thread skipped as the holder that the second read no longer names: ask now. So
+        // too while a thread is inside take_gil or drop_gil (it owns one of the GIL's
+        // mutexes): the GIL may still name its previous holder, which may be waiting for it
+        // again, and the waiter count needs to know who is blocked in the wait.
         for (thread, kernel_state) in state.threads.iter().zip(kernel.iter_mut()) {
             let holds = interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let handoff = waiters
+                .get(thread.interpreter)
+                .copied()
+                .flatten()
+                .is_some_and(|(_, owners)| owners != [0, 0]);
             if *kernel_state == KernelState::Running
-                && !holds
+                && (!holds || handoff)
                 && self.skipped.contains(&thread.tstate)
             {
                 *kernel_state = thread
@@ -237,16 +375,19 @@ impl<M: RemoteMemory> Target<M> {
                     .map_or(KernelState::Gone, |tid| self.kernel.read(tid));
             }
         }
-        let result = self.join(&mut state, interpreters, &kernel, false);
+        let result = self.join(&mut state, interpreters, &kernel, waiters, time, false);
         self.kernel_states = kernel;
         self.state = state;
-        result
+        let sample = result?;
+        self.name_new_threads(&sample);
+        Ok(sample)
     }
 
     /// Each thread's state from /proc, except what memory already tells: the thread the
     /// GIL names as holder is running Python (its /proc file could only contradict the
-    /// read, which the second GIL read checks), and /proc/PID/stat is read only when no
-    /// thread is running (a stopped process has none).
+    /// read: [`Target::sample`] asks after all when the second GIL read names another
+    /// holder or finds a handoff under way), and /proc/PID/stat is read only when no thread
+    /// is running (a stopped process has none).
     fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
         let mut kernel = std::mem::take(&mut self.kernel_states);
         kernel.clear();
@@ -298,6 +439,7 @@ impl<M: RemoteMemory> Target<M> {
     }
 
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        let time = std::time::Instant::now();
         let state = self
             .walker
             .read(with_frames)
@@ -314,8 +456,26 @@ impl<M: RemoteMemory> Target<M> {
             )
             .collect();
         let interpreters = state.interpreters.clone();
+        let waiters = self.read_gil_waiters(&interpreters);
         let mut state = state;
-        self.join(&mut state, interpreters, &kernel, true)
+        self.join(&mut state, interpreters, &kernel, waiters, time, true)
+    }
+
+    /// Per interpreter, the threads inside a wait on its GIL's conditions and the owners
+    /// of its mutexes.
+    fn read_gil_waiters(&self, interpreters: &[InterpreterRecord]) -> GilWaits {
+        interpreters
+            .iter()
+            .map(|i| {
+                let conds = self.conds?;
+                let mut bytes = vec![0u8; conds.span()];
+                self.walker
+                    .mem
+                    .read(i.gil.address + conds.cond, &mut bytes)
+                    .ok()?;
+                conds.parse(&bytes)
+            })
+            .collect()
     }
 
     fn join(
@@ -323,8 +483,13 @@ impl<M: RemoteMemory> Target<M> {
         state: &mut PythonState,
         interpreters: Vec<InterpreterRecord>,
         kernel: &[KernelState],
+        waits: GilWaits,
+        time: std::time::Instant,
         paused: bool,
     ) -> Result<Sample, SampleError> {
+        let gil_waiters: Vec<Option<u32>> = waits.iter().map(|w| w.map(|(n, _)| n)).collect();
+        let gil_mutex_owners: Vec<[i32; 2]> =
+            waits.iter().map(|w| w.map_or([0, 0], |(_, o)| o)).collect();
         let mut threads = Vec::with_capacity(state.threads.len());
         let mut stopped = 0usize;
         let mut holder_check = (0u32, 0u32);
@@ -335,6 +500,7 @@ impl<M: RemoteMemory> Target<M> {
             .gil_flags
             .is_some_and(|f| f.exported);
         let stand_ins = stand_ins(state, &interpreters);
+        let woken = self.woken_waiters(state, &interpreters, kernel, &stand_ins, &waits);
         for ((thread, &kernel_state), stand_in) in
             state.threads.iter_mut().zip(kernel).zip(stand_ins)
         {
@@ -349,11 +515,18 @@ impl<M: RemoteMemory> Target<M> {
                 holder_check.0 += 1;
                 holder_check.1 += u32::from(flag == holds);
             }
+            let counted = gil_waiters
+                .get(thread.interpreter)
+                .is_some_and(Option::is_some);
             let waiting = !holds
                 && kernel_state == KernelState::Running
-                && self.still_waiting(tid, thread.tstate, gil);
+                && if counted {
+                    woken.contains(&tid)
+                } else {
+                    self.still_waiting(tid, thread.tstate, gil)
+                };
             let class = classify(holds, kernel_state, gil, waiting)
-                .map_err(|Contradiction| SampleError::Torn)?;
+                .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder());
             self.track_gil_wait(tid, kernel_state, gil, class);
             threads.push(ThreadSample {
                 tid,
@@ -362,14 +535,15 @@ impl<M: RemoteMemory> Target<M> {
                 interpreter: thread.interpreter,
                 class,
                 blocked_on_gil: is_gil_wait(kernel_state, gil),
-                cpu_ns: if class.state == ThreadState::NativeNogil
-                    || self.native_before.contains(&tid)
+                kernel: kernel_state,
+                cpu_ns: if self.native_before.contains(&tid)
+                    || (class.state == ThreadState::NativeNogil
+                        && self.needs_next_sample(tid, counted))
                 {
                     self.kernel.cpu_time_ns(tid)
                 } else {
                     None
                 },
-                kernel: kernel_state,
                 gil_flags: match (exported_flags, thread.holds_gil, thread.gil_requested) {
                     (true, Some(holds), Some(requested)) => {
                         Some(ThreadGilFlagValues { holds, requested })
@@ -387,9 +561,10 @@ impl<M: RemoteMemory> Target<M> {
         }
         self.native_before = threads
             .iter()
-            .filter(|t| t.class.state == ThreadState::NativeNogil)
+            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
             .map(|t| t.tid)
             .collect();
+        self.last_state = threads.iter().map(|t| (t.tid, t.class.state)).collect();
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
         let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
         self.kernel.retain(|tid| alive.contains(&tid));
@@ -403,9 +578,98 @@ impl<M: RemoteMemory> Target<M> {
             interpreters,
             threads,
             target_stopped,
-            time: std::time::Instant::now(),
+            gil_waiters,
+            gil_mutex_owners,
+            time,
             flag_check,
         })
+    }
+
+    /// The runnable threads that are inside a wait on the GIL: woken (by a release, or by
+    /// their one-interval timeout) and queued for a CPU, or on their way into the wait.
+    /// /proc shows them running, like native code. The GIL's conditions count the threads
+    /// inside their waits; those not seen blocked there are runnable. When there are more
+    /// runnable candidates than that, the likeliest are taken: a thread last seen waiting
+    /// for the GIL, then one last seen holding it (a holder asked to drop it), then the rest
+    /// in turn, so that no thread is favoured over many samples. A runnable thread that owns
+    /// one of the GIL's mutexes is inside `take_gil` or `drop_gil`: it waits, whatever the
+    /// count.
+    fn woken_waiters(
+        &mut self,
+        state: &PythonState,
+        interpreters: &[InterpreterRecord],
+        kernel: &[KernelState],
+        stand_ins: &[bool],
+        waits: &GilWaits,
+    ) -> HashSet<i32> {
+        let mut woken = HashSet::new();
+        let Some(conds) = self.conds else {
+            return woken;
+        };
+        self.turn = self.turn.wrapping_add(1);
+        for (index, record) in interpreters.iter().enumerate() {
+            let Some(Some((inside, owners))) = waits.get(index).copied() else {
+                continue;
+            };
+            let gil = &record.gil;
+            let mut blocked = 0u32;
+            let mut candidates: Vec<(u8, i32)> = Vec::new();
+            for ((thread, kernel), &stand_in) in state.threads.iter().zip(kernel).zip(stand_ins) {
+                let Some(tid) = thread.tid else { continue };
+                if thread.interpreter != index || stand_in {
+                    continue;
+                }
+                match *kernel {
+                    KernelState::Syscall { nr, args }
+                        if nr == libc::SYS_futex && conds.contains(gil.address, args[0]) =>
+                    {
+                        blocked += 1
+                    }
+                    KernelState::Running
+                        if gil.holder() != Some(thread.tstate) && owners.contains(&tid) =>
+                    {
+                        woken.insert(tid);
+                    }
+                    KernelState::Running if gil.holder() != Some(thread.tstate) => {
+                        let rank = if self.gil_waiters.contains_key(&tid) {
+                            0
+                        } else {
+                            match self.last_state.get(&tid) {
+                                Some(ThreadState::GilWait) => 1,
+                                Some(ThreadState::GilHeld) => 2,
+                                _ => 3,
+                            }
+                        };
+                        candidates.push((rank, tid));
+                    }
+                    _ => {}
+                }
+            }
+            let runnable = inside.saturating_sub(blocked) as usize;
+            if runnable == 0 || candidates.is_empty() {
+                continue;
+            }
+            candidates.sort_unstable();
+            let rotate = self.turn % candidates.len();
+            candidates.rotate_left(rotate);
+            candidates.sort_by_key(|&(rank, _)| rank);
+            woken.extend(candidates.iter().take(runnable).map(|&(_, tid)| tid));
+        }
+        woken
+    }
+
+    /// Whether a thread runnable without the GIL, and not counted inside the GIL's waits, may
+    /// still be in a GIL handoff, for the next sample to tell (see [`handoff_verdict`]): a
+    /// thread on its way into the wait or out of it, preempted there. Without the count, any
+    /// such thread. With it, only one that was in the GIL's hands at the sample before
+    /// (holding or waiting): a thread coming back from I/O or a sleep, queued for a CPU, also
+    /// reaches the GIL soon after, but was never waiting for it at this instant.
+    fn needs_next_sample(&self, tid: i32, counted: bool) -> bool {
+        !counted
+            || matches!(
+                self.last_state.get(&tid),
+                Some(ThreadState::GilHeld | ThreadState::GilWait)
+            )
     }
 
     /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
@@ -481,6 +745,46 @@ fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
     holders.len() < flagged
 }
 
+impl<M: RemoteMemory> Target<M> {
+    /// A walk that faults (a thread state freed under the reader as its thread ended) is
+    /// tried once more at once: the list is whole again within microseconds.
+    fn walk(&mut self, with_frames: bool, state: &mut PythonState) -> Result<(), MemError> {
+        match self.walker.read_into(with_frames, state) {
+            Err(MemError::Fault { .. }) => self.walker.read_into(with_frames, state),
+            other => other,
+        }
+    }
+
+    /// Keeps names right as threads come and go (see [`ThreadNames`]).
+    fn name_new_threads(&mut self, sample: &Sample) {
+        let threads: Vec<LiveThread> = sample
+            .threads
+            .iter()
+            .map(|t| LiveThread {
+                tid: t.tid,
+                tstate: t.tstate,
+                ident: t.ident,
+                interpreter: sample.interpreters[t.interpreter].address,
+            })
+            .collect();
+        self.names
+            .update(&self.walker.mem, &self.walker.runtime, &threads);
+    }
+}
+
+/// The GIL names a thread as its holder that the kernel shows blocked on the GIL. `take_gil`
+/// sets `locked` before `last_holder`, so for a moment the GIL names its previous holder,
+/// which may be waiting for it again (or waiting in a handoff on `switch_cond`). The kernel's
+/// view is the later one: the thread waits, and the GIL is held by a thread not named yet.
+/// Threads that start and end take and drop the GIL often, so this is common under churn;
+/// it is no reason to drop the sample.
+fn waiting_on_a_stale_holder() -> Classification {
+    Classification {
+        state: ThreadState::GilWait,
+        idle_reason: None,
+    }
+}
+
 /// Thread states that share a kernel tid with another and should not be counted for it.
 /// A thread state being created carries its creator's ids until the new thread starts, and a
 /// thread running a subinterpreter has a thread state in each interpreter. The one kept holds
@@ -516,8 +820,13 @@ pub const NATIVE_CPU_NS: u64 = 5_000_000;
 /// What a thread runnable without the GIL at one sample turned out to be doing, judged by a
 /// later sample: a thread in a GIL handoff (a holder handing over, a woken waiter, queued
 /// for a CPU) reaches the GIL before it has used [`NATIVE_CPU_NS`] of CPU; native code uses
-/// that much first, or blocks elsewhere. `None`: still undecided.
-pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<bool> {
+/// that much first, or blocks elsewhere. `later_counted`: the later sample counted the GIL's
+/// waiters, so a `gil_wait` in it was seen, not inferred. `None`: still undecided.
+pub fn handoff_verdict(
+    earlier: &ThreadSample,
+    later: &ThreadSample,
+    later_counted: bool,
+) -> Option<bool> {
     let used = match (earlier.cpu_ns, later.cpu_ns) {
         (Some(before), Some(after)) => after.saturating_sub(before),
         _ => u64::MAX,
@@ -525,9 +834,11 @@ pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<b
     if used >= NATIVE_CPU_NS {
         return Some(false);
     }
-    // Only what was seen counts: a GIL wait inferred for a runnable thread is the guess
-    // being checked.
-    if later.class.state == ThreadState::GilHeld || later.blocked_on_gil {
+    // Only what was seen counts: a GIL wait inferred for a runnable thread from its history
+    // alone is the guess being checked.
+    let seen_waiting =
+        later.blocked_on_gil || (later_counted && later.class.state == ThreadState::GilWait);
+    if later.class.state == ThreadState::GilHeld || seen_waiting {
         return Some(true);
     }
     match later.class.state {
@@ -539,16 +850,31 @@ pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<b
 /// Marks as waiting for the GIL the threads of `earlier` that were runnable without it and
 /// that `later` shows were in a GIL handoff. Returns the tids still undecided.
 pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
+    let pending: Vec<i32> = earlier
+        .threads
+        .iter()
+        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .map(|t| t.tid)
+        .collect();
+    resolve_some(earlier, later, &pending)
+}
+
+/// [`resolve_handoffs`] for the threads `pending` only.
+fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i32> {
     let mut undecided = Vec::new();
     for thread in earlier
         .threads
         .iter_mut()
-        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .filter(|t| t.class.state == ThreadState::NativeNogil && pending.contains(&t.tid))
     {
         let Some(next) = later.threads.iter().find(|t| t.tid == thread.tid) else {
             continue;
         };
-        match handoff_verdict(thread, next) {
+        let counted = later
+            .gil_waiters
+            .get(next.interpreter)
+            .is_some_and(Option::is_some);
+        match handoff_verdict(thread, next, counted) {
             Some(true) => {
                 thread.class = Classification {
                     state: ThreadState::GilWait,
@@ -606,28 +932,53 @@ pub fn settle_by_thread_flags(sample: &mut Sample) {
     }
 }
 
-/// Holds each sample back by one, so that the next can resolve its runnable threads.
+/// How long a sample waits for later ones to resolve its runnable threads; past this they
+/// stay native (a thread queued for a CPU this long is rare, native code is not).
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Holds samples back until later ones have resolved their runnable threads: at least one
+/// sample, at most [`RESOLVE_WITHIN`]. Samples come out in the order they went in.
 #[derive(Debug, Default)]
 pub struct HandoffResolver {
-    held: Option<Sample>,
+    /// Each held sample with the tids it still waits to resolve.
+    held: std::collections::VecDeque<(Sample, Vec<i32>)>,
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the previous one, resolved.
-    pub fn push(&mut self, sample: Sample) -> Option<Sample> {
-        let mut previous = self.held.replace(sample)?;
-        if let Some(later) = &self.held {
-            resolve_handoffs(&mut previous, later);
+    /// Takes a new sample; gives back the held ones now resolved, oldest first.
+    pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
+        for (earlier, undecided) in &mut self.held {
+            if !undecided.is_empty() {
+                *undecided = resolve_some(earlier, &sample, undecided);
+            }
         }
-        settle_by_thread_flags(&mut previous);
-        Some(previous)
+        let mut ready = Vec::new();
+        while let Some((front, undecided)) = self.held.front() {
+            let expired = sample.time.saturating_duration_since(front.time) >= RESOLVE_WITHIN;
+            if !undecided.is_empty() && !expired {
+                break;
+            }
+            ready.extend(self.held.pop_front().map(|(s, _)| s));
+        }
+        let pending = sample
+            .threads
+            .iter()
+            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
+            .map(|t| t.tid)
+            .collect();
+        self.held.push_back((sample, pending));
+        ready
     }
 
-    /// The last sample, as it stands.
-    pub fn finish(&mut self) -> Option<Sample> {
-        let mut last = self.held.take()?;
-        settle_by_thread_flags(&mut last);
-        Some(last)
+    /// The samples still held, as they stand.
+    pub fn finish(&mut self) -> Vec<Sample> {
+        self.held
+            .drain(..)
+            .map(|(mut s, _)| {
+                settle_by_thread_flags(&mut s);
+                s
+            })
+            .collect()
     }
 }
 
@@ -665,6 +1016,51 @@ mod tests {
             id: 0,
             gil,
         }
+    }
+
+    /// `struct _gil_runtime_state` of 3.8-3.13 (default builds), as in python::tables.
+    fn gil_layout() -> crate::python::layout::GilLayout {
+        crate::python::layout::GilLayout {
+            enabled: None,
+            interval: 0,
+            last_holder: 8,
+            locked: 16,
+            switch_number: 24,
+            size: 208,
+        }
+    }
+
+    #[test]
+    fn the_gil_conditions_follow_switch_number() {
+        let layout = CondvarLayout::for_version(2, 36).unwrap();
+        let conds = GilConds::new(layout, &gil_layout()).unwrap();
+        assert_eq!((conds.cond, conds.switch_cond), (32, 120));
+        assert_eq!(conds.span(), 208 - 32);
+        // A futex on `cond` or `switch_cond` is inside; on `mutex` it is not (that wait is
+        // seen as blocked on the GIL by /proc, and is not in the count).
+        let gil = 0x1000;
+        assert!(conds.contains(gil, gil + 32 + 40));
+        assert!(conds.contains(gil, gil + 120));
+        assert!(!conds.contains(gil, gil + 80));
+        // A layout whose size does not add up is not guessed at.
+        let odd = crate::python::layout::GilLayout {
+            size: 200,
+            ..gil_layout()
+        };
+        assert!(GilConds::new(layout, &odd).is_none());
+    }
+
+    #[test]
+    fn reads_the_waiters_and_the_mutex_owners() {
+        let conds =
+            GilConds::new(CondvarLayout::for_version(2, 36).unwrap(), &gil_layout()).unwrap();
+        let mut bytes = vec![0u8; conds.span()];
+        // Two waiters on `cond`, one on `switch_cond` (each count is 8 per waiter, plus
+        // the clock bit), and thread 4242 inside `take_gil` owning `mutex`.
+        bytes[36..40].copy_from_slice(&(2 * 8 + 2u32).to_ne_bytes());
+        bytes[88 + 36..88 + 40].copy_from_slice(&(8 + 2u32).to_ne_bytes());
+        bytes[48 + 8..48 + 12].copy_from_slice(&4242i32.to_ne_bytes());
+        assert_eq!(conds.parse(&bytes), Some((3, [4242, 0])));
     }
 
     #[test]

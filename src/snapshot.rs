@@ -144,7 +144,7 @@ impl Snapshot {
             .iter()
             .map(|t| ThreadInfo {
                 tid: t.tid,
-                name: target.thread_name(t.ident).map(str::to_string),
+                name: target.thread_name(t.tid).map(str::to_string),
                 state: t.class.state,
                 idle_reason: t.class.idle_reason,
                 interpreter_id: sample.interpreters[t.interpreter].id,

@@ -1,5 +1,6 @@
 //! `gilscope record`.
 
+use super::console;
 use crate::conditions::{self, Condition};
 use crate::error::{Error, exit_code};
 use crate::output::{self, OutputFormat, report_json::Report, summary};
@@ -184,20 +185,26 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     report.push = outcome.push.clone();
     let written = output::write_all(&dir, &outcome.recording, &report, &args.format)?;
     let dir_name = dir.display().to_string();
-    eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
+    console::err(&summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
     if outcome.stop == StopReason::Failed {
-        eprintln!(
-            "gilscope: {} (the report covers what was sampled)",
+        console::err(&format!(
+            "gilscope: {} (the report covers what was sampled)\n",
             outcome.recording.stop_reason
-        );
+        ));
         return Ok(exit_code::GENERAL);
     }
+    if outcome.stop == StopReason::TargetExec {
+        console::err(&format!(
+            "gilscope: pid {pid} called exec(); gilscope does not follow it into the new \
+             program yet (the report covers what ran before)\n"
+        ));
+    }
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
-        eprintln!(
-            "gilscope: {} (the report covers what was sampled)",
+        console::err(&format!(
+            "gilscope: {} (the report covers what was sampled)\n",
             Error::ProcessExited { pid }
-        );
+        ));
         return Ok(exit_code::PROCESS_EXITED);
     }
     Ok(if failed {

@@ -3,7 +3,9 @@
 pub mod collapsed;
 pub mod dump_text;
 pub mod flamegraph;
+pub mod html;
 pub mod markdown;
+pub mod palette;
 pub mod pprof;
 pub mod report_json;
 pub mod speedscope;
@@ -95,6 +97,7 @@ pub fn write_all(
     write("report.md", &|w| {
         Ok(w.write_all(markdown::render(report, &linked).as_bytes())?)
     })?;
+    write("report.html", &|w| html::write(rec, report, w))?;
     written.rotate_right(1);
     Ok(written)
 }

@@ -32,7 +32,6 @@ struct StackTally {
 
 #[derive(Debug, Default)]
 struct ThreadTally {
-    ident: u64,
     samples: u64,
     states: StateCounts,
     idle_reasons: IdleCounts,
@@ -41,6 +40,9 @@ struct ThreadTally {
     wakeup_waits: u64,
     /// Inside a run of `gil_wait` samples that began right after an idle sample.
     waiting_since_wakeup: bool,
+    /// Woke (was idle, then not) and has been runnable without the GIL since: coming back
+    /// from the call it was blocked in, often queued for a CPU, before it asks for the GIL.
+    returning_from_wakeup: bool,
     wakeup_wait_samples: u64,
 }
 
@@ -53,7 +55,11 @@ impl ThreadTally {
         }
         let woke = self.previous == Some(ThreadState::Idle) && class.state != ThreadState::Idle;
         self.wakeups += u64::from(woke);
-        if woke && class.state == ThreadState::GilWait {
+        // A wake-up begins with a wait for the GIL if that is what the thread does first,
+        // after the native samples of its way back from the call it was blocked in.
+        let first_move = woke || self.returning_from_wakeup;
+        self.returning_from_wakeup = first_move && class.state == ThreadState::NativeNogil;
+        if first_move && class.state == ThreadState::GilWait {
             self.wakeup_waits += 1;
             self.waiting_since_wakeup = true;
         } else if class.state != ThreadState::GilWait {
@@ -118,7 +124,6 @@ impl Aggregator {
         }
         for thread in sample.threads {
             let tally = self.threads.entry(thread.tid).or_default();
-            tally.ident = thread.ident;
             tally.observe(thread.class);
             let key = StackKey {
                 tid: thread.tid,
@@ -180,14 +185,14 @@ impl Aggregator {
         &self.gil
     }
 
-    /// Per-thread counts, with names looked up by `threading.get_ident()`.
-    pub fn thread_counts(&self, name_of: impl Fn(u64) -> Option<String>) -> Vec<ThreadCounts> {
+    /// Per-thread counts, with names looked up by kernel tid.
+    pub fn thread_counts(&self, name_of: impl Fn(i32) -> Option<String>) -> Vec<ThreadCounts> {
         let mut threads: Vec<ThreadCounts> = self
             .threads
             .iter()
             .map(|(&tid, t)| ThreadCounts {
                 tid,
-                name: name_of(t.ident),
+                name: name_of(tid),
                 samples: t.samples,
                 states: t.states.clone(),
                 idle_reasons: t.idle_reasons.clone(),

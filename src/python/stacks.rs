@@ -98,6 +98,8 @@ pub(super) struct StackReader {
     decoded: Vec<Option<Frame>>,
     outside: Vec<u64>,
     seen: HashSet<u64>,
+    /// Threads whose stack faulted in the batch, to read again.
+    faulted: Vec<usize>,
 }
 
 /// What a stack read needs from the walker.
@@ -111,17 +113,42 @@ pub(super) struct Context<'a, M> {
 
 impl StackReader {
     /// Fills `frames` and `truncated` of every thread, `starts[i]` describing `threads[i]`.
+    /// A stack that faults is read once more, from the start `fresh` reads from a new copy
+    /// of its thread state; if it faults again, the thread is starting or ending (its
+    /// frames being built or freed) and is left out of `threads`, rather than failing the
+    /// read of every thread.
     pub fn read<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
         starts: &[StackStart],
-        threads: &mut [ThreadRecord],
+        threads: &mut Vec<ThreadRecord>,
+        mut fresh: impl FnMut(u64) -> Result<StackStart, MemError>,
     ) -> Result<(), MemError> {
         self.generation += 1;
         self.plan(cx, starts, threads);
         cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
+        self.faulted.clear();
         for (index, thread) in threads.iter_mut().enumerate() {
-            self.walk_thread(cx, index, starts[index], thread)?;
+            match self.walk_thread(cx, self.threads[index], starts[index], thread) {
+                Err(MemError::Fault { .. }) => self.faulted.push(index),
+                other => other?,
+            }
+        }
+        // From the last, so that leaving a thread out keeps the others' indices.
+        while let Some(index) = self.faulted.pop() {
+            let start = fresh(threads[index].tstate)?;
+            self.plan(
+                cx,
+                std::slice::from_ref(&start),
+                std::slice::from_ref(&threads[index]),
+            );
+            cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
+            match self.walk_thread(cx, self.threads[0], start, &mut threads[index]) {
+                Err(MemError::Fault { .. }) => {
+                    threads.remove(index);
+                }
+                other => other?,
+            }
         }
         let generation = self.generation;
         self.history.retain(|_, h| h.generation == generation);
@@ -168,11 +195,10 @@ impl StackReader {
     fn walk_thread<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
-        index: usize,
+        pieces: ThreadPieces,
         start: StackStart,
         thread: &mut ThreadRecord,
     ) -> Result<(), MemError> {
-        let pieces = self.threads[index];
         let mut frame = if start.via_cframe {
             match pieces.cframe {
                 None => 0,

@@ -178,8 +178,11 @@ impl<M: RemoteMemory> Walker<M> {
                 codes: &mut self.codes,
                 frame_len: self.frame_len,
             };
+            let (layout, mem) = (&self.runtime.layout, &self.mem);
+            let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
+            let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
             self.stacks
-                .read(&mut cx, &self.starts, &mut state.threads)?;
+                .read(&mut cx, &self.starts, &mut state.threads, fresh)?;
         } else {
             for thread in &mut state.threads {
                 thread.frames.clear();
@@ -309,15 +312,30 @@ impl<M: RemoteMemory> Walker<M> {
         &self,
         interpreters: &[InterpreterRecord],
     ) -> Result<Vec<InterpreterRecord>, MemError> {
-        interpreters
-            .iter()
-            .map(|i| {
-                Ok(InterpreterRecord {
-                    gil: self.read_gil_at(i.gil.address)?,
-                    ..i.clone()
-                })
-            })
-            .collect()
+        self.reread_gils_with(interpreters, |_| ())
+            .map(|(records, _)| records)
+    }
+
+    /// [`Walker::reread_gils`], also handing `inspect` the bytes of each GIL struct as read,
+    /// for what else the struct holds (the C library's condition variables and mutexes):
+    /// the same read, so the same instant.
+    pub fn reread_gils_with<T>(
+        &self,
+        interpreters: &[InterpreterRecord],
+        mut inspect: impl FnMut(&[u8]) -> T,
+    ) -> Result<(Vec<InterpreterRecord>, Vec<T>), MemError> {
+        let mut records = Vec::with_capacity(interpreters.len());
+        let mut seen = Vec::with_capacity(interpreters.len());
+        let mut buf = [0u8; MAX_GIL_READ];
+        for i in interpreters {
+            let bytes = self.read_gil_bytes(i.gil.address, &mut buf)?;
+            records.push(InterpreterRecord {
+                gil: gil_from(&self.runtime.layout, &Fields::new(i.gil.address, bytes))?,
+                ..i.clone()
+            });
+            seen.push(inspect(bytes));
+        }
+        Ok((records, seen))
     }
 
     fn gil_address(&self, interp: u64) -> Result<u64, MemError> {
@@ -331,9 +349,19 @@ impl<M: RemoteMemory> Walker<M> {
 
     fn read_gil_at(&self, address: u64) -> Result<GilState, MemError> {
         let mut buf = [0u8; MAX_GIL_READ];
+        let bytes = self.read_gil_bytes(address, &mut buf)?;
+        gil_from(&self.runtime.layout, &Fields::new(address, bytes))
+    }
+
+    /// The GIL struct at `address`, up to its size (at most [`MAX_GIL_READ`] bytes).
+    fn read_gil_bytes<'b>(
+        &self,
+        address: u64,
+        buf: &'b mut [u8; MAX_GIL_READ],
+    ) -> Result<&'b [u8], MemError> {
         let len = (self.runtime.layout.gil.size as usize).min(MAX_GIL_READ);
         self.mem.read(address, &mut buf[..len])?;
-        gil_from(&self.runtime.layout, &Fields::new(address, &buf[..len]))
+        Ok(&buf[..len])
     }
 
     /// Before 3.11 the thread state has only the `pthread_t`: the kernel tid sits at a fixed
@@ -395,6 +423,30 @@ impl<M: RemoteMemory> Walker<M> {
     fn runtime_tids(&self) -> Vec<i32> {
         crate::target::process::list_tids(self.runtime.pid).unwrap_or_default()
     }
+}
+
+/// Where the stack of the thread state at `tstate` starts, from a new copy of it (its
+/// stack faulted in the batch). `len` bytes are read, or `min_len` without the data-stack
+/// fields when those cannot be.
+fn fresh_start<M: RemoteMemory>(
+    mem: &M,
+    layout: &Layout,
+    tstate: u64,
+    datastack: Option<u64>,
+    len: usize,
+    min_len: usize,
+) -> Result<StackStart, MemError> {
+    let mut buf = vec![0u8; len];
+    let datastack = match mem.read(tstate, &mut buf) {
+        Ok(()) => datastack,
+        Err(MemError::Fault { .. }) if min_len < len => {
+            buf.truncate(min_len);
+            mem.read(tstate, &mut buf)?;
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    StackStart::from_tstate(&Fields::new(tstate, &buf), layout, datastack)
 }
 
 /// The GIL struct is 208 bytes up to 3.12 and smaller since; a bigger size is a bad table.

@@ -3,6 +3,7 @@
 mod support;
 
 mod advice;
+mod churn;
 mod ci;
 mod cli_misuse;
 mod debug_offsets;
@@ -15,3 +16,4 @@ mod install;
 mod offsets;
 mod reads;
 mod record;
+mod report_html;

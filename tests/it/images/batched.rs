@@ -206,3 +206,48 @@ fn a_stack_that_moves_is_read_again() {
         assert!(thread.frames.len() < deepest.frames.len(), "{label}");
     }
 }
+
+#[test]
+fn a_thread_whose_stack_faults_is_left_out() {
+    // An address no image maps: the thread's innermost frame is being freed.
+    const UNMAPPED: u64 = 0x7ead_0000_0000;
+    for case in cases() {
+        let label = &case.label;
+        let memory = Counted::new(case.image.clone());
+        let mut walker = Walker::new(&memory, case.runtime.clone());
+        let before = walk(&mut walker);
+        let layout = &case.runtime.layout;
+        let victim = before
+            .threads
+            .iter()
+            .find(|t| !t.frames.is_empty())
+            .unwrap_or_else(|| panic!("{label}: a thread with frames"));
+        let top_pointer = match layout.tstate.frame {
+            FramePointer::Direct(offset) => victim.tstate + offset,
+            FramePointer::ViaCFrame {
+                cframe,
+                current_frame,
+            } => case.image.read_u64(victim.tstate + cframe).unwrap() + current_frame,
+        };
+        let top = case.image.read_u64(top_pointer).unwrap();
+        assert!(case.image.read_u64(UNMAPPED).is_err(), "{label}");
+        memory.image.borrow_mut().write_u64(top_pointer, UNMAPPED);
+        let others: Vec<_> = before
+            .threads
+            .iter()
+            .filter(|t| t.tstate != victim.tstate)
+            .cloned()
+            .collect();
+        // Warm (the batch) and cold (following every link) alike: the other threads are
+        // read as before, and the walk does not fail.
+        let warm = walk(&mut walker);
+        assert_eq!(warm.threads, others, "{label}: warm walk");
+        assert_eq!(warm.interpreters, before.interpreters, "{label}");
+        let fresh_memory = Counted::new(memory.image.borrow().clone());
+        let cold = walk(&mut Walker::new(&fresh_memory, case.runtime.clone()));
+        assert_eq!(cold, warm, "{label}: cold walk");
+        // Once its stack reads again, the thread is back.
+        memory.image.borrow_mut().write_u64(top_pointer, top);
+        assert_eq!(walk(&mut walker), before, "{label}: after");
+    }
+}

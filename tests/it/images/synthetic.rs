@@ -418,8 +418,11 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
     let gils: Vec<GilState> = again.iter().map(|i| i.gil).collect();
     assert_eq!(gils, [sub, shared, main], "{label}");
 
-    let names = read_thread_names(&w.builder.image, &walker.runtime, w.main)
-        .unwrap_or_else(|e| panic!("{label}: thread names: {e}"));
+    let names: HashMap<u64, String> = read_thread_names(&w.builder.image, &walker.runtime, w.main)
+        .unwrap_or_else(|e| panic!("{label}: thread names: {e}"))
+        .into_iter()
+        .map(|t| (t.ident, t.name))
+        .collect();
     let expected_names = HashMap::from([
         (PTHREADS[0].1, "MainThread".to_string()),
         (PTHREADS[1].1, "wörker-Ω".to_string()),
