@@ -945,7 +945,8 @@ pub struct HandoffResolver {
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the held ones now resolved, oldest first.
+    /// Takes a new sample; gives back the held ones now resolved and settled by the thread
+    /// flags ([`settle_by_thread_flags`]), oldest first.
     pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
         for (earlier, undecided) in &mut self.held {
             if !undecided.is_empty() {
@@ -958,7 +959,10 @@ impl HandoffResolver {
             if !undecided.is_empty() && !expired {
                 break;
             }
-            ready.extend(self.held.pop_front().map(|(s, _)| s));
+            ready.extend(self.held.pop_front().map(|(mut s, _)| {
+                settle_by_thread_flags(&mut s);
+                s
+            }));
         }
         let pending = sample
             .threads
@@ -1061,6 +1065,50 @@ mod tests {
         bytes[88 + 36..88 + 40].copy_from_slice(&(8 + 2u32).to_ne_bytes());
         bytes[48 + 8..48 + 12].copy_from_slice(&4242i32.to_ne_bytes());
         assert_eq!(conds.parse(&bytes), Some((3, [4242, 0])));
+    }
+
+    #[test]
+    fn the_resolver_settles_the_samples_it_releases_by_the_thread_flags() {
+        // 3.15: the GIL struct named no holder, the thread's own flag says it holds it.
+        let sample = |time| Sample {
+            interpreters: vec![interpreter(0)],
+            threads: vec![ThreadSample {
+                tid: 7,
+                tstate: 0xa,
+                ident: 0xa,
+                interpreter: 0,
+                class: Classification::active(ThreadState::GilWait),
+                blocked_on_gil: false,
+                kernel: KernelState::Running,
+                cpu_ns: None,
+                gil_flags: Some(ThreadGilFlagValues {
+                    holds: true,
+                    requested: false,
+                }),
+                frames: Vec::new(),
+                truncated: false,
+            }],
+            target_stopped: false,
+            gil_waiters: vec![None],
+            gil_mutex_owners: vec![[0, 0]],
+            time,
+            flag_check: None,
+        };
+        let start = std::time::Instant::now();
+        let mut resolver = HandoffResolver::default();
+        assert!(resolver.push(sample(start)).is_empty());
+        let later = start + std::time::Duration::from_millis(1);
+        let mut released = resolver.push(sample(later));
+        released.extend(resolver.finish());
+        assert_eq!(released.len(), 2);
+        for s in &released {
+            assert_eq!(s.threads[0].class.state, ThreadState::GilHeld);
+            assert_eq!(
+                s.flag_check.map(|c| c.compared),
+                Some(FlagComparison::State)
+            );
+            assert!(s.gil_held());
+        }
     }
 
     #[test]
