@@ -8,7 +8,7 @@
 use gilscope::python::debug_offsets::{
     DEBUG_OFFSETS_READ_SIZE, DebugOffsets, debug_offsets_size, layout_from_debug_offsets,
 };
-use gilscope::python::layout::{DictKeysFormat, FramePointer, Layout};
+use gilscope::python::layout::{DictKeysFormat, FlagField, FramePointer, Layout};
 use goblin::elf::Elf;
 use goblin::elf::program_header::PT_LOAD;
 use goblin::elf::section_header::SHT_NOBITS;
@@ -43,6 +43,15 @@ fn builds() -> Vec<Build> {
             if let Some(build) = describe(exe) {
                 builds.push(build);
             }
+        }
+    }
+    // Debian unstable's static 3.13, 3.14 and 3.15, with their libpythonX.Y-dev headers.
+    for exe in crate::support::debian_unstable_pythons() {
+        let exe = exe.to_string_lossy().into_owned();
+        if let Some(build) = describe(&exe)
+            && !builds.iter().any(|b| b.elf == build.elf)
+        {
+            builds.push(build);
         }
     }
     builds
@@ -191,6 +200,23 @@ int main(void) {
     P("tstate.thread_id", offsetof(PyThreadState, thread_id));
     P("tstate.native_thread_id", offsetof(PyThreadState, native_thread_id));
     P("tstate.current_frame", offsetof(PyThreadState, current_frame));
+#if PY_VERSION_HEX >= 0x030e0000
+    P("tstate.holds_gil", offsetof(PyThreadState, holds_gil));
+#else
+    {
+        /* 3.13: a bit of `_status`; find which by setting it alone. */
+        PyThreadState t;
+        unsigned int word;
+        memset(&t, 0, sizeof t);
+        t._status.holds_gil = 1;
+        memcpy(&word, &t._status, sizeof word);
+        P("tstate.holds_gil", offsetof(PyThreadState, _status));
+        P("tstate.holds_gil_bit", __builtin_ctz(word));
+    }
+#endif
+#if PY_VERSION_HEX >= 0x030f0000
+    P("tstate.gil_requested", offsetof(PyThreadState, gil_requested));
+#endif
     P("frame.previous", offsetof(_PyInterpreterFrame, previous));
     P("frame.f_executable", offsetof(_PyInterpreterFrame, f_executable));
     P("frame.instr_ptr", offsetof(_PyInterpreterFrame, instr_ptr));
@@ -242,8 +268,9 @@ int main(void) {
 }
 "#;
 
-/// Compiles `source` against `build`'s headers (`-I include -I include/internal`, plus
-/// `flags`), runs it and returns its standard output.
+/// Compiles `source` against `build`'s headers (`-I include -I include/internal`, and the
+/// folder above `include` for Debian's multiarch `pyconfig.h`, plus `flags`), runs it and
+/// returns its standard output.
 fn compile_and_run(build: &Build, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debug_offsets_probe");
     std::fs::create_dir_all(&dir).expect("probe dir");
@@ -257,6 +284,8 @@ fn compile_and_run(build: &Build, name: &str, source: &str, flags: &[&str]) -> V
         .arg(&build.include)
         .arg("-I")
         .arg(build.include.join("internal"))
+        .arg("-I")
+        .arg(build.include.parent().unwrap_or(&build.include))
         .arg(&source_path)
         .arg("-o")
         .arg(&binary)
@@ -390,6 +419,24 @@ fn compare(layout: &Layout, c: &HashMap<String, u64>) -> Vec<String> {
             "tstate.current_frame",
             frame_current,
             expect_some("tstate.current_frame"),
+        ),
+        (
+            "tstate.holds_gil",
+            layout.tstate.gil_flags.map(|f| f.holds.word()),
+            expect_some("tstate.holds_gil"),
+        ),
+        (
+            "tstate.holds_gil_bit",
+            match layout.tstate.gil_flags.map(|f| f.holds) {
+                Some(FlagField::Bit { bit, .. }) => Some(u64::from(bit)),
+                _ => None,
+            },
+            c.get("tstate.holds_gil_bit").copied(),
+        ),
+        (
+            "tstate.gil_requested",
+            layout.tstate.gil_flags.and_then(|f| f.requested),
+            c.get("tstate.gil_requested").copied(),
         ),
         (
             "frame.previous",

@@ -298,10 +298,14 @@ fn record_convoy_io_threads_wait_for_the_gil() {
             });
         }
         if let Some(t) = rec.thread("worker-0", f) {
+            // The spinner waits too, for each I/O thread's brief turn with the GIL (600-700
+            // hand-offs a second) and then for a CPU: 0.10-0.14 was measured on Debian's
+            // static builds with the whole suite running on 2 CPUs. It must stay well below
+            // the I/O threads' share.
             let wait = state(t, "gil_wait");
-            f.check(class(t) == "cpu_bound" && wait <= 0.1, || {
+            f.check(class(t) == "cpu_bound" && wait <= 0.2, || {
                 format!(
-                    "worker-0: class {}, gil_wait {wait:.3}; expected cpu_bound, ≤ 0.1 ({})",
+                    "worker-0: class {}, gil_wait {wait:.3}; expected cpu_bound, ≤ 0.2 ({})",
                     class(t),
                     brief(t)
                 )

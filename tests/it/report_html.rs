@@ -111,20 +111,21 @@ fn python() -> Interpreter {
         .expect("an interpreter with a GIL")
 }
 
-/// `record -- python demo.py`: threads counting primes, echoing, ticking.
+/// `record --pid` on demo.py once it says every thread runs (threads counting primes,
+/// echoing, ticking): a loaded machine can take seconds to start it, and a recording of its
+/// start-up would not show the work.
 fn record_demo(dir: &Path) {
     let python = python();
+    let demo = support::Child::fixture(&python, "demo.py", &["--seconds", "60"]);
+    let pid = demo.pid().to_string();
     let run = gilscope([
         "record".as_ref(),
+        "--pid".as_ref(),
+        pid.as_ref(),
         "--duration".as_ref(),
         "3".as_ref(),
         "--output".as_ref(),
         dir.as_os_str(),
-        "--".as_ref(),
-        python.path.as_os_str(),
-        support::fixture("demo.py").as_os_str(),
-        "--seconds".as_ref(),
-        "10".as_ref(),
     ]);
     assert_eq!(run.code, Some(0), "record failed: {run}");
     assert!(

@@ -153,6 +153,58 @@ pub const FT_314: Flavor = Flavor {
     tlbc: true,
 };
 
+/// 3.15 free-threaded: the table `_PyRuntimeState_INIT` produces when Debian's 3.15.2
+/// headers are compiled with `-DPy_BUILD_CORE -DPy_GIL_DISABLED`, printed word by word
+/// (`holds_gil` and `gil_requested` exported in the thread table; `Py_TAG_BITS` is 3 in
+/// both builds from 3.15).
+pub const FT_315: Flavor = Flavor {
+    label: "3.15.0t",
+    version_hex: 0x030f_00f0,
+    free_threaded: true,
+    table: "
+        runtime_state: size 409296, finalizing 912, interpreters_head 936
+        interpreter_state: size 250328, id 7272, next 7264, threads_head 7336,
+            threads_main 7352, gc 7400, imports_modules 7592, sysdict 7576, builtins 7584,
+            ceval_gil 16, gil_runtime_state 7736, gil_runtime_state_enabled 0,
+            gil_runtime_state_locked 7760, gil_runtime_state_holder 7752,
+            code_object_generation 7952, tlbc_generation 17252
+        thread_state: size 888, prev 0, next 8, interp 16, current_frame 72, base_frame 80,
+            last_profiled_frame 88, last_profiled_frame_seq 96, thread_id 176,
+            native_thread_id 184, datastack_chunk 256, status 32, holds_gil 36,
+            gil_requested 40, current_exception 136, exc_state 288
+        err_stackitem: exc_value 0
+        interpreter_frame: size 88, previous 8, executable 0, instr_ptr 56, localsplus 80,
+            owner 78, stackpointer 64, tlbc_index 72
+        code_object: size 240, filename 128, name 136, qualname 144, linetable 152,
+            firstlineno 84, argcount 68, localsplusnames 112, localspluskinds 120,
+            co_code_adaptive 232, co_tlbc 224
+        pyobject: size 32, ob_type 24
+        type_object: size 440, tp_name 40, tp_repr 104, tp_flags 184, tp_basicsize 48,
+            tp_dictoffset 304
+        heap_type_object: size 968, ht_cached_keys 904
+        tuple_object: size 56, ob_item 48, ob_size 32
+        list_object: size 56, ob_item 40, ob_size 32
+        set_object: size 216, used 40, table 56, mask 48
+        dict_object: size 64, ma_keys 48, ma_values 56
+        float_object: size 40, ob_fval 32
+        long_object: size 48, lv_tag 32, ob_digit 40
+        bytes_object: size 56, ob_size 32, ob_sval 48
+        unicode_object: size 80, state 48, length 32, asciiobject_size 56,
+            compactunicodeobject_size 72
+        gc: size 176, collecting 112, frame 120, generation_stats_size 224,
+            generation_stats 104
+        gen_object: size 176, gi_name 40, gi_iframe 88, gi_frame_state 83
+        llist_node: next 0, prev 8
+        debugger_support: eval_breaker 24, remote_debugger_support 344,
+            remote_debugging_enabled 8036, debugger_pending_call 0, debugger_script_path 4,
+            debugger_script_path_size 512
+    ",
+    kind_shift: 8,
+    executable_tag: 3,
+    entry_owner: 3,
+    tlbc: true,
+};
+
 /// A field of `struct _gil_runtime_state`.
 #[derive(Debug, Clone, Copy)]
 pub enum GilField {

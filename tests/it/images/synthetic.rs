@@ -5,10 +5,12 @@
 //! through `threading._active`.
 
 use super::builder::{Builder, Code, CodeSpec, FrameSpec, GilSpec};
-use super::flavors::{DEFAULT_314, FT_313, FT_314, Flavor};
+use super::flavors::{DEFAULT_314, FT_313, FT_314, FT_315, Flavor};
 use super::locations::Loc;
+use gilscope::profile::Aggregator;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::{GilState, Walker};
+use gilscope::sample::Sample;
 use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::collections::HashMap;
 
@@ -410,6 +412,21 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
 
     let info = PythonInfo::new(&walker.runtime, Some(GilMode::of(&main)));
     assert_eq!(info.gil, mode, "{label}");
+    // What `record` and `top` report: the mode most samples saw, as the aggregator counts.
+    let mut aggregator = Aggregator::default();
+    for _ in 0..3 {
+        aggregator.add(Sample {
+            interpreters: state.interpreters.clone(),
+            threads: Vec::new(),
+            target_stopped: false,
+            time: std::time::Instant::now(),
+            flag_check: None,
+            gil_waiters: Vec::new(),
+            gil_mutex_owners: Vec::new(),
+        });
+    }
+    let recorded = PythonInfo::new(&walker.runtime, aggregator.gil().modes.most_seen());
+    assert_eq!(recorded.gil, mode, "{label}: the mode a recording reports");
     assert_eq!(info.free_threaded, ft, "{label}");
     let version = format!("3.{}.0", flavor.minor());
     assert_eq!(info.version, version, "{label}");
@@ -434,9 +451,16 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
 
 #[test]
 fn synthetic_tables_have_the_declared_shape() {
-    for flavor in [&FT_313, &DEFAULT_314, &FT_314] {
+    for flavor in [&FT_313, &DEFAULT_314, &FT_314, &FT_315] {
         flavor.check_table_shape();
     }
+}
+
+#[test]
+fn free_threaded_315() {
+    check(&FT_315, 0, "disabled");
+    check(&FT_315, i32::MAX, "enabled");
+    check(&FT_315, 1, "transient");
 }
 
 #[test]
