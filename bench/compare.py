@@ -22,6 +22,10 @@ gilscope with `cargo build --release`, then measures in one run:
           shows what it sustains when the machine has a core to spare.
   memory  gilscope's peak RSS (VmHWM) during one long recording at 1000 Hz, read at 10 s,
           30 s and at the end.
+  peers   gilscope, py-spy and CPython 3.15's own sampler on 4 threads contending for the
+          GIL at 1, 10 and 20 kHz: marginal CPU per sample, achieved rate, peak RSS, and
+          gilscope's syscalls per sample (bench/peers.py). --target-python picks the
+          interpreter gilscope and py-spy read, --peer-python the 3.15 the sampler reads.
 
 Each figure is the median of --reps runs. Ratios are gilscope / py-spy. The machine, its load
 before and after, and the versions are printed with the table. Needs root (or
@@ -41,6 +45,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -113,6 +120,12 @@ def machine():
         "gilscope_rev": rev + ("+dirty" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
+
+
+def version_of(python):
+    out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return f"{out} ({python})"
 
 
 def loadavg():
@@ -535,7 +548,14 @@ def main():
     parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "gilscope-bench-venv")
     parser.add_argument("--py-spy-version", default=None)
     parser.add_argument("--no-build", action="store_true")
-    parser.add_argument("--only", default="cpu,slowdown,maxrate,memory")
+    parser.add_argument("--only", default="cpu,slowdown,maxrate,memory,peers")
+    parser.add_argument("--target-python", default=None,
+                        help="peers: the interpreter gilscope and py-spy read (default: "
+                             "Debian's 3.14 under /opt/gilscope-pythons, else --python)")
+    parser.add_argument("--peer-python", default="/opt/gilscope-pythons/3.15/usr/bin/python3.15",
+                        help="peers: the CPython 3.15 whose sampler runs (on its own target)")
+    parser.add_argument("--peer-short", type=int, default=1, help="seconds (whole: the 3.15 sampler takes no fraction)")
+    parser.add_argument("--peer-long", type=int, default=6)
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of targets and profilers (e.g. -10 on a busy machine)")
     parser.add_argument("--fifo", action="store_true",
@@ -550,6 +570,9 @@ def main():
     ctx.max_rates = [1000, 2000, 4000, 8000]
     ctx.max_reps = max(1, min(3, ctx.reps))
     ctx.max_duration = min(5.0, ctx.duration)
+    if ctx.target_python is None:
+        debian_314 = Path("/opt/gilscope-pythons/3.14/usr/bin/python3.14")
+        ctx.target_python = str(debian_314) if debian_314.exists() else ctx.python
     only = set(ctx.only.split(","))
     global NICE
     NICE = ctx.nice
@@ -570,6 +593,7 @@ def main():
     slow = bench_slowdown(ctx, log) if "slowdown" in only else None
     maxrate = bench_maxrate(ctx, log) if "maxrate" in only else None
     memory = bench_memory(ctx, log) if "memory" in only else None
+    peer_results = peers.bench_peers(sys.modules[__name__], ctx, log) if "peers" in only else None
     info["load_after"] = loadavg()
 
     print(f"Machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}")
@@ -579,6 +603,11 @@ def main():
           f"targets and profilers at nice {ctx.nice}")
     print()
     print(table(ctx, cpu, slow, maxrate, memory))
+    if peer_results:
+        lines = []
+        versions = {"target": version_of(ctx.target_python), "peer": version_of(ctx.peer_python)}
+        peers.peers_table(ctx, peer_results, lines.append, versions)
+        print("\n".join(lines))
     if ctx.json:
         dump = {
             "machine": info,
@@ -586,6 +615,8 @@ def main():
             "slowdown": {f"{t}/{r}": runs for (t, r), runs in (slow or {}).items()},
             "maxrate": {f"{m}/{r}": runs for (m, r), runs in (maxrate or {}).items()},
             "memory": memory,
+            "peers": {(k if isinstance(k, str) else f"{k[0]}/{k[1]}"): v
+                      for k, v in (peer_results or {}).items()},
         }
         ctx.json.write_text(json.dumps(dump, indent=1, default=str))
 

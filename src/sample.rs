@@ -151,6 +151,11 @@ pub struct Target<M = LiveMemory> {
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
+    /// Buffers reused from sample to sample.
+    state: PythonState,
+    kernel_states: Vec<KernelState>,
+    /// Thread states whose /proc files were not read (the GIL's holder).
+    skipped: Vec<u64>,
     /// Where the GIL's condition variables count their waiters (None: the target's C
     /// library is not a glibc gilscope knows, so runnable threads are resolved by what they
     /// do next instead).
@@ -240,6 +245,9 @@ impl<M: RemoteMemory> Target<M> {
             names: ThreadNames::default(),
             gil_waiters: HashMap::new(),
             native_before: HashSet::new(),
+            state: PythonState::default(),
+            kernel_states: Vec::new(),
+            skipped: Vec::new(),
             conds: None,
             last_state: HashMap::new(),
             turn: 0,
@@ -326,27 +334,86 @@ impl<M: RemoteMemory> Target<M> {
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
         self.names
             .read_ahead(&self.walker.mem, &self.walker.runtime);
-        let state = self.walk(with_frames).map_err(|e| self.mem_error(e))?;
-        let stopped = self.kernel.process_stopped();
+        let mut state = std::mem::take(&mut self.state);
+        if let Err(e) = self.walk(with_frames, &mut state) {
+            self.state = state;
+            return Err(self.mem_error(e));
+        }
         let time = std::time::Instant::now();
-        let kernel: Vec<KernelState> = state
-            .threads
-            .iter()
-            .map(|t| match t.tid {
-                None => KernelState::Gone,
-                Some(_) if stopped => KernelState::Stopped,
-                Some(tid) => self.kernel.read(tid),
-            })
-            .collect();
-        // The GIL again, right after the kernel reads, so both describe nearly one instant.
-        let interpreters = self
-            .walker
-            .reread_gils(&state.interpreters)
-            .map_err(|e| self.mem_error(e))?;
-        let waiters = self.read_gil_waiters(&interpreters);
-        let sample = self.join(state, interpreters, &kernel, waiters, time, false)?;
+        let mut kernel = self.read_kernel_states(&state);
+        // The GIL again, right after the kernel reads, so both describe nearly one instant;
+        // in the same read, the count of its waiters and its mutexes' owners.
+        let conds = self.conds;
+        let reread = self.walker.reread_gils_with(&state.interpreters, |bytes| {
+            let conds = conds?;
+            conds.parse(bytes.get(conds.cond as usize..)?)
+        });
+        let (interpreters, waiters) = match reread {
+            Ok(reread) => reread,
+            Err(e) => {
+                self.state = state;
+                return Err(self.mem_error(e));
+            }
+        };
+        // A thread skipped as the holder that the second read no longer names: ask now. So
+        // too while a thread is inside take_gil or drop_gil (it owns one of the GIL's
+        // mutexes): the GIL may still name its previous holder, which may be waiting for it
+        // again, and the waiter count needs to know who is blocked in the wait.
+        for (thread, kernel_state) in state.threads.iter().zip(kernel.iter_mut()) {
+            let holds = interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let handoff = waiters
+                .get(thread.interpreter)
+                .copied()
+                .flatten()
+                .is_some_and(|(_, owners)| owners != [0, 0]);
+            if *kernel_state == KernelState::Running
+                && (!holds || handoff)
+                && self.skipped.contains(&thread.tstate)
+            {
+                *kernel_state = thread
+                    .tid
+                    .map_or(KernelState::Gone, |tid| self.kernel.read(tid));
+            }
+        }
+        let result = self.join(&mut state, interpreters, &kernel, waiters, time, false);
+        self.kernel_states = kernel;
+        self.state = state;
+        let sample = result?;
         self.name_new_threads(&sample);
         Ok(sample)
+    }
+
+    /// Each thread's state from /proc, except what memory already tells: the thread the
+    /// GIL names as holder is running Python (its /proc file could only contradict the
+    /// read: [`Target::sample`] asks after all when the second GIL read names another
+    /// holder or finds a handoff under way), and /proc/PID/stat is read only when no thread
+    /// is running (a stopped process has none).
+    fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
+        let mut kernel = std::mem::take(&mut self.kernel_states);
+        kernel.clear();
+        self.skipped.clear();
+        let mut running = false;
+        for thread in &state.threads {
+            let holds = state.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let kernel_state = match thread.tid {
+                None => KernelState::Gone,
+                Some(_) if holds => {
+                    self.skipped.push(thread.tstate);
+                    KernelState::Running
+                }
+                Some(tid) => self.kernel.read(tid),
+            };
+            running |= !holds && kernel_state == KernelState::Running;
+            kernel.push(kernel_state);
+        }
+        if !running && self.kernel.process_stopped() {
+            for kernel_state in &mut kernel {
+                if *kernel_state != KernelState::Gone {
+                    *kernel_state = KernelState::Stopped;
+                }
+            }
+        }
+        kernel
     }
 
     /// Takes one sample with every thread paused (`--blocking`); the target runs again
@@ -390,7 +457,8 @@ impl<M: RemoteMemory> Target<M> {
             .collect();
         let interpreters = state.interpreters.clone();
         let waiters = self.read_gil_waiters(&interpreters);
-        self.join(state, interpreters, &kernel, waiters, time, true)
+        let mut state = state;
+        self.join(&mut state, interpreters, &kernel, waiters, time, true)
     }
 
     /// Per interpreter, the threads inside a wait on its GIL's conditions and the owners
@@ -412,7 +480,7 @@ impl<M: RemoteMemory> Target<M> {
 
     fn join(
         &mut self,
-        state: PythonState,
+        state: &mut PythonState,
         interpreters: Vec<InterpreterRecord>,
         kernel: &[KernelState],
         waits: GilWaits,
@@ -431,10 +499,10 @@ impl<M: RemoteMemory> Target<M> {
             .tstate
             .gil_flags
             .is_some_and(|f| f.exported);
-        let stand_ins = stand_ins(&state, &interpreters);
-        let woken = self.woken_waiters(&state, &interpreters, kernel, &stand_ins, &waits);
+        let stand_ins = stand_ins(state, &interpreters);
+        let woken = self.woken_waiters(state, &interpreters, kernel, &stand_ins, &waits);
         for ((thread, &kernel_state), stand_in) in
-            state.threads.into_iter().zip(kernel).zip(stand_ins)
+            state.threads.iter_mut().zip(kernel).zip(stand_ins)
         {
             let Some(tid) = thread.tid else { continue };
             if kernel_state == KernelState::Gone || stand_in {
@@ -482,7 +550,7 @@ impl<M: RemoteMemory> Target<M> {
                     }
                     _ => None,
                 },
-                frames: thread.frames,
+                frames: std::mem::take(&mut thread.frames),
                 truncated: thread.truncated,
             });
         }
@@ -680,9 +748,9 @@ fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
 impl<M: RemoteMemory> Target<M> {
     /// A walk that faults (a thread state freed under the reader as its thread ended) is
     /// tried once more at once: the list is whole again within microseconds.
-    fn walk(&mut self, with_frames: bool) -> Result<PythonState, MemError> {
-        match self.walker.read(with_frames) {
-            Err(MemError::Fault { .. }) => self.walker.read(with_frames),
+    fn walk(&mut self, with_frames: bool, state: &mut PythonState) -> Result<(), MemError> {
+        match self.walker.read_into(with_frames, state) {
+            Err(MemError::Fault { .. }) => self.walker.read_into(with_frames, state),
             other => other,
         }
     }
@@ -877,7 +945,8 @@ pub struct HandoffResolver {
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the held ones now resolved, oldest first.
+    /// Takes a new sample; gives back the held ones now resolved and settled by the thread
+    /// flags ([`settle_by_thread_flags`]), oldest first.
     pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
         for (earlier, undecided) in &mut self.held {
             if !undecided.is_empty() {
@@ -996,6 +1065,50 @@ mod tests {
         bytes[88 + 36..88 + 40].copy_from_slice(&(8 + 2u32).to_ne_bytes());
         bytes[48 + 8..48 + 12].copy_from_slice(&4242i32.to_ne_bytes());
         assert_eq!(conds.parse(&bytes), Some((3, [4242, 0])));
+    }
+
+    #[test]
+    fn the_resolver_settles_the_samples_it_releases_by_the_thread_flags() {
+        // 3.15: the GIL struct named no holder, the thread's own flag says it holds it.
+        let sample = |time| Sample {
+            interpreters: vec![interpreter(0)],
+            threads: vec![ThreadSample {
+                tid: 7,
+                tstate: 0xa,
+                ident: 0xa,
+                interpreter: 0,
+                class: Classification::active(ThreadState::GilWait),
+                blocked_on_gil: false,
+                kernel: KernelState::Running,
+                cpu_ns: None,
+                gil_flags: Some(ThreadGilFlagValues {
+                    holds: true,
+                    requested: false,
+                }),
+                frames: Vec::new(),
+                truncated: false,
+            }],
+            target_stopped: false,
+            gil_waiters: vec![None],
+            gil_mutex_owners: vec![[0, 0]],
+            time,
+            flag_check: None,
+        };
+        let start = std::time::Instant::now();
+        let mut resolver = HandoffResolver::default();
+        assert!(resolver.push(sample(start)).is_empty());
+        let later = start + std::time::Duration::from_millis(1);
+        let mut released = resolver.push(sample(later));
+        released.extend(resolver.finish());
+        assert_eq!(released.len(), 2);
+        for s in &released {
+            assert_eq!(s.threads[0].class.state, ThreadState::GilHeld);
+            assert_eq!(
+                s.flag_check.map(|c| c.compared),
+                Some(FlagComparison::State)
+            );
+            assert!(s.gil_held());
+        }
     }
 
     #[test]

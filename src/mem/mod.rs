@@ -6,7 +6,7 @@ mod image;
 mod live;
 
 pub use image::{MemoryImage, RecordingMemory};
-pub use live::LiveMemory;
+pub use live::{LiveMemory, MAX_PIECES_PER_CALL};
 
 /// Why a read failed. `Fault` is what a torn or hostile structure produces; the others
 /// end the session.
@@ -20,15 +20,68 @@ pub enum MemError {
     PermissionDenied,
 }
 
+/// One piece of a batched read: `len` bytes at `addr`, to land in `buf[at..at + len]` of
+/// the buffer passed along with it. `ok` tells afterwards whether it was read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub addr: u64,
+    pub at: usize,
+    pub len: usize,
+    pub ok: bool,
+}
+
+impl Piece {
+    pub fn new(addr: u64, at: usize, len: usize) -> Self {
+        Piece {
+            addr,
+            at,
+            len,
+            ok: false,
+        }
+    }
+
+    /// The bytes of this piece in the buffer it was read into, if it was read whole.
+    pub fn bytes<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        if !self.ok {
+            return None;
+        }
+        buf.get(self.at..self.at.checked_add(self.len)?)
+    }
+}
+
 /// A source of another process's memory.
 pub trait RemoteMemory {
     /// Fills `buf` from the bytes at `addr`, or fails without a partial result.
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+
+    /// Reads many pieces into `buf` at once: a live process takes up to 1024 of them in
+    /// one syscall. A piece that cannot be read whole (or does not fit in `buf`) is marked
+    /// not `ok` and does not fail the others; only the process's end or a permission error
+    /// fails the batch. This default reads piece by piece, so a recorded image answers
+    /// exactly what the single reads would.
+    fn read_pieces(&self, pieces: &mut [Piece], buf: &mut [u8]) -> Result<(), MemError> {
+        for piece in pieces.iter_mut() {
+            let end = piece.at.checked_add(piece.len);
+            let Some(dest) = end.and_then(|end| buf.get_mut(piece.at..end)) else {
+                piece.ok = false;
+                continue;
+            };
+            piece.ok = match self.read(piece.addr, dest) {
+                Ok(()) => true,
+                Err(MemError::Fault { .. }) => false,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(())
+    }
 }
 
 impl<T: RemoteMemory + ?Sized> RemoteMemory for &T {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         (**self).read(addr, buf)
+    }
+    fn read_pieces(&self, pieces: &mut [Piece], buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_pieces(pieces, buf)
     }
 }
 

@@ -8,8 +8,10 @@ pub mod dict;
 pub mod layout;
 pub mod linetable;
 pub mod names;
+mod stacks;
 pub mod strings;
 pub mod tables;
+mod threads;
 pub mod version;
 pub mod walker;
 

@@ -4,8 +4,10 @@
 
 use super::attach::Runtime;
 use super::code::{CodeId, CodeTable};
-use super::layout::{FrameKind, FramePointer, Layout};
-use crate::mem::{Fields, MemError, MemoryExt, RemoteMemory};
+use super::layout::{FramePointer, Layout};
+use super::stacks::{Context, StackReader, StackStart, datastack_offset};
+use super::threads::{CachedInterp, InterpWord, Spans, ThreadList};
+use crate::mem::{Fields, MemError, MemoryExt, Piece, RemoteMemory};
 use std::collections::HashSet;
 
 /// Stacks deeper than this are cut, keeping the innermost frames; `truncated` says so.
@@ -77,34 +79,56 @@ pub struct PythonState {
     pub threads: Vec<ThreadRecord>,
 }
 
-/// Reads Python state from one target, keeping caches (code objects, the pthread layout)
-/// across reads.
+/// Reads Python state from one target, keeping caches (code objects, the pthread layout,
+/// the addresses of the last walk) and buffers across reads.
 pub struct Walker<M> {
     pub mem: M,
     pub runtime: Runtime,
     pub codes: CodeTable,
     tid_offset: Option<u64>,
+    /// Bytes of a thread state read: up to its last field used.
     tstate_len: usize,
+    /// The same without the data-stack fields, for when those cannot be read.
+    tstate_min_len: usize,
     frame_len: usize,
-    /// Addresses seen in the current thread list and stack, kept between reads so the
-    /// sampling loop does not allocate them each time (a torn read drops them).
+    /// Offset of `PyThreadState.datastack_chunk` (3.11+).
+    datastack: Option<u64>,
+    list: ThreadList,
+    spans: Spans,
+    starts: Vec<StackStart>,
+    stacks: StackReader,
+    /// Addresses seen in the current list, kept between reads so the sampling loop does
+    /// not allocate them each time.
     seen_threads: HashSet<u64>,
-    seen_frames: HashSet<u64>,
+    tid_pieces: Vec<Piece>,
+    tid_bytes: Vec<u8>,
 }
 
 impl<M: RemoteMemory> Walker<M> {
     pub fn new(mem: M, runtime: Runtime) -> Self {
-        let tstate_len = tstate_read_len(&runtime.layout);
+        let datastack = datastack_offset(&runtime, &mem);
+        let tstate_min_len = tstate_read_len(&runtime.layout);
+        let tstate_len = datastack.map_or(tstate_min_len, |offset| {
+            tstate_min_len.max(offset as usize + 16)
+        });
         let frame_len = frame_read_len(&runtime.layout);
+        let spans = Spans::new(&runtime.layout);
         Walker {
             mem,
             runtime,
             codes: CodeTable::default(),
             tid_offset: None,
             tstate_len,
+            tstate_min_len,
             frame_len,
+            datastack,
+            list: ThreadList::default(),
+            spans,
+            starts: Vec::new(),
+            stacks: StackReader::default(),
             seen_threads: HashSet::new(),
-            seen_frames: HashSet::new(),
+            tid_pieces: Vec::new(),
+            tid_bytes: Vec::new(),
         }
     }
 
@@ -125,28 +149,162 @@ impl<M: RemoteMemory> Walker<M> {
     /// Reads every interpreter, GIL and thread; stacks too when `with_frames`.
     pub fn read(&mut self, with_frames: bool) -> Result<PythonState, MemError> {
         let mut state = PythonState::default();
+        self.read_into(with_frames, &mut state)?;
+        Ok(state)
+    }
+
+    /// [`Walker::read`] into `state`, reusing its vectors. On a live target a walk is
+    /// normally two process_vm_readv calls: every interpreter, GIL and thread state at the
+    /// addresses the last walk found (checked by their links), then every stack.
+    pub fn read_into(
+        &mut self,
+        with_frames: bool,
+        state: &mut PythonState,
+    ) -> Result<(), MemError> {
+        state.interpreters.clear();
+        let consistent =
+            !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;
+        if consistent {
+            self.fill_from_batch(state)?;
+        } else if let Err(e) = self.follow_links(state) {
+            // A half-built list must not be taken for the next walk's batch.
+            self.list.clear();
+            return Err(e);
+        }
+        if with_frames {
+            let mut cx = Context {
+                mem: &self.mem,
+                runtime: &self.runtime,
+                codes: &mut self.codes,
+                frame_len: self.frame_len,
+            };
+            let (layout, mem) = (&self.runtime.layout, &self.mem);
+            let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
+            let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
+            self.stacks
+                .read(&mut cx, &self.starts, &mut state.threads, fresh)?;
+        } else {
+            for thread in &mut state.threads {
+                thread.frames.clear();
+                thread.truncated = false;
+            }
+        }
+        self.resolve_tids_from_pthreads(&mut state.threads);
+        Ok(())
+    }
+
+    /// Fills `state` from the batch the cached list just read.
+    fn fill_from_batch(&mut self, state: &mut PythonState) -> Result<(), MemError> {
+        let mut count = 0;
+        self.starts.clear();
+        for (index, interp) in self.list.interps.iter().enumerate() {
+            let gil_bytes = self.list.gil_bytes(index);
+            let gil = gil_from(&self.runtime.layout, &Fields::new(interp.gil, gil_bytes))?;
+            let id = self.list.interp_word(index, InterpWord::Id);
+            state.interpreters.push(InterpreterRecord {
+                address: interp.address,
+                id: id.ok_or(MemError::Fault {
+                    addr: interp.address,
+                })? as i64,
+                gil,
+            });
+            for at in interp.first..interp.end {
+                let tstate = self.list.tstates[at];
+                let f = Fields::new(tstate, self.list.tstate_bytes(at));
+                self.starts.push(StackStart::from_tstate(
+                    &f,
+                    &self.runtime.layout,
+                    self.datastack,
+                )?);
+                let record = thread_record(&self.runtime.layout, &f, index, interp.address)?;
+                put_thread(&mut state.threads, count, record);
+                count += 1;
+            }
+        }
+        state.threads.truncate(count);
+        Ok(())
+    }
+
+    /// Follows every link one read at a time, and remembers the addresses for the next
+    /// walk's batch.
+    fn follow_links(&mut self, state: &mut PythonState) -> Result<(), MemError> {
+        self.list.clear();
+        self.starts.clear();
         let offsets = self.runtime.layout.interp.clone();
         let head = self.runtime.address + self.runtime.layout.runtime.interpreters_head;
         let mut interp = self.mem.read_u64(head)?;
-        let mut seen = HashSet::new();
+        let mut count = 0;
         while interp != 0 {
             // A list that loops back is torn, not long.
-            if state.interpreters.len() >= MAX_INTERPRETERS || !seen.insert(interp) {
+            if self.list.interps.len() >= MAX_INTERPRETERS
+                || self.list.interps.iter().any(|i| i.address == interp)
+            {
                 return Err(MemError::Fault { addr: interp });
             }
             let id = self.mem.read_i64(interp.wrapping_add(offsets.id))?;
-            let gil = self.read_gil(interp)?;
+            let gil_address = self.gil_address(interp)?;
+            let gil = self.read_gil_at(gil_address)?;
             let index = state.interpreters.len();
             state.interpreters.push(InterpreterRecord {
                 address: interp,
                 id,
                 gil,
             });
-            self.read_threads(interp, index, with_frames, &mut state.threads)?;
+            let first = self.list.tstates.len();
+            self.follow_threads(interp, index, state, &mut count)?;
+            self.list.interps.push(CachedInterp {
+                address: interp,
+                gil: gil_address,
+                first,
+                end: self.list.tstates.len(),
+            });
             interp = self.mem.read_u64(interp.wrapping_add(offsets.next))?;
         }
-        self.resolve_tids_from_pthreads(&mut state.threads);
-        Ok(state)
+        state.threads.truncate(count);
+        Ok(())
+    }
+
+    fn follow_threads(
+        &mut self,
+        interp: u64,
+        index: usize,
+        state: &mut PythonState,
+        count: &mut usize,
+    ) -> Result<(), MemError> {
+        let layout = &self.runtime.layout;
+        let mut tstate = self
+            .mem
+            .read_u64(interp.wrapping_add(layout.interp.threads_head))?;
+        let mut buf = std::mem::take(&mut self.list.bytes);
+        let first = self.list.tstates.len();
+        self.seen_threads.clear();
+        while tstate != 0 {
+            if self.list.tstates.len() - first >= MAX_THREADS || !self.seen_threads.insert(tstate) {
+                return Err(MemError::Fault { addr: tstate });
+            }
+            // The data-stack fields are an extra; without them frames are read one by one.
+            buf.resize(self.tstate_len, 0);
+            let datastack = match self.mem.read(tstate, &mut buf) {
+                Ok(()) => self.datastack,
+                Err(MemError::Fault { .. }) if self.tstate_min_len < self.tstate_len => {
+                    buf.truncate(self.tstate_min_len);
+                    self.mem.read(tstate, &mut buf)?;
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            self.list.tstate_lens.push(buf.len());
+            let f = Fields::new(tstate, &buf);
+            self.starts
+                .push(StackStart::from_tstate(&f, layout, datastack)?);
+            let record = thread_record(layout, &f, index, interp)?;
+            put_thread(&mut state.threads, *count, record);
+            *count += 1;
+            self.list.tstates.push(tstate);
+            tstate = f.u64(layout.tstate.next)?;
+        }
+        self.list.bytes = buf;
+        Ok(())
     }
 
     /// Reads the GILs of already-walked interpreters again (one read each).
@@ -154,215 +312,56 @@ impl<M: RemoteMemory> Walker<M> {
         &self,
         interpreters: &[InterpreterRecord],
     ) -> Result<Vec<InterpreterRecord>, MemError> {
-        interpreters
-            .iter()
-            .map(|i| {
-                Ok(InterpreterRecord {
-                    gil: self.read_gil_at(i.gil.address)?,
-                    ..i.clone()
-                })
-            })
-            .collect()
+        self.reread_gils_with(interpreters, |_| ())
+            .map(|(records, _)| records)
     }
 
-    fn read_gil(&self, interp: u64) -> Result<GilState, MemError> {
+    /// [`Walker::reread_gils`], also handing `inspect` the bytes of each GIL struct as read,
+    /// for what else the struct holds (the C library's condition variables and mutexes):
+    /// the same read, so the same instant.
+    pub fn reread_gils_with<T>(
+        &self,
+        interpreters: &[InterpreterRecord],
+        mut inspect: impl FnMut(&[u8]) -> T,
+    ) -> Result<(Vec<InterpreterRecord>, Vec<T>), MemError> {
+        let mut records = Vec::with_capacity(interpreters.len());
+        let mut seen = Vec::with_capacity(interpreters.len());
+        let mut buf = [0u8; MAX_GIL_READ];
+        for i in interpreters {
+            let bytes = self.read_gil_bytes(i.gil.address, &mut buf)?;
+            records.push(InterpreterRecord {
+                gil: gil_from(&self.runtime.layout, &Fields::new(i.gil.address, bytes))?,
+                ..i.clone()
+            });
+            seen.push(inspect(bytes));
+        }
+        Ok((records, seen))
+    }
+
+    fn gil_address(&self, interp: u64) -> Result<u64, MemError> {
         let layout = &self.runtime.layout;
-        let address = match (layout.runtime.gil, layout.interp.gil_ptr) {
-            (Some(offset), _) => self.runtime.address + offset,
-            (None, Some(ptr)) => self.mem.read_u64(interp.wrapping_add(ptr))?,
-            (None, None) => return Err(MemError::Fault { addr: interp }),
-        };
-        self.read_gil_at(address)
+        match (layout.runtime.gil, layout.interp.gil_ptr) {
+            (Some(offset), _) => Ok(self.runtime.address + offset),
+            (None, Some(ptr)) => self.mem.read_u64(interp.wrapping_add(ptr)),
+            (None, None) => Err(MemError::Fault { addr: interp }),
+        }
     }
 
     fn read_gil_at(&self, address: u64) -> Result<GilState, MemError> {
-        let g = &self.runtime.layout.gil;
-        let bytes = self.mem.read_vec(address, g.size as usize)?;
-        let f = Fields::new(address, &bytes);
-        Ok(GilState {
-            address,
-            size: g.size,
-            locked: f.i32(g.locked)? == 1,
-            last_holder: f.u64(g.last_holder)?,
-            switch_number: f.u64(g.switch_number)?,
-            interval_us: f.u64(g.interval)?,
-            enabled: g.enabled.map(|off| f.i32(off)).transpose()?,
-        })
+        let mut buf = [0u8; MAX_GIL_READ];
+        let bytes = self.read_gil_bytes(address, &mut buf)?;
+        gil_from(&self.runtime.layout, &Fields::new(address, bytes))
     }
 
-    fn read_threads(
-        &mut self,
-        interp: u64,
-        index: usize,
-        with_frames: bool,
-        out: &mut Vec<ThreadRecord>,
-    ) -> Result<(), MemError> {
-        let t = self.runtime.layout.tstate.clone();
-        let mut tstate = self
-            .mem
-            .read_u64(interp.wrapping_add(self.runtime.layout.interp.threads_head))?;
-        let mut buf = vec![0u8; self.tstate_len];
-        let first = out.len();
-        let mut seen = std::mem::take(&mut self.seen_threads);
-        seen.clear();
-        while tstate != 0 {
-            if out.len() - first >= MAX_THREADS || !seen.insert(tstate) {
-                return Err(MemError::Fault { addr: tstate });
-            }
-            self.mem.read(tstate, &mut buf)?;
-            let f = Fields::new(tstate, &buf);
-            let native = t.native_thread_id.map(|off| f.u64(off)).transpose()?;
-            let flags = t.gil_flags;
-            let holds_gil = flags
-                .map(|g| f.u32(g.holds.word()).map(|w| g.holds.is_set(w)))
-                .transpose()?;
-            let gil_requested = flags
-                .and_then(|g| g.requested)
-                .map(|off| f.u32(off).map(|w| w != 0))
-                .transpose()?;
-            let (frames, truncated) = if with_frames {
-                match self.stack_of(tstate, &f)? {
-                    Some(stack) => stack,
-                    None => {
-                        tstate = f.u64(t.next)?;
-                        continue;
-                    }
-                }
-            } else {
-                (Vec::new(), false)
-            };
-            out.push(ThreadRecord {
-                tstate,
-                pthread_id: f.u64(t.thread_id)?,
-                tid: native
-                    .and_then(|n| i32::try_from(n).ok())
-                    .filter(|&n| n > 0),
-                interpreter: index,
-                interpreter_address: interp,
-                holds_gil,
-                gil_requested,
-                frames,
-                truncated,
-            });
-            tstate = f.u64(t.next)?;
-        }
-        self.seen_threads = seen;
-        Ok(())
-    }
-
-    /// The stack of the thread state at `tstate` (read into `fields`). A stack that faults
-    /// is read once more from a fresh copy of the thread state; if it faults again, the
-    /// thread is starting or ending (its frames being built or freed) and `None` leaves it
-    /// out of this read, rather than failing the read of every thread.
-    fn stack_of(
-        &mut self,
-        tstate: u64,
-        fields: &Fields,
-    ) -> Result<Option<(Vec<Frame>, bool)>, MemError> {
-        let pointer = self.runtime.layout.tstate.frame;
-        let first = self
-            .top_frame(fields, &pointer)
-            .and_then(|top| self.read_stack(top));
-        match first {
-            Err(MemError::Fault { .. }) => {}
-            other => return other.map(Some),
-        }
-        let mut buf = vec![0u8; self.tstate_len];
-        self.mem.read(tstate, &mut buf)?;
-        let again = Fields::new(tstate, &buf);
-        match self
-            .top_frame(&again, &pointer)
-            .and_then(|top| self.read_stack(top))
-        {
-            Err(MemError::Fault { .. }) => Ok(None),
-            other => other.map(Some),
-        }
-    }
-
-    fn top_frame(&self, tstate: &Fields, pointer: &FramePointer) -> Result<u64, MemError> {
-        match *pointer {
-            FramePointer::Direct(offset) => tstate.u64(offset),
-            FramePointer::ViaCFrame {
-                cframe,
-                current_frame,
-            } => {
-                let cframe = tstate.u64(cframe)?;
-                if cframe == 0 {
-                    Ok(0)
-                } else {
-                    self.mem.read_u64(cframe.wrapping_add(current_frame))
-                }
-            }
-        }
-    }
-
-    /// Walks `previous` links from the innermost frame, skipping C-stack shim frames.
-    fn read_stack(&mut self, mut frame: u64) -> Result<(Vec<Frame>, bool), MemError> {
-        let mut frames = Vec::new();
-        let mut buf = vec![0u8; self.frame_len];
-        let mut visited = 0usize;
-        let mut seen = std::mem::take(&mut self.seen_frames);
-        seen.clear();
-        while frame != 0 {
-            if !seen.insert(frame) {
-                return Err(MemError::Fault { addr: frame });
-            }
-            if frames.len() >= MAX_FRAMES || visited >= MAX_FRAMES * 2 {
-                self.seen_frames = seen;
-                return Ok((frames, true));
-            }
-            visited += 1;
-            self.mem.read(frame, &mut buf)?;
-            let f = Fields::new(frame, &buf);
-            if let Some(entry) = self.decode_frame(&f)? {
-                frames.push(entry);
-            }
-            frame = f.u64(self.runtime.layout.frame.previous)?;
-        }
-        self.seen_frames = seen;
-        Ok((frames, false))
-    }
-
-    fn decode_frame(&mut self, f: &Fields) -> Result<Option<Frame>, MemError> {
-        let fl = &self.runtime.layout.frame;
-        if let (Some(owner), Some(cstack)) = (fl.owner, fl.owner_cstack)
-            && f.u8(owner)? == cstack
-        {
-            return Ok(None);
-        }
-        let code_addr = f.u64(fl.code)? & !fl.code_tag_mask;
-        if code_addr == 0 {
-            return Ok(None);
-        }
-        let Some(code) = self.codes.lookup(&self.mem, &self.runtime, code_addr)? else {
-            return Ok(None);
-        };
-        let byte_offset = match fl.kind {
-            FrameKind::Object {
-                lasti_in_code_units,
-            } => {
-                let lasti = u64::try_from(f.i32(fl.instr)?).unwrap_or(0);
-                if lasti_in_code_units {
-                    lasti * 2
-                } else {
-                    lasti
-                }
-            }
-            FrameKind::Interpreter => {
-                let instr = f.u64(fl.instr)?;
-                let tlbc_index = fl.tlbc_index.map(|off| f.i32(off)).transpose()?;
-                let start = self.codes.bytecode_start(
-                    &self.mem,
-                    &self.runtime,
-                    code,
-                    code_addr,
-                    tlbc_index,
-                )?;
-                instr.saturating_sub(start)
-            }
-        };
-        let line = self.codes.line(&self.runtime, code, byte_offset);
-        Ok(Some(Frame { code, line }))
+    /// The GIL struct at `address`, up to its size (at most [`MAX_GIL_READ`] bytes).
+    fn read_gil_bytes<'b>(
+        &self,
+        address: u64,
+        buf: &'b mut [u8; MAX_GIL_READ],
+    ) -> Result<&'b [u8], MemError> {
+        let len = (self.runtime.layout.gil.size as usize).min(MAX_GIL_READ);
+        self.mem.read(address, &mut buf[..len])?;
+        Ok(&buf[..len])
     }
 
     /// Before 3.11 the thread state has only the `pthread_t`: the kernel tid sits at a fixed
@@ -377,11 +376,25 @@ impl<M: RemoteMemory> Walker<M> {
         let Some(offset) = self.tid_offset else {
             return;
         };
-        for thread in threads.iter_mut().filter(|t| t.tid.is_none()) {
-            thread.tid = self
-                .mem
-                .read_i32(thread.pthread_id.wrapping_add(offset))
-                .ok()
+        // All of them in one batch.
+        self.tid_pieces.clear();
+        for (n, thread) in threads.iter().filter(|t| t.tid.is_none()).enumerate() {
+            let addr = thread.pthread_id.wrapping_add(offset);
+            self.tid_pieces.push(Piece::new(addr, n * 4, 4));
+        }
+        self.tid_bytes.resize(self.tid_pieces.len() * 4, 0);
+        if self
+            .mem
+            .read_pieces(&mut self.tid_pieces, &mut self.tid_bytes)
+            .is_err()
+        {
+            return;
+        }
+        let pieces = self.tid_pieces.iter();
+        for (thread, piece) in threads.iter_mut().filter(|t| t.tid.is_none()).zip(pieces) {
+            thread.tid = piece
+                .bytes(&self.tid_bytes)
+                .and_then(|b| Some(i32::from_le_bytes(b.try_into().ok()?)))
                 .filter(|&tid| tid > 0);
         }
     }
@@ -409,6 +422,90 @@ impl<M: RemoteMemory> Walker<M> {
 
     fn runtime_tids(&self) -> Vec<i32> {
         crate::target::process::list_tids(self.runtime.pid).unwrap_or_default()
+    }
+}
+
+/// Where the stack of the thread state at `tstate` starts, from a new copy of it (its
+/// stack faulted in the batch). `len` bytes are read, or `min_len` without the data-stack
+/// fields when those cannot be.
+fn fresh_start<M: RemoteMemory>(
+    mem: &M,
+    layout: &Layout,
+    tstate: u64,
+    datastack: Option<u64>,
+    len: usize,
+    min_len: usize,
+) -> Result<StackStart, MemError> {
+    let mut buf = vec![0u8; len];
+    let datastack = match mem.read(tstate, &mut buf) {
+        Ok(()) => datastack,
+        Err(MemError::Fault { .. }) if min_len < len => {
+            buf.truncate(min_len);
+            mem.read(tstate, &mut buf)?;
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    StackStart::from_tstate(&Fields::new(tstate, &buf), layout, datastack)
+}
+
+/// The GIL struct is 208 bytes up to 3.12 and smaller since; a bigger size is a bad table.
+pub(super) const MAX_GIL_READ: usize = 512;
+
+fn gil_from(layout: &Layout, f: &Fields) -> Result<GilState, MemError> {
+    let g = &layout.gil;
+    Ok(GilState {
+        address: f.base,
+        size: g.size,
+        locked: f.i32(g.locked)? == 1,
+        last_holder: f.u64(g.last_holder)?,
+        switch_number: f.u64(g.switch_number)?,
+        interval_us: f.u64(g.interval)?,
+        enabled: g.enabled.map(|off| f.i32(off)).transpose()?,
+    })
+}
+
+/// One thread's record from its thread state's bytes (frames are filled in later). A new
+/// field of `PyThreadState` is one line here and one offset in [`tstate_read_len`].
+fn thread_record(
+    layout: &Layout,
+    f: &Fields,
+    interpreter: usize,
+    interpreter_address: u64,
+) -> Result<ThreadRecord, MemError> {
+    let t = &layout.tstate;
+    let native = t.native_thread_id.map(|off| f.u64(off)).transpose()?;
+    let flags = t.gil_flags;
+    let holds_gil = flags
+        .map(|g| f.u32(g.holds.word()).map(|w| g.holds.is_set(w)))
+        .transpose()?;
+    let gil_requested = flags
+        .and_then(|g| g.requested)
+        .map(|off| f.u32(off).map(|w| w != 0))
+        .transpose()?;
+    Ok(ThreadRecord {
+        tstate: f.base,
+        pthread_id: f.u64(t.thread_id)?,
+        tid: native
+            .and_then(|n| i32::try_from(n).ok())
+            .filter(|&n| n > 0),
+        interpreter,
+        interpreter_address,
+        holds_gil,
+        gil_requested,
+        frames: Vec::new(),
+        truncated: false,
+    })
+}
+
+/// Stores `record` at `threads[index]`, keeping the frames vector already there.
+fn put_thread(threads: &mut Vec<ThreadRecord>, index: usize, mut record: ThreadRecord) {
+    match threads.get_mut(index) {
+        Some(slot) => {
+            record.frames = std::mem::take(&mut slot.frames);
+            *slot = record;
+        }
+        None => threads.push(record),
     }
 }
 

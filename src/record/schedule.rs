@@ -1,12 +1,17 @@
 //! Sampling deadlines: absolute (start + k * period, so the rate cannot drift), each moved
 //! by a random jitter so sampling cannot lock onto periodic work in the target. A sampler a
-//! few periods behind (descheduled for a moment) catches up at once; one more than
-//! [`MAX_CATCH_UP`] periods behind skips those deadlines and counts them as missed.
+//! little behind (descheduled for a moment) catches up at once; one more than
+//! [`MAX_CATCH_UP`] periods and [`MAX_CATCH_UP_TIME`] behind skips those deadlines and counts
+//! them as missed.
 
 use std::time::{Duration, Instant};
 
-/// Periods a late sampler makes up by sampling at once; beyond this it skips ahead.
+/// Periods a late sampler makes up by sampling at once; beyond this (and
+/// [`MAX_CATCH_UP_TIME`]) it skips ahead.
 const MAX_CATCH_UP: u64 = 10;
+/// A stall this long is made up too, whatever the rate: at 10-20 kHz ten periods are under
+/// 1 ms, less than one wait on a busy run queue.
+const MAX_CATCH_UP_TIME: Duration = Duration::from_millis(20);
 /// Jitter spans ±this share of the period.
 const JITTER_SHARE: f64 = 0.25;
 
@@ -38,7 +43,7 @@ impl Schedule {
     pub fn next_deadline(&mut self, now: Instant) -> Instant {
         self.index += 1;
         let behind = now.saturating_duration_since(self.nominal(self.index));
-        if behind > self.period * MAX_CATCH_UP as u32 {
+        if behind > (self.period * MAX_CATCH_UP as u32).max(MAX_CATCH_UP_TIME) {
             let skip = (behind.as_nanos() / self.period.as_nanos()) as u64;
             self.missed += skip;
             self.index += skip;
@@ -144,6 +149,16 @@ mod tests {
         let late = schedule.start + Duration::from_millis(5);
         let deadline = schedule.next_deadline(late);
         // Deadline 1 is 4 ms past: sample at once, miss nothing.
+        assert!(deadline < late);
+        assert_eq!(schedule.missed, 0);
+    }
+
+    #[test]
+    fn at_a_high_rate_a_stall_of_a_few_ms_is_made_up() {
+        let mut schedule = Schedule::new(20_000.0, 5);
+        let late = schedule.start + Duration::from_millis(5);
+        let deadline = schedule.next_deadline(late);
+        // 100 periods behind, but only 5 ms: sample at once, miss nothing.
         assert!(deadline < late);
         assert_eq!(schedule.missed, 0);
     }

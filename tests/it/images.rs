@@ -2,6 +2,7 @@
 //! installed (3.13t, 3.14, 3.14t), images recorded from the installed interpreters and
 //! replayed, and both mutated at random to show the walker survives hostile memory.
 
+mod batched;
 mod builder;
 mod flavors;
 mod hostile;

@@ -14,5 +14,6 @@ mod formats;
 mod images;
 mod install;
 mod offsets;
+mod reads;
 mod record;
 mod report_html;

@@ -1,0 +1,372 @@
+//! Every thread's Python stack, read in one batch. From 3.11 a thread's frames sit next to
+//! each other in its data stack (`tstate->datastack_chunk` up to `datastack_top`): that
+//! span is read whole and the `previous` links are followed inside the copy. Frames
+//! elsewhere (generators and coroutines keep theirs in the heap object, deep stacks spill
+//! into older chunks, and before 3.11 every frame is a heap object) are read at the
+//! addresses the previous walk found them, in the same batch, and one by one only when
+//! the stack moved. A frame whose address, code and instruction are those of the previous
+//! walk at the same depth is not decoded again.
+
+use super::attach::Runtime;
+use super::code::CodeTable;
+use super::layout::{FrameKind, FramePointer, Layout};
+use super::walker::{Frame, MAX_FRAMES, ThreadRecord};
+use crate::mem::{Fields, MemError, Piece, RemoteMemory};
+use std::collections::{HashMap, HashSet};
+
+/// A data-stack span larger than this is not read whole (chunks are 16 KiB unless one
+/// frame needs more); its frames are read one by one.
+const MAX_CHUNK_READ: u64 = 1 << 20;
+/// Per thread, at most this many out-of-chunk frames are read ahead from the last walk.
+const MAX_REMEMBERED: usize = 256;
+
+/// Where one thread's stack starts, taken from its thread state.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StackStart {
+    /// The innermost frame (`Direct`), or the `_PyCFrame` to read it from (3.11-3.12).
+    pub frame: u64,
+    pub via_cframe: bool,
+    /// `[datastack_chunk, datastack_top)`, when known and plausible.
+    pub chunk: Option<(u64, u64)>,
+}
+
+impl StackStart {
+    /// Reads the start of a stack from a thread state's bytes. `datastack` is the offset of
+    /// `datastack_chunk` (`datastack_top` follows it), when known.
+    pub fn from_tstate(
+        f: &Fields,
+        layout: &Layout,
+        datastack: Option<u64>,
+    ) -> Result<Self, MemError> {
+        let (frame, via_cframe) = match layout.tstate.frame {
+            FramePointer::Direct(offset) => (f.u64(offset)?, false),
+            FramePointer::ViaCFrame { cframe, .. } => (f.u64(cframe)?, true),
+        };
+        let chunk = datastack.and_then(|offset| {
+            let start = f.u64(offset).ok()?;
+            let top = f.u64(offset + 8).ok()?;
+            (start != 0 && top > start && top - start <= MAX_CHUNK_READ).then_some((start, top))
+        });
+        Ok(StackStart {
+            frame,
+            via_cframe,
+            chunk,
+        })
+    }
+}
+
+/// A frame as read, before its code and line are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RawFrame {
+    addr: u64,
+    code: u64,
+    instr: u64,
+    tlbc: Option<i32>,
+}
+
+/// What one thread's stack looked like at the previous walk.
+#[derive(Debug, Default)]
+struct History {
+    /// Innermost first, like the frames.
+    raw: Vec<RawFrame>,
+    decoded: Vec<Option<Frame>>,
+    /// Frames found outside the data-stack span: read ahead next time.
+    outside: Vec<u64>,
+    generation: u64,
+}
+
+/// Which pieces of the batch belong to one thread.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadPieces {
+    chunk: Option<usize>,
+    cframe: Option<usize>,
+    /// `pieces[first_ahead..end_ahead]`: frames read ahead at last walk's addresses.
+    first_ahead: usize,
+    end_ahead: usize,
+}
+
+/// Reads stacks; keeps its buffers and each thread's last stack between walks.
+#[derive(Debug, Default)]
+pub(super) struct StackReader {
+    pieces: Vec<Piece>,
+    bytes: Vec<u8>,
+    threads: Vec<ThreadPieces>,
+    history: HashMap<u64, History>,
+    generation: u64,
+    single: Vec<u8>,
+    raw: Vec<RawFrame>,
+    decoded: Vec<Option<Frame>>,
+    outside: Vec<u64>,
+    seen: HashSet<u64>,
+    /// Threads whose stack faulted in the batch, to read again.
+    faulted: Vec<usize>,
+}
+
+/// What a stack read needs from the walker.
+pub(super) struct Context<'a, M> {
+    pub mem: &'a M,
+    pub runtime: &'a Runtime,
+    pub codes: &'a mut CodeTable,
+    /// How many bytes of a frame to read (up to its last field used).
+    pub frame_len: usize,
+}
+
+impl StackReader {
+    /// Fills `frames` and `truncated` of every thread, `starts[i]` describing `threads[i]`.
+    /// A stack that faults is read once more, from the start `fresh` reads from a new copy
+    /// of its thread state; if it faults again, the thread is starting or ending (its
+    /// frames being built or freed) and is left out of `threads`, rather than failing the
+    /// read of every thread.
+    pub fn read<M: RemoteMemory>(
+        &mut self,
+        cx: &mut Context<M>,
+        starts: &[StackStart],
+        threads: &mut Vec<ThreadRecord>,
+        mut fresh: impl FnMut(u64) -> Result<StackStart, MemError>,
+    ) -> Result<(), MemError> {
+        self.generation += 1;
+        self.plan(cx, starts, threads);
+        cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
+        self.faulted.clear();
+        for (index, thread) in threads.iter_mut().enumerate() {
+            match self.walk_thread(cx, self.threads[index], starts[index], thread) {
+                Err(MemError::Fault { .. }) => self.faulted.push(index),
+                other => other?,
+            }
+        }
+        // From the last, so that leaving a thread out keeps the others' indices.
+        while let Some(index) = self.faulted.pop() {
+            let start = fresh(threads[index].tstate)?;
+            self.plan(
+                cx,
+                std::slice::from_ref(&start),
+                std::slice::from_ref(&threads[index]),
+            );
+            cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
+            match self.walk_thread(cx, self.threads[0], start, &mut threads[index]) {
+                Err(MemError::Fault { .. }) => {
+                    threads.remove(index);
+                }
+                other => other?,
+            }
+        }
+        let generation = self.generation;
+        self.history.retain(|_, h| h.generation == generation);
+        Ok(())
+    }
+
+    /// Lays out the batch: per thread its data-stack span, its `_PyCFrame`'s frame pointer
+    /// (3.11-3.12), and the frames the previous walk found outside the span.
+    fn plan<M>(&mut self, cx: &Context<M>, starts: &[StackStart], threads: &[ThreadRecord]) {
+        self.pieces.clear();
+        self.threads.clear();
+        let mut at = 0usize;
+        let mut push = |pieces: &mut Vec<Piece>, addr: u64, len: usize| {
+            pieces.push(Piece::new(addr, at, len));
+            at += len;
+            pieces.len() - 1
+        };
+        let current_frame = match cx.runtime.layout.tstate.frame {
+            FramePointer::ViaCFrame { current_frame, .. } => current_frame,
+            FramePointer::Direct(_) => 0,
+        };
+        for (start, thread) in starts.iter().zip(threads) {
+            let chunk = start
+                .chunk
+                .map(|(lo, hi)| push(&mut self.pieces, lo, (hi - lo) as usize));
+            let cframe = (start.via_cframe && start.frame != 0)
+                .then(|| push(&mut self.pieces, start.frame.wrapping_add(current_frame), 8));
+            let first_ahead = self.pieces.len();
+            if let Some(history) = self.history.get(&thread.tstate) {
+                for &addr in &history.outside {
+                    push(&mut self.pieces, addr, cx.frame_len);
+                }
+            }
+            self.threads.push(ThreadPieces {
+                chunk,
+                cframe,
+                first_ahead,
+                end_ahead: self.pieces.len(),
+            });
+        }
+        self.bytes.resize(at, 0);
+    }
+
+    fn walk_thread<M: RemoteMemory>(
+        &mut self,
+        cx: &mut Context<M>,
+        pieces: ThreadPieces,
+        start: StackStart,
+        thread: &mut ThreadRecord,
+    ) -> Result<(), MemError> {
+        let mut frame = if start.via_cframe {
+            match pieces.cframe {
+                None => 0,
+                Some(piece) => match self.pieces[piece].bytes(&self.bytes) {
+                    Some(bytes) => Fields::new(self.pieces[piece].addr, bytes).u64(0)?,
+                    None => return Err(MemError::Fault { addr: start.frame }),
+                },
+            }
+        } else {
+            start.frame
+        };
+        let chunk = pieces
+            .chunk
+            .and_then(|p| Some((self.pieces[p].addr, self.pieces[p].bytes(&self.bytes)?)));
+        let layout = &cx.runtime.layout;
+        self.raw.clear();
+        self.outside.clear();
+        self.seen.clear();
+        let mut visited = 0usize;
+        let mut truncated = false;
+        while frame != 0 {
+            if !self.seen.insert(frame) {
+                return Err(MemError::Fault { addr: frame });
+            }
+            if self.raw.len() >= MAX_FRAMES || visited >= MAX_FRAMES * 2 {
+                truncated = true;
+                break;
+            }
+            visited += 1;
+            let in_chunk = chunk.and_then(|(lo, bytes)| {
+                let offset = usize::try_from(frame.checked_sub(lo)?).ok()?;
+                bytes.get(offset..offset.checked_add(cx.frame_len)?)
+            });
+            let bytes = match in_chunk {
+                Some(bytes) => bytes,
+                None => {
+                    if self.outside.len() < MAX_REMEMBERED {
+                        self.outside.push(frame);
+                    }
+                    let ahead = self.pieces[pieces.first_ahead..pieces.end_ahead]
+                        .iter()
+                        .find(|p| p.addr == frame)
+                        .and_then(|p| p.bytes(&self.bytes));
+                    match ahead {
+                        Some(bytes) => bytes,
+                        None => {
+                            self.single.resize(cx.frame_len, 0);
+                            cx.mem.read(frame, &mut self.single)?;
+                            &self.single
+                        }
+                    }
+                }
+            };
+            let f = Fields::new(frame, bytes);
+            if let Some(raw) = raw_frame(layout, &f)? {
+                self.raw.push(raw);
+            }
+            frame = f.u64(layout.frame.previous)?;
+        }
+        self.decode_thread(cx, thread.tstate, &mut thread.frames)?;
+        thread.truncated = truncated;
+        Ok(())
+    }
+
+    /// Decodes `self.raw` into `self.decoded`, reusing the previous walk's results for the
+    /// frames that did not change (compared from the outermost, where stacks stay put),
+    /// then makes this walk the thread's history. The frames go to `out`.
+    fn decode_thread<M: RemoteMemory>(
+        &mut self,
+        cx: &mut Context<M>,
+        tstate: u64,
+        out: &mut Vec<Frame>,
+    ) -> Result<(), MemError> {
+        let history = self.history.entry(tstate).or_default();
+        let same_from_outermost = self
+            .raw
+            .iter()
+            .rev()
+            .zip(history.raw.iter().rev())
+            .take_while(|(now, before)| now == before)
+            .count();
+        let changed = self.raw.len() - same_from_outermost;
+        self.decoded.clear();
+        for raw in &self.raw[..changed] {
+            self.decoded.push(decode(cx, raw)?);
+        }
+        let kept = history.decoded.len() - same_from_outermost;
+        self.decoded.extend_from_slice(&history.decoded[kept..]);
+        std::mem::swap(&mut history.raw, &mut self.raw);
+        std::mem::swap(&mut history.decoded, &mut self.decoded);
+        std::mem::swap(&mut history.outside, &mut self.outside);
+        history.generation = self.generation;
+        out.clear();
+        out.extend(history.decoded.iter().flatten().copied());
+        Ok(())
+    }
+}
+
+/// A frame's code, instruction and (free-threaded) bytecode copy; `None` for frames that
+/// carry no Python code (C-stack shims, a null code pointer).
+fn raw_frame(layout: &Layout, f: &Fields) -> Result<Option<RawFrame>, MemError> {
+    let fl = &layout.frame;
+    if let (Some(owner), Some(cstack)) = (fl.owner, fl.owner_cstack)
+        && f.u8(owner)? == cstack
+    {
+        return Ok(None);
+    }
+    let code = f.u64(fl.code)? & !fl.code_tag_mask;
+    if code == 0 {
+        return Ok(None);
+    }
+    let instr = match fl.kind {
+        FrameKind::Object { .. } => u64::try_from(f.i32(fl.instr)?).unwrap_or(0),
+        FrameKind::Interpreter => f.u64(fl.instr)?,
+    };
+    Ok(Some(RawFrame {
+        addr: f.base,
+        code,
+        instr,
+        tlbc: fl.tlbc_index.map(|off| f.i32(off)).transpose()?,
+    }))
+}
+
+/// Looks up a frame's code object (reading it the first time) and line.
+fn decode<M: RemoteMemory>(cx: &mut Context<M>, raw: &RawFrame) -> Result<Option<Frame>, MemError> {
+    let Some(code) = cx.codes.lookup(cx.mem, cx.runtime, raw.code)? else {
+        return Ok(None);
+    };
+    let byte_offset = match cx.runtime.layout.frame.kind {
+        FrameKind::Object {
+            lasti_in_code_units,
+        } => {
+            if lasti_in_code_units {
+                raw.instr * 2
+            } else {
+                raw.instr
+            }
+        }
+        FrameKind::Interpreter => {
+            let start = cx
+                .codes
+                .bytecode_start(cx.mem, cx.runtime, code, raw.code, raw.tlbc)?;
+            raw.instr.saturating_sub(start)
+        }
+    };
+    let line = cx.codes.line(cx.runtime, code, byte_offset);
+    Ok(Some(Frame { code, line }))
+}
+
+/// The offset of `PyThreadState.datastack_chunk` (`datastack_top` is the next word), from
+/// the headers for 3.11 and 3.12 (`tests/it/offsets.rs` checks them with `offsetof`) and
+/// from `_Py_DebugOffsets` from 3.13. `None`: frames are read one by one.
+pub(super) fn datastack_offset(runtime: &Runtime, mem: &impl RemoteMemory) -> Option<u64> {
+    use super::debug_offsets::{DEBUG_OFFSETS_READ_SIZE, DebugOffsets};
+    use crate::mem::MemoryExt;
+    let layout = &runtime.layout;
+    match (layout.version.minor, layout.free_threaded) {
+        (..=10, _) => None,
+        (11, false) => Some(296),
+        (12, false) => Some(232),
+        (11 | 12, true) => None,
+        _ => {
+            let bytes = mem
+                .read_vec(runtime.address, DEBUG_OFFSETS_READ_SIZE)
+                .ok()?;
+            DebugOffsets::parse(&bytes)
+                .ok()?
+                .get("thread_state", "datastack_chunk")
+        }
+    }
+}
