@@ -11,6 +11,8 @@
 //! THREAD  := ["states."] (gil_held | gil_wait | native_nogil | idle)
 //!          | ["idle_reasons."] (sleep | io | lock | other)
 //!          | wakeups_waiting_for_gil | mean_wait_per_wakeup_ms
+//!          | "event_loop." (busy | stalls | stalls_per_s | longest_stall_ms | p95_stall_ms
+//!                           | blocked)
 //! OP      := ">" | ">=" | "<" | "<=" | "==" | "!="
 //! NUMBER  := a decimal number; fractions also take a percentage ("30%" is 0.3)
 //! ```
@@ -69,6 +71,12 @@ enum ThreadField {
     Other,
     WakeupsWaiting,
     WaitPerWakeupMs,
+    LoopBusy,
+    LoopStalls,
+    LoopStallsPerS,
+    LoopLongestStallMs,
+    LoopP95StallMs,
+    LoopBlocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +117,15 @@ const IDLE_REASONS: &[(&str, ThreadField)] = &[
 const THREAD_OTHERS: &[(&str, ThreadField)] = &[
     ("wakeups_waiting_for_gil", ThreadField::WakeupsWaiting),
     ("mean_wait_per_wakeup_ms", ThreadField::WaitPerWakeupMs),
+];
+/// `thread[GLOB].event_loop.FIELD`: judged only on threads that run an event loop.
+const EVENT_LOOP: &[(&str, ThreadField)] = &[
+    ("busy", ThreadField::LoopBusy),
+    ("stalls", ThreadField::LoopStalls),
+    ("stalls_per_s", ThreadField::LoopStallsPerS),
+    ("longest_stall_ms", ThreadField::LoopLongestStallMs),
+    ("p95_stall_ms", ThreadField::LoopP95StallMs),
+    ("blocked", ThreadField::LoopBlocked),
 ];
 const OPS: &[(&str, Op)] = &[
     (">=", Op::Ge),
@@ -167,7 +184,7 @@ impl Condition {
         for (r, prefix) in &judged {
             self.evaluate_process(r, prefix, &mut eval);
         }
-        if let Figure::Thread { glob, .. } = &self.figure
+        if let Figure::Thread { glob, field } = &self.figure
             && eval.values.is_empty()
             && !judged.is_empty()
         {
@@ -180,7 +197,11 @@ impl Condition {
             } else {
                 names.join(", ")
             };
-            eval.warning = Some(format!("no thread matches '{}' (threads: {names})", glob.0));
+            let what = match field {
+                f if f.is_event_loop() => "runs an event loop",
+                _ => "matches",
+            };
+            eval.warning = Some(format!("no thread {what} '{}' (threads: {names})", glob.0));
         }
         eval
     }
@@ -200,7 +221,9 @@ impl Condition {
             Figure::Thread { glob, field } => {
                 for t in r.threads.iter().filter(|t| glob.matches_thread(t)) {
                     let label = format!("{prefix}thread[{}].{}", thread_label(t), field.name());
-                    push(label, field.get(t));
+                    if let Some(value) = field.get(t) {
+                        push(label, value);
+                    }
                 }
             }
         }
@@ -321,14 +344,41 @@ impl CountFigure {
 
 impl ThreadField {
     fn name(self) -> &'static str {
+        if let Some((name, _)) = EVENT_LOOP.iter().find(|(_, f)| *f == self) {
+            return match *name {
+                "busy" => "event_loop.busy",
+                "stalls" => "event_loop.stalls",
+                "stalls_per_s" => "event_loop.stalls_per_s",
+                "longest_stall_ms" => "event_loop.longest_stall_ms",
+                "p95_stall_ms" => "event_loop.p95_stall_ms",
+                _ => "event_loop.blocked",
+            };
+        }
         [STATES, IDLE_REASONS, THREAD_OTHERS]
             .iter()
             .find_map(|table| table.iter().find(|(_, f)| *f == self).map(|(n, _)| *n))
             .unwrap_or("?")
     }
-    fn get(self, t: &ThreadFigures) -> f64 {
+
+    fn is_event_loop(self) -> bool {
+        EVENT_LOOP.iter().any(|(_, f)| *f == self)
+    }
+
+    /// The thread's value; `None` for an event-loop figure of a thread with no loop.
+    fn get(self, t: &ThreadFigures) -> Option<f64> {
+        if self.is_event_loop() {
+            let l = t.event_loop.as_ref()?;
+            return Some(match self {
+                ThreadField::LoopBusy => l.busy,
+                ThreadField::LoopStalls => l.stalls as f64,
+                ThreadField::LoopStallsPerS => l.stalls_per_s,
+                ThreadField::LoopLongestStallMs => l.longest_stall_ms,
+                ThreadField::LoopP95StallMs => l.p95_stall_ms,
+                _ => l.blocked,
+            });
+        }
         let (s, i) = (&t.states, &t.idle_reasons);
-        match self {
+        Some(match self {
             ThreadField::GilHeld => s.gil_held,
             ThreadField::GilWait => s.gil_wait,
             ThreadField::NativeNogil => s.native_nogil,
@@ -339,7 +389,8 @@ impl ThreadField {
             ThreadField::Other => i.other,
             ThreadField::WakeupsWaiting => t.wakeups_waiting_for_gil,
             ThreadField::WaitPerWakeupMs => t.mean_wait_per_wakeup_ms,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -349,7 +400,20 @@ impl Figure {
         match self {
             Figure::Gil(g) => matches!(g, GilFigure::Held | GilFigure::Contended),
             Figure::Count(_) => false,
-            Figure::Thread { field, .. } => *field != ThreadField::WaitPerWakeupMs,
+            Figure::Thread { field, .. } => matches!(
+                field,
+                ThreadField::GilHeld
+                    | ThreadField::GilWait
+                    | ThreadField::NativeNogil
+                    | ThreadField::Idle
+                    | ThreadField::Sleep
+                    | ThreadField::Io
+                    | ThreadField::Lock
+                    | ThreadField::Other
+                    | ThreadField::WakeupsWaiting
+                    | ThreadField::LoopBusy
+                    | ThreadField::LoopBlocked
+            ),
         }
     }
 }
@@ -484,6 +548,7 @@ impl<'a> Parser<'a> {
         let table = match name {
             "states" => Some(STATES),
             "idle_reasons" => Some(IDLE_REASONS),
+            "event_loop" => Some(EVENT_LOOP),
             _ => None,
         };
         let field = if let Some(table) = table {

@@ -6,6 +6,7 @@ use crate::classify::{Classification, Contradiction, ThreadState, classify, is_g
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
+use crate::python::event_loop::{LoopObservation, LoopReader};
 use crate::python::names::read_thread_names;
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use crate::target::pause::PausedProcess;
@@ -32,6 +33,8 @@ pub struct ThreadSample {
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
+    /// The asyncio event loop this thread runs, as seen at this sample.
+    pub event_loop: Option<LoopObservation>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,7 @@ pub struct Target<M = LiveMemory> {
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
+    loops: LoopReader,
 }
 
 impl Target<LiveMemory> {
@@ -103,6 +107,7 @@ impl<M: RemoteMemory> Target<M> {
     pub fn new(pid: i32, mem: M, runtime: Runtime) -> Self {
         Target {
             pid,
+            loops: LoopReader::new(&runtime),
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
             names: HashMap::new(),
@@ -240,6 +245,7 @@ impl<M: RemoteMemory> Target<M> {
             let class = classify(holds, kernel_state, gil, waiting)
                 .map_err(|Contradiction| SampleError::Torn)?;
             self.track_gil_wait(tid, kernel_state, gil, class);
+            let event_loop = self.observe_loop(tid, &thread.frames, &thread.frame_addresses);
             threads.push(ThreadSample {
                 tid,
                 tstate: thread.tstate,
@@ -256,6 +262,7 @@ impl<M: RemoteMemory> Target<M> {
                 },
                 frames: thread.frames,
                 truncated: thread.truncated,
+                event_loop,
             });
         }
         self.native_before = threads
@@ -273,6 +280,27 @@ impl<M: RemoteMemory> Target<M> {
             target_stopped,
             time: std::time::Instant::now(),
         })
+    }
+
+    /// The asyncio loop the thread runs, if its frames show one, with its scheduler counters.
+    fn observe_loop(
+        &mut self,
+        tid: i32,
+        frames: &[Frame],
+        addresses: &[u64],
+    ) -> Option<LoopObservation> {
+        if frames.is_empty() {
+            return None;
+        }
+        let mut observation = self.loops.observe(
+            &self.walker.mem,
+            &self.walker.codes,
+            frames,
+            addresses,
+            None,
+        )?;
+        observation.sched = self.kernel.sched_counters(tid);
+        Some(observation)
     }
 
     /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
@@ -451,6 +479,7 @@ mod tests {
             interpreter: 0,
             interpreter_address: 0x10,
             frames: vec![Frame { code: 0, line: 1 }; frames],
+            frame_addresses: vec![0; frames],
             truncated: false,
         }
     }

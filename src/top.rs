@@ -190,6 +190,7 @@ impl<'a> Live<'a> {
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
+            event_loops: Vec::new(),
         }
     }
 }
@@ -561,6 +562,7 @@ mod tests {
                     wakeups: 0,
                     wakeups_waiting_for_gil: 0.0,
                     mean_wait_per_wakeup_ms: 0.0,
+                    event_loop: None,
                 })
                 .collect(),
             holders: vec![(0.5, "spin (app.py)".into())],

@@ -46,7 +46,8 @@ impl<'a> Facts<'a> {
                     gil_wait_samples: counts.states.gil_wait,
                     wakeup_waits: counts.wakeup_waits,
                     wakeup_wait_samples: counts.wakeup_wait_samples,
-                    event_loop: in_stacks(&loop_samples) >= EVENT_LOOP_SHARE,
+                    event_loop: in_stacks(&loop_samples) >= EVENT_LOOP_SHARE
+                        || fig.event_loop.is_some(),
                     handler: in_stacks(&handler_samples) > 0.0
                         || HANDLER_NAMES.iter().any(|n| name.contains(n)),
                     fig,

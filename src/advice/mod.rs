@@ -19,11 +19,13 @@
 //! verdicts that the current design is right. The first entry is the primary
 //! recommendation. Figure names in `evidence` are the ones report.json and `--fail-on` use.
 
+mod event_loop;
 mod facts;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+use event_loop::event_loop_stalled;
 use facts::Facts;
 use rules::*;
 
@@ -104,6 +106,8 @@ pub enum Unit {
     Threads,
     /// Milliseconds.
     Ms,
+    /// Events per second.
+    PerSecond,
 }
 
 impl Evidence {
@@ -114,6 +118,7 @@ impl Evidence {
             Unit::Count => format!("{:.0}", self.value),
             Unit::Threads => format!("{:.2}", self.value),
             Unit::Ms => format!("{:.1} ms", self.value),
+            Unit::PerSecond => format!("{:.1}/s", self.value),
         }
     }
 }
@@ -138,6 +143,8 @@ pub enum Role {
     HoldsGil,
     /// Where threads wait for the GIL.
     WaitsForGil,
+    /// Runs while an event loop is stalled.
+    BlocksLoop,
 }
 
 impl Role {
@@ -146,6 +153,7 @@ impl Role {
         match self {
             Role::HoldsGil => "the time holding the GIL",
             Role::WaitsForGil => "the time waiting for the GIL",
+            Role::BlocksLoop => "the time the event loop was stalled",
         }
     }
 }
@@ -226,7 +234,8 @@ pub fn recommend(rec: &Recording) -> Vec<Recommendation> {
 type Rule = fn(&Facts) -> Option<Recommendation>;
 
 /// Every rule, in ranking order.
-const RULES: [Rule; 9] = [
+const RULES: [Rule; 10] = [
+    event_loop_stalled,
     cpu_threads_contend,
     convoy,
     cpu_threads_native_offload,

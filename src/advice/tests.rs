@@ -41,6 +41,7 @@ impl Rec {
             stacks: Vec::new(),
             children: Vec::new(),
             timeline: Default::default(),
+            event_loops: Vec::new(),
         })
     }
 

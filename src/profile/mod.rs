@@ -2,6 +2,7 @@
 //! Memory grows with the number of distinct stacks, never with the number of samples; the
 //! [`timeline`] grows with state changes, up to a fixed number of runs.
 
+pub mod event_loop;
 pub mod figures;
 pub mod recording;
 pub mod timeline;
@@ -72,6 +73,10 @@ pub struct Aggregator {
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
     timeline: Option<timeline::TimelineBuilder>,
+    /// asyncio event loops, by thread.
+    loops: HashMap<i32, event_loop::LoopTracker>,
+    /// `--stall-ms`; the default when unset.
+    stall_ms: Option<f64>,
     pub samples: u64,
     pub stopped_samples: u64,
 }
@@ -83,6 +88,11 @@ impl Aggregator {
             timeline: Some(timeline::TimelineBuilder::default()),
             ..Default::default()
         }
+    }
+
+    /// Sets the length above which an event loop's stretch of running code is a stall.
+    pub fn set_stall_threshold_ms(&mut self, ms: f64) {
+        self.stall_ms = Some(ms);
     }
 
     pub fn add(&mut self, sample: Sample) {
@@ -98,6 +108,13 @@ impl Aggregator {
             timeline.add(&sample);
         }
         for thread in sample.threads {
+            if let Some(seen) = thread.event_loop {
+                let threshold = self.stall_ms.unwrap_or(event_loop::DEFAULT_STALL_MS);
+                self.loops
+                    .entry(thread.tid)
+                    .or_insert_with(|| event_loop::LoopTracker::new(thread.tid, threshold))
+                    .observe(seen, thread.class, &thread.frames);
+            }
             let tally = self.threads.entry(thread.tid).or_default();
             tally.ident = thread.ident;
             tally.observe(thread.class);
@@ -160,6 +177,13 @@ impl Aggregator {
             .collect();
         threads.sort_by_key(|t| t.tid);
         threads
+    }
+
+    /// Every asyncio event loop seen, by thread id, with its blocking code named.
+    pub fn event_loops(&self, codes: &CodeTable) -> Vec<event_loop::EventLoopCounts> {
+        let mut loops: Vec<_> = self.loops.values().map(|l| l.finish(codes)).collect();
+        loops.sort_by_key(|l| l.tid);
+        loops
     }
 
     /// The runs of states per thread, frames resolved; see [`timeline`].

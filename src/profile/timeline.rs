@@ -339,6 +339,7 @@ mod tests {
             cpu_ns: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
+            event_loop: None,
         }
     }
 

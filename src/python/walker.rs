@@ -64,6 +64,8 @@ pub struct ThreadRecord {
     pub interpreter_address: u64,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// Where each of `frames` lives in the target (for readers of frame locals).
+    pub frame_addresses: Vec<u64>,
     pub truncated: bool,
 }
 
@@ -208,11 +210,11 @@ impl<M: RemoteMemory> Walker<M> {
             self.mem.read(tstate, &mut buf)?;
             let f = Fields::new(tstate, &buf);
             let native = t.native_thread_id.map(|off| f.u64(off)).transpose()?;
-            let (frames, truncated) = if with_frames {
+            let (frames, frame_addresses, truncated) = if with_frames {
                 let top = self.top_frame(&f, &t.frame)?;
                 self.read_stack(top)?
             } else {
-                (Vec::new(), false)
+                (Vec::new(), Vec::new(), false)
             };
             out.push(ThreadRecord {
                 tstate,
@@ -223,6 +225,7 @@ impl<M: RemoteMemory> Walker<M> {
                 interpreter: index,
                 interpreter_address: interp,
                 frames,
+                frame_addresses,
                 truncated,
             });
             tstate = f.u64(t.next)?;
@@ -249,8 +252,9 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// Walks `previous` links from the innermost frame, skipping C-stack shim frames.
-    fn read_stack(&mut self, mut frame: u64) -> Result<(Vec<Frame>, bool), MemError> {
+    fn read_stack(&mut self, mut frame: u64) -> Result<(Vec<Frame>, Vec<u64>, bool), MemError> {
         let mut frames = Vec::new();
+        let mut addresses = Vec::new();
         let mut buf = vec![0u8; self.frame_len];
         let mut visited = 0usize;
         let mut seen = std::mem::take(&mut self.seen_frames);
@@ -261,18 +265,19 @@ impl<M: RemoteMemory> Walker<M> {
             }
             if frames.len() >= MAX_FRAMES || visited >= MAX_FRAMES * 2 {
                 self.seen_frames = seen;
-                return Ok((frames, true));
+                return Ok((frames, addresses, true));
             }
             visited += 1;
             self.mem.read(frame, &mut buf)?;
             let f = Fields::new(frame, &buf);
             if let Some(entry) = self.decode_frame(&f)? {
                 frames.push(entry);
+                addresses.push(frame);
             }
             frame = f.u64(self.runtime.layout.frame.previous)?;
         }
         self.seen_frames = seen;
-        Ok((frames, false))
+        Ok((frames, addresses, false))
     }
 
     fn decode_frame(&mut self, f: &Fields) -> Result<Option<Frame>, MemError> {

@@ -13,6 +13,8 @@ pub struct Children {
     /// Descendants that were not Python when last tried, with the executable they had then,
     /// tried again if they exec something else.
     not_python: HashMap<i32, Option<PathBuf>>,
+    /// `--stall-ms`, for the children's event loops.
+    pub stall_ms: f64,
 }
 
 impl Children {
@@ -22,6 +24,7 @@ impl Children {
             keep_timeline,
             profiled: Vec::new(),
             not_python: HashMap::new(),
+            stall_ms: crate::profile::event_loop::DEFAULT_STALL_MS,
         }
     }
 
@@ -46,11 +49,9 @@ impl Children {
             match Target::attach(pid) {
                 Ok(target) => {
                     self.not_python.remove(&pid);
-                    self.profiled.push(Profiled::new(
-                        target,
-                        command_line(pid),
-                        self.keep_timeline,
-                    ));
+                    let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);
+                    child.aggregator.set_stall_threshold_ms(self.stall_ms);
+                    self.profiled.push(child);
                 }
                 Err(_) => {
                     self.not_python.insert(pid, exe);

@@ -34,6 +34,8 @@ pub struct RecordConfig {
     pub keep_timeline: bool,
     /// Show a progress line on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// An event loop's stretch of running code longer than this (ms) is a stall.
+    pub stall_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +103,9 @@ fn record_running(
         TargetSpec::Command(argv) => argv.clone(),
         TargetSpec::Pid(pid) => command_line(*pid),
     };
-    let mut session = Session::new(config, Profiled::new(target, command, config.keep_timeline));
+    let mut main = Profiled::new(target, command, config.keep_timeline);
+    main.aggregator.set_stall_threshold_ms(config.stall_ms);
+    let mut session = Session::new(config, main);
     let stop = session.run(launched)?;
     Ok(RecordOutcome {
         recording: session.finish(stop),
@@ -271,6 +275,7 @@ impl Profiled {
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
+            event_loops: a.event_loops(&target.walker.codes),
             children,
         }
     }
@@ -286,7 +291,8 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn new(config: &'a RecordConfig, main: Profiled) -> Self {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
-        let children = children::Children::new(main.target.pid, config.keep_timeline);
+        let mut children = children::Children::new(main.target.pid, config.keep_timeline);
+        children.stall_ms = config.stall_ms;
         Session {
             config,
             main,
