@@ -930,4 +930,53 @@ mod tests {
         assert_eq!(number(100.0), "100");
         assert_eq!(number(0.0), "0");
     }
+
+    #[test]
+    fn event_loop_figures_are_judged_on_loop_threads_only() {
+        let mut rec: Recording = serde_json::from_value(serde_json::json!({
+            "format": "gilscope.recording/1", "pid": 42, "command": [],
+            "python": {"version": "3.12.1", "build": "shared", "free_threaded": false,
+                       "gil": "enabled", "binary": "/usr/bin/python3"},
+            "duration_s": 2.0, "requested_rate_hz": 100.0, "samples": 200,
+            "missed_samples": 0, "torn_samples": 0, "stopped_samples": 0,
+            "stop_reason": "the duration elapsed", "cpus": 2,
+            "gil": {"held": 50, "contended": 0, "waiters": 0, "on_cpu": 50,
+                    "first_switch_number": 1, "last_switch_number": 1, "interval_us": 5000},
+            "threads": [
+                {"tid": 7, "name": "MainThread", "samples": 200,
+                 "states": {"gil_held": 50, "gil_wait": 0, "native_nogil": 0, "idle": 150},
+                 "idle_reasons": {"sleep": 0, "io": 150, "lock": 0, "other": 0}},
+                {"tid": 8, "name": "helper", "samples": 200,
+                 "states": {"gil_held": 0, "gil_wait": 0, "native_nogil": 0, "idle": 200},
+                 "idle_reasons": {"sleep": 200, "io": 0, "lock": 0, "other": 0}}],
+            "stacks": [], "children": [],
+            "event_loops": [{"tid": 7, "kind": "asyncio", "method": "pass_start",
+                "stamped_stretches": 40, "unstamped_stretches": 0,
+                "stall_threshold_ms": 20.0, "samples": 200, "selector_samples": 150,
+                "blocked_in_selector": 150, "blocked_elsewhere": 0,
+                "wall_ns": 2000000000u64, "cpu_ns": 500000000u64, "run_delay_ns": 0,
+                "stalls": 4, "stalls_ms": [41.0, 43.0, 55.5, 42.0], "blocking": []}],
+        }))
+        .unwrap();
+        rec.threads.sort_by_key(|t| t.tid);
+        let report = Report::new(&rec);
+        let eval = |text: &str| Condition::try_parse(text).unwrap().evaluate(&report);
+        let longest = eval("thread[MainThread].event_loop.longest_stall_ms>50");
+        assert!(longest.holds());
+        assert_eq!(
+            longest.values[0].label,
+            "thread[MainThread].event_loop.longest_stall_ms"
+        );
+        assert!((longest.values[0].value - 55.5).abs() < 1e-9);
+        assert!(!eval("thread[MainThread].event_loop.longest_stall_ms>60").holds());
+        assert!(eval("thread[*].event_loop.stalls>=4").holds());
+        assert!((eval("thread[*].event_loop.stalls_per_s==2").values[0].value - 2.0).abs() < 1e-9);
+        // The helper runs no loop: nothing to judge, and a warning says why.
+        let none = eval("thread[helper].event_loop.stalls>0");
+        assert!(!none.holds());
+        assert!(none.values.is_empty());
+        assert!(none.warning.unwrap().contains("event loop"));
+        assert!(Condition::try_parse("thread[x].event_loop.busy>30%").is_ok());
+        assert!(Condition::try_parse("thread[x].event_loop.nope>1").is_err());
+    }
 }

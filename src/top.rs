@@ -190,7 +190,7 @@ impl<'a> Live<'a> {
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
-            event_loops: Vec::new(),
+            event_loops: a.event_loops(&target.walker.codes),
         }
     }
 }
@@ -318,6 +318,15 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
         ),
     )]);
     let mut tail: Vec<Line> = vec![Vec::new(), legend()];
+    for t in &view.threads {
+        if let Some(l) = &t.event_loop {
+            let name = t.name.clone().unwrap_or_else(|| t.tid.to_string());
+            tail.push(vec![(
+                Tone::Plain,
+                format!("Event loop ({name}): {}", l.describe()),
+            )]);
+        }
+    }
     tail.push(Vec::new());
     tail.push(vec![(
         Tone::Bold,

@@ -26,6 +26,7 @@ mod rules;
 mod tests;
 
 use event_loop::event_loop_stalled;
+pub use event_loop::{LONG_STALL_FACTOR, MIN_LOOP_STALLS, is_stalled};
 use facts::Facts;
 use rules::*;
 
