@@ -85,7 +85,7 @@ struct Stretch {
     last_seen_ns: u64,
     /// Was the thread on a CPU (or runnable) when last seen in it.
     last_on_cpu: bool,
-    /// CPU time at the last sample in it.
+    /// CPU plus run-queue time at the last sample in it.
     last_cpu_ns: Option<u64>,
     samples: Vec<(Vec<Frame>, Classification)>,
 }
@@ -97,6 +97,8 @@ pub struct LoopTracker {
     counts: EventLoopCounts,
     previous: Option<LoopObservation>,
     open: Option<Stretch>,
+    /// When the loop was last seen in its selector.
+    last_selector_ns: Option<u64>,
     stall_stacks: HashMap<(Vec<Frame>, Classification), u64>,
 }
 
@@ -124,6 +126,7 @@ impl LoopTracker {
             },
             previous: None,
             open: None,
+            last_selector_ns: None,
             stall_stacks: HashMap::new(),
         }
     }
@@ -145,9 +148,21 @@ impl LoopTracker {
             c.run_delay_ns += now.run_delay_ns.saturating_sub(before.run_delay_ns);
         }
         let on_cpu = matches!(class.state, ThreadState::GilHeld | ThreadState::NativeNogil);
-        let busy_time = seen.sched.map(|s| s.cpu_ns);
-        if seen.in_selector {
+        let busy_time = seen.sched.map(|s| s.cpu_ns + s.run_delay_ns);
+        let unreadable_in_stamped =
+            seen.pass_start_ns.is_none() && self.open.as_ref().is_some_and(|o| o.stamped);
+        // A stamp from before the loop was last seen in its selector belongs to a pass that
+        // has ended: the new pass has not stamped its start yet (a selector wrapper's own
+        // code runs after the real selector returns, before the stamp).
+        let stale = seen
+            .pass_start_ns
+            .is_some_and(|start| self.last_selector_ns.is_some_and(|s| start <= s));
+        if seen.in_selector || stale {
+            self.last_selector_ns = Some(seen.at_ns);
             self.close(seen.at_ns, busy_time);
+        } else if unreadable_in_stamped {
+            // A stamp that could not be read this time (a torn read) tells nothing about
+            // the stretch: neither that it goes on nor that it ended.
         } else {
             let same = match (&self.open, seen.pass_start_ns) {
                 (Some(open), Some(start)) => open.stamped && open.start_ns == start,
@@ -191,12 +206,14 @@ impl LoopTracker {
     }
 
     /// Ends the open stretch, seen over by `upper_ns` (when the thread was next seen out
-    /// of it, or when the next pass began); `busy_now` is the thread's CPU time then.
+    /// of it, or when the next pass began); `busy_now` is the thread's CPU plus run-queue
+    /// time then.
     ///
     /// The end lies between the last sample in the stretch and `upper_ns`. If the thread
-    /// was running then, it ran on until the end, so the end is at most the CPU time it
-    /// used since past that sample (the kernel adds CPU time up at scheduler ticks, so this
-    /// bound can be a tick high). The length taken is the middle of what is left.
+    /// was runnable then, it stayed runnable (on a CPU, or preempted and queued for one)
+    /// until the end, so the end is at most its CPU plus run-queue time since that sample
+    /// past it (the kernel adds CPU time up at scheduler ticks, so this bound can be a tick
+    /// high). The length taken is the middle of what is left.
     fn close(&mut self, upper_ns: u64, busy_now: Option<u64>) {
         let Some(stretch) = self.open.take() else {
             return;
@@ -583,5 +600,24 @@ mod tests {
         let counts = run(&passes);
         assert_eq!(counts.stalls, 1);
         assert!(counts.stalls_ms[0] <= 43.0 && counts.stalls_ms[0] >= 38.0);
+    }
+
+    #[test]
+    fn a_stamp_older_than_the_selector_visit_is_no_stretch() {
+        // A pass stamped 1002 is seen at 1010, then the loop waits in its selector; samples
+        // at 1030-1060 still read 1002 (a selector wrapper's code, before the new stamp).
+        let passes = [
+            (None, 0),
+            (Some(1002), 5),
+            (None, 6),
+            (None, 6),
+            (Some(1002), 7),
+            (Some(1002), 8),
+            (Some(1002), 9),
+            (Some(1002), 10),
+            (None, 11),
+        ];
+        let counts = run(&passes);
+        assert_eq!(counts.stalls, 0, "{counts:?}");
     }
 }

@@ -88,6 +88,9 @@ enum Role {
     SelectorSelect,
     /// `Handle._run`: a callback running.
     HandleRun,
+    /// `_process_events`: the selector has returned, and the new pass has not stamped its
+    /// start yet.
+    ProcessEvents,
     Other,
 }
 
@@ -143,8 +146,15 @@ impl LoopReader {
             .iter()
             .map(|f| self.role(codes, f.code))
             .collect();
-        let in_selector =
-            inside.contains(&Role::SelectorSelect) && !inside.contains(&Role::HandleRun);
+        // `inside` is innermost first: its last frame is the one `_run_once` called. A
+        // selector subclass's own `select` (wrapping the real one) counts as the selector.
+        let called = frames[..run_once]
+            .last()
+            .map(|f| codes.info(f.code).name.as_str());
+        let in_selector = (inside.contains(&Role::SelectorSelect)
+            || inside.last() == Some(&Role::ProcessEvents)
+            || called == Some("select"))
+            && !inside.contains(&Role::HandleRun);
         let pass_start_ns = if in_selector {
             None
         } else {
@@ -168,6 +178,7 @@ impl LoopReader {
                 "_run_once" if file.ends_with("asyncio/base_events.py") => Role::RunOnce,
                 "select" if file.ends_with("/selectors.py") => Role::SelectorSelect,
                 "_run" if file.ends_with("asyncio/events.py") => Role::HandleRun,
+                "_process_events" if file.contains("/asyncio/") => Role::ProcessEvents,
                 _ => Role::Other,
             }
         })

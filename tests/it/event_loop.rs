@@ -23,7 +23,10 @@ const STALL_MS: f64 = 20.0;
 /// How far a stall's measured length may be from the fixture's.
 const LENGTH_TOLERANCE_MS: f64 = 1000.0 / RATE_HZ + 2.0;
 /// Recordings per interpreter and mode before a failure is final (the machine is shared).
-const ATTEMPTS: usize = 2;
+const ATTEMPTS: usize = 3;
+/// A recording that missed more than this share of its deadlines was starved of CPU: its
+/// samples have gaps longer than the tolerances assume.
+const STARVED_SHARE: f64 = 0.05;
 /// One recording at a time: the truth is about time, and the machine has few CPUs.
 static MACHINE: Mutex<()> = Mutex::new(());
 
@@ -86,9 +89,14 @@ fn event_loop_healthy_and_busy_shows_no_stalls() {
             f.check(!stalled, || {
                 format!("a healthy loop got the stall advice: {rules:?}")
             });
-            f.check(rules.contains(&"event_loop_idle".to_string()), || {
-                format!("a healthy loop lost its async verdict: {rules:?}")
-            });
+            // The async verdict is for a loop that mostly waits (idle at least half the
+            // time); a loaded machine can make this one busier than that.
+            let idle = run.main_thread().and_then(|t| t["states"]["idle"].as_f64());
+            if idle.is_some_and(|idle| idle >= 0.5) {
+                f.check(rules.contains(&"event_loop_idle".to_string()), || {
+                    format!("a healthy loop lost its async verdict: {rules:?}")
+                });
+            }
         } else if sure >= MIN_LOOP_STALLS || longest > long + LENGTH_TOLERANCE_MS {
             f.check(stalled, || {
                 format!("the machine stalled the loop {sure} times, but no stall advice: {rules:?}")
@@ -145,6 +153,9 @@ fn for_each_python(mode: Mode, check: impl Fn(&LoopRun, &mut Failures)) {
             });
             check(&run, &mut f);
             run.print();
+            if let Some(why) = run.starved() {
+                f.0.iter_mut().for_each(|m| *m = format!("{m} ({why})"));
+            }
             if f.0.is_empty() {
                 println!(
                     "  ok: {mode:?} on Python {} (attempt {attempt})",
@@ -229,6 +240,18 @@ impl LoopRun {
         };
         let _ = std::fs::remove_file(truth_path);
         run
+    }
+
+    /// Why the recording's samples may be too far apart for the tolerances, if they are.
+    fn starved(&self) -> Option<String> {
+        let missed = self.report["missed_samples"].as_f64()?;
+        let samples = self.report["samples"].as_f64()?;
+        (missed > STARVED_SHARE * (samples + missed)).then(|| {
+            format!(
+                "disturbed: gilscope missed {missed} of {} deadlines",
+                samples + missed
+            )
+        })
     }
 
     fn main_thread(&self) -> Option<&Value> {
@@ -370,8 +393,11 @@ impl LoopRun {
         let l = self.event_loop().cloned().unwrap_or(Value::Null);
         let measured = self.loop_counts().map(|c| c["stalls_ms"].clone());
         println!(
-            "    gilscope: busy {} stalls {} longest {} p95 {} method {} measured {}\n    \
+            "    gilscope: {} samples, {} missed; busy {} stalls {} longest {} p95 {} method {} \
+             measured {}\n    \
              fixture: busy {:.3} stretches > 10 ms {:.1?} (startup {:.1?})",
+            self.report["samples"],
+            self.report["missed_samples"],
             l["busy"],
             l["stalls"],
             l["longest_stall_ms"],
