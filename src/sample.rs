@@ -6,7 +6,7 @@ use crate::classify::{Classification, Contradiction, ThreadState, classify, is_g
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
-use crate::python::event_loop::{LoopObservation, LoopReader};
+use crate::python::event_loop::{LoopObservation, LoopReader, monotonic_ns};
 use crate::python::names::read_thread_names;
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use crate::target::pause::PausedProcess;
@@ -91,6 +91,8 @@ pub struct Target<M = LiveMemory> {
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
     loops: LoopReader,
+    /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
+    walk_started_ns: u64,
 }
 
 impl Target<LiveMemory> {
@@ -108,6 +110,7 @@ impl<M: RemoteMemory> Target<M> {
         Target {
             pid,
             loops: LoopReader::new(&runtime),
+            walk_started_ns: 0,
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
             names: HashMap::new(),
@@ -155,6 +158,7 @@ impl<M: RemoteMemory> Target<M> {
 
     /// Takes one sample without stopping the target.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        self.walk_started_ns = monotonic_ns();
         let state = self
             .walker
             .read(with_frames)
@@ -200,6 +204,7 @@ impl<M: RemoteMemory> Target<M> {
     }
 
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        self.walk_started_ns = monotonic_ns();
         let state = self
             .walker
             .read(with_frames)
