@@ -13,10 +13,15 @@ Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/accuracy.py [--python PY] [--workloads cpu_threads,convoy,...]
                                 [--seconds 5] [--rate 100] [--repeat 1]
+                                [--py-spy PATH] [--json FILE]
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols (pyenv's builds do).
 Prints one row per thread and the largest error per workload. Stdlib only.
+
+With --py-spy, py-spy (`record --gil --threads --nonblocking`) samples the same target in
+the same window at the same rate; its share of samples in which each thread held the GIL
+is printed beside gilscope's (py-spy has no notion of waiting, so only `held`).
 """
 
 import argparse
@@ -31,26 +36,37 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOAD = os.path.join(ROOT, "fixtures", "workload.py")
-DEFAULT_WORKLOADS = "cpu_threads,convoy,asyncio_server,hashers"
+DEFAULT_WORKLOADS = "cpu_threads,convoy,asyncio_server,hashers,asyncio_echo,json_pool,queue_pipeline"
 DEFAULT_PYTHON = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3")
 
 
 def main():
     args = parse_args()
-    gilscope = os.path.join(ROOT, "target", "release", "gilscope")
+    gilscope = args.gilscope or os.path.join(ROOT, "target", "release", "gilscope")
     if not os.path.exists(gilscope):
         sys.exit("build gilscope first: cargo build --release")
     worst = {}
+    worst_pyspy = {}
+    runs = []
     for kind in args.workloads.split(","):
         for _ in range(args.repeat):
+            load = os.getloadavg()[0]
             rows = measure(kind, args, gilscope)
-            print_rows(kind, rows)
+            print_rows(kind, rows, load)
+            runs.append({"workload": kind, "python": args.python, "load": load, "threads": rows})
             errors = [max(abs(r["held"] - r["true_held"]), abs(r["wait"] - r["true_wait"])) for r in rows]
             worst[kind] = max([worst.get(kind, 0.0)] + errors)
+            spy = [abs(r["pyspy_held"] - r["true_held"]) for r in rows if r.get("pyspy_held") is not None]
+            if spy:
+                worst_pyspy[kind] = max([worst_pyspy.get(kind, 0.0)] + spy)
     print("\nlargest error per workload (|gilscope - truth| over gil_held and gil_wait, per thread):")
     for kind, error in worst.items():
-        print(f"  {kind:<16} {error:.3f}")
+        extra = f"   py-spy held: {worst_pyspy[kind]:.3f}" if kind in worst_pyspy else ""
+        print(f"  {kind:<16} {error:.3f}{extra}")
     print(f"  {'all':<16} {max(worst.values()):.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(runs, f, indent=1)
 
 
 def parse_args():
@@ -60,6 +76,9 @@ def parse_args():
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--py-spy", dest="py_spy", help="also run this py-spy over the same window")
+    p.add_argument("--json", help="write every run's rows to this file")
+    p.add_argument("--gilscope", help="the gilscope binary to measure (default: target/release)")
     return p.parse_args()
 
 
@@ -75,10 +94,12 @@ def measure(kind, args, gilscope):
                 perf = start_perf(group, pid, perf_data)
                 start = time.clock_gettime(time.CLOCK_MONOTONIC)
                 out = os.path.join(tmp, "gilscope")
+                spy = start_pyspy(args, pid, os.path.join(tmp, "pyspy.raw")) if args.py_spy else None
                 run = [gilscope, "record", "--pid", str(pid), "--duration", str(args.seconds),
                        "--rate", str(args.rate), "-o", out]
                 subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
                 end = time.clock_gettime(time.CLOCK_MONOTONIC)
+                pyspy_held = finish_pyspy(spy, os.path.join(tmp, "pyspy.raw")) if spy else None
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
                 truth = truth_from_perf(perf_data, start, end)
@@ -89,7 +110,32 @@ def measure(kind, args, gilscope):
     finally:
         workload.kill()
         workload.wait()
-    return compare(report, truth)
+    return compare(report, truth, pyspy_held)
+
+
+def start_pyspy(args, pid, raw):
+    cmd = [args.py_spy, "record", "--pid", str(pid), "--gil", "--threads", "--nonblocking",
+           "--rate", str(int(args.rate)), "--duration", str(int(round(args.seconds))),
+           "--format", "raw", "-o", raw]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_pyspy(spy, raw):
+    """py-spy's share of samples in which each tid held the GIL: {tid: share}."""
+    output = spy.communicate()[0]
+    samples = re.search(r"Samples: (\d+)", output)
+    if spy.returncode != 0 or not samples or not os.path.exists(raw):
+        print(f"py-spy failed: {output.strip()[-300:]}", file=sys.stderr)
+        return None
+    total = int(samples.group(1))
+    held = {}
+    with open(raw) as f:
+        for line in f:
+            parsed = re.match(r"thread \((\d+)\).* (\d+)$", line.strip())
+            if parsed:
+                tid = int(parsed.group(1))
+                held[tid] = held.get(tid, 0) + int(parsed.group(2))
+    return {tid: n / total for tid, n in held.items()} if total else None
 
 
 def start_workload(python, kind):
@@ -113,17 +159,36 @@ def interpreter_binary(pid):
 
 def add_probes(binary):
     """Adds uprobes in a group of this run's own, so other perf users are not disturbed.
-    Returns the group: its events are GROUP:take, GROUP:taken__return, GROUP:drop and
-    GROUP:dropped__return."""
-    group = f"gilscope{os.getpid()}"
-    for name, spec in (("take", "take_gil"), ("taken", "take_gil%return"), ("drop", "drop_gil"),
-                       ("dropped", "drop_gil%return")):
-        out = subprocess.run(["perf", "probe", "-x", binary, "--add", f"{group}:{name}={spec}"],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            remove_probes(group)
-            sys.exit(f"perf probe {spec} on {binary} failed:\n{out.stderr}")
+    Returns the group: its events are GROUP:take_N_TAG, GROUP:taken_N_TAG__return,
+    GROUP:drop_N_TAG and GROUP:dropped_N_TAG__return, one N per out-of-line copy of the
+    function.
+
+    Every copy the compiler made (3.8's take_gil.constprop.0 beside take_gil) gets both an
+    entry and a return probe, placed by address. Inlined copies get neither: perf can put an
+    entry probe on an inlined call site but no return probe, and an acquisition seen to start
+    but never to finish would count the whole hold that follows as waiting."""
+    # perf wants event names unique across groups too: both carry this run's own tag.
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    group = f"gilscope{tag}"
+    for function, entry, ret in (("take_gil", "take", "taken"), ("drop_gil", "drop", "dropped")):
+        places = function_addresses(binary, function) or [function]
+        for n, place in enumerate(places):
+            for name, spec in ((f"{entry}_{n}_{tag}", place), (f"{ret}_{n}_{tag}", f"{place}%return")):
+                out = subprocess.run(["perf", "probe", "-x", binary, "--no-inlines", "--add",
+                                      f"{group}:{name}={spec}"], capture_output=True, text=True)
+                if out.returncode != 0:
+                    remove_probes(group)
+                    sys.exit(f"perf probe {spec} on {binary} failed:\n{out.stderr}")
     return group
+
+
+def function_addresses(binary, function):
+    """Addresses of `function` and of its clones (`function.constprop.0`, ...) from the
+    symbol table, or [] when the binary has none (then perf finds it by name)."""
+    out = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True)
+    pattern = re.compile(r"([0-9a-f]+) [tT] " + re.escape(function) + r"(\.\S+)?$")
+    found = sorted({int(m.group(1), 16) for m in map(pattern.match, out.stdout.splitlines()) if m})
+    return [hex(a) for a in found if a]
 
 
 def remove_probes(group):
@@ -148,22 +213,31 @@ def truth_from_perf(data, start, end):
                          capture_output=True, text=True, check=True).stdout
     state = {}   # tid -> ("wait" | "held", since)
     totals = {}  # tid -> {"held": s, "wait": s}
+    counts = {"take": 0, "taken": 0, "drop": 0}
+    events = []
     for line in out.splitlines():
         parsed = re.match(r"\s*(\d+)\s+([\d.]+):\s+(\S+):", line)
-        if not parsed:
-            continue
-        tid, t, event = int(parsed.group(1)), float(parsed.group(2)), parsed.group(3)
-        name = event.split(":")[-1]
+        if parsed:
+            events.append((int(parsed.group(1)), float(parsed.group(2)), parsed.group(3)))
+    if not events:
+        sys.exit("uprobes saw no take_gil or drop_gil call")
+    # perf may start delivering events after gilscope has begun (or stop before it ends, if
+    # it lost some): only the span both saw is measured.
+    start, end = max(start, events[0][1]), min(end, events[-1][1])
+    for tid, t, event in events:
+        kind = event.split(":")[-1].split("_")[0]
         close(state, totals, tid, t, start, end)
-        if name.startswith("taken"):
+        if kind == "taken":
             state[tid] = ("held", t)
-        elif name.startswith("take") or name == "drop":
+            counts["taken"] += 1
+        elif kind in ("take", "drop"):
             state[tid] = ("wait", t)
+            counts[kind] += 1
     for tid in list(state):
         close(state, totals, tid, end, start, end)
-    if os.environ.get("ACCURACY_DEBUG"):
-        stamps = [float(m.group(1)) for m in re.finditer(r"\s(\d+\.\d+):", out)]
-        print(f"window {start:.3f}..{end:.3f}, events {min(stamps):.3f}..{max(stamps):.3f}", file=sys.stderr)
+    # Every acquisition seen to start must be seen to finish, or the truth is wrong.
+    if counts["take"] and abs(counts["take"] - counts["taken"]) > max(10, counts["take"] // 100):
+        sys.exit(f"uprobes saw {counts['take']} take_gil calls but {counts['taken']} returns")
     window = end - start
     return {tid: {k: v / window for k, v in t.items()} for tid, t in totals.items()}
 
@@ -178,7 +252,7 @@ def close(state, totals, tid, t, start, end):
         totals.setdefault(tid, {"held": 0.0, "wait": 0.0})[kind] += overlap
 
 
-def compare(report, truth):
+def compare(report, truth, pyspy_held):
     rows = []
     for thread in report["threads"]:
         true = truth.get(thread["tid"], {"held": 0.0, "wait": 0.0})
@@ -186,15 +260,20 @@ def compare(report, truth):
             "name": thread["name"] or str(thread["tid"]),
             "held": thread["states"]["gil_held"], "wait": thread["states"]["gil_wait"],
             "true_held": true["held"], "true_wait": true["wait"],
+            "pyspy_held": None if pyspy_held is None else pyspy_held.get(thread["tid"], 0.0),
         })
     return rows
 
 
-def print_rows(kind, rows):
-    print(f"\n{kind}:")
-    print(f"  {'thread':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6}")
+def print_rows(kind, rows, load):
+    print(f"\n{kind} (load average {load:.1f}):")
+    spy = rows and rows[0]["pyspy_held"] is not None
+    print(f"  {'thread':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6}" + (f" {'py-spy':>7}" if spy else ""))
     for r in rows:
-        print(f"  {r['name']:<14} {r['held']:6.3f} {r['true_held']:6.3f} {r['wait']:6.3f} {r['true_wait']:6.3f}")
+        line = f"  {r['name']:<14} {r['held']:6.3f} {r['true_held']:6.3f} {r['wait']:6.3f} {r['true_wait']:6.3f}"
+        if spy:
+            line += f" {r['pyspy_held']:7.3f}"
+        print(line)
 
 
 if __name__ == "__main__":

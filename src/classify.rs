@@ -76,7 +76,7 @@ pub struct Classification {
 }
 
 impl Classification {
-    const fn active(state: ThreadState) -> Self {
+    pub const fn active(state: ThreadState) -> Self {
         Classification {
             state,
             idle_reason: None,
@@ -121,13 +121,20 @@ pub fn classify(
     }
     Ok(match kernel {
         KernelState::Running if waiting_for_gil => Classification::active(ThreadState::GilWait),
-        KernelState::Running => Classification::active(ThreadState::NativeNogil),
         KernelState::Syscall { .. } if waits_on_gil => Classification::active(ThreadState::GilWait),
+        other => classify_without_gil(other),
+    })
+}
+
+/// What a thread that neither holds nor waits for the GIL is doing, by /proc alone.
+pub fn classify_without_gil(kernel: KernelState) -> Classification {
+    match kernel {
+        KernelState::Running => Classification::active(ThreadState::NativeNogil),
         KernelState::Syscall { nr, args } => Classification::idle(idle_reason(nr, &args)),
         KernelState::Stopped | KernelState::Blocked | KernelState::Gone => {
             Classification::idle(IdleReason::Other)
         }
-    })
+    }
 }
 
 fn is_futex(nr: i64) -> bool {

@@ -8,20 +8,25 @@
 //! FIGURE  := "gil." (held | contended | mean_waiters | switches_per_s | parallelism)
 //!          | samples | missed_samples | torn_samples | stopped_samples
 //!          | "thread[" GLOB "]." THREAD
+//!          | "group[" GLOB "]." GROUP
 //! THREAD  := ["states."] (gil_held | gil_wait | native_nogil | idle)
 //!          | ["idle_reasons."] (sleep | io | lock | other)
 //!          | wakeups_waiting_for_gil | mean_wait_per_wakeup_ms
 //!          | "event_loop." (busy | stalls | stalls_per_s | longest_stall_ms | p95_stall_ms
 //!                           | blocked)
+//! GROUP   := ["states."] (gil_held | gil_wait | native_nogil | idle)
+//!          | ["idle_reasons."] (sleep | io | lock | other)
+//!          | threads | samples | mean_life_ms
 //! OP      := ">" | ">=" | "<" | "<=" | "==" | "!="
 //! NUMBER  := a decimal number; fractions also take a percentage ("30%" is 0.3)
 //! ```
 //! A GLOB matches a thread's name, or `tid:1234`, with `*` (any run) and `?` (one character);
-//! for processes it matches the pid. A condition over a GLOB holds if it holds for ANY
+//! for processes it matches the pid; for groups (report.json `thread_groups`) the group's
+//! name, e.g. `group[Thread-* (process_request_thread)]` (a `*` in the name matches itself). A condition over a GLOB holds if it holds for ANY
 //! thread (or process) the GLOB matches; if none matches it does not hold, with a warning.
 
 use crate::output::report_json::Report;
-use crate::profile::figures::ThreadFigures;
+use crate::profile::figures::{GroupFigures, ThreadFigures};
 use std::fmt;
 
 /// One parsed `--fail-on` expression.
@@ -40,7 +45,23 @@ enum Figure {
     Gil(GilFigure),
     Count(CountFigure),
     Thread { glob: Glob, field: ThreadField },
+    Group { glob: Glob, field: GroupField },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GroupField {
+    /// A state or idle-reason share, as for a thread.
+    Share(ThreadField),
+    Threads,
+    Samples,
+    MeanLifeMs,
+}
+
+const GROUP_OTHERS: &[(&str, GroupField)] = &[
+    ("threads", GroupField::Threads),
+    ("samples", GroupField::Samples),
+    ("mean_life_ms", GroupField::MeanLifeMs),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum GilFigure {
@@ -203,6 +224,24 @@ impl Condition {
             };
             eval.warning = Some(format!("no thread {what} '{}' (threads: {names})", glob.0));
         }
+        if let Figure::Group { glob, .. } = &self.figure
+            && eval.values.is_empty()
+            && !judged.is_empty()
+        {
+            let names: Vec<&str> = judged
+                .iter()
+                .flat_map(|(r, _)| r.thread_groups.iter().map(|g| g.name.as_str()))
+                .collect();
+            eval.warning = Some(format!(
+                "no thread group matches '{}' (groups: {})",
+                glob.0,
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
         eval
     }
 
@@ -224,6 +263,12 @@ impl Condition {
                     if let Some(value) = field.get(t) {
                         push(label, value);
                     }
+                }
+            }
+            Figure::Group { glob, field } => {
+                for g in r.thread_groups.iter().filter(|g| glob.matches(&g.name)) {
+                    let label = format!("{prefix}group[{}].{}", g.name, field.name());
+                    push(label, field.get(g));
                 }
             }
         }
@@ -260,10 +305,10 @@ pub fn report_failures(conditions: &[Condition], report: &Report) -> bool {
     for condition in conditions {
         let eval = condition.evaluate(report);
         if let Some(warning) = &eval.warning {
-            eprintln!(
-                "gilscope: warning: --fail-on '{}': {warning}",
+            crate::cli::console::err(&format!(
+                "gilscope: warning: --fail-on '{}': {warning}\n",
                 condition.text
-            );
+            ));
         }
         if eval.holds() {
             failed = true;
@@ -273,11 +318,11 @@ pub fn report_failures(conditions: &[Condition], report: &Report) -> bool {
                 .filter(|v| v.holds)
                 .map(|v| format!("{} = {}", v.label, number(v.value)))
                 .collect();
-            eprintln!(
-                "gilscope: --fail-on '{}' holds: {}",
+            crate::cli::console::err(&format!(
+                "gilscope: --fail-on '{}' holds: {}\n",
                 condition.text,
                 values.join(", ")
-            );
+            ));
         }
     }
     failed
@@ -394,6 +439,42 @@ impl ThreadField {
     }
 }
 
+impl GroupField {
+    fn name(self) -> &'static str {
+        match self {
+            GroupField::Share(field) => field.name(),
+            other => name_of(GROUP_OTHERS, other),
+        }
+    }
+    fn get(self, g: &GroupFigures) -> f64 {
+        let (s, i) = (&g.states, &g.idle_reasons);
+        match self {
+            GroupField::Share(field) => match field {
+                ThreadField::GilHeld => s.gil_held,
+                ThreadField::GilWait => s.gil_wait,
+                ThreadField::NativeNogil => s.native_nogil,
+                ThreadField::Idle => s.idle,
+                ThreadField::Sleep => i.sleep,
+                ThreadField::Io => i.io,
+                ThreadField::Lock => i.lock,
+                ThreadField::Other => i.other,
+                // Not offered for groups by the parser.
+                ThreadField::WakeupsWaiting
+                | ThreadField::WaitPerWakeupMs
+                | ThreadField::LoopBusy
+                | ThreadField::LoopStalls
+                | ThreadField::LoopStallsPerS
+                | ThreadField::LoopLongestStallMs
+                | ThreadField::LoopP95StallMs
+                | ThreadField::LoopBlocked => f64::NAN,
+            },
+            GroupField::Threads => g.threads as f64,
+            GroupField::Samples => g.samples as f64,
+            GroupField::MeanLifeMs => g.mean_life_ms,
+        }
+    }
+}
+
 impl Figure {
     /// Whether the figure is a share of samples, so that `30%` may be written for 0.3.
     fn is_fraction(&self) -> bool {
@@ -414,6 +495,7 @@ impl Figure {
                     | ThreadField::LoopBusy
                     | ThreadField::LoopBlocked
             ),
+            Figure::Group { field, .. } => matches!(field, GroupField::Share(_)),
         }
     }
 }
@@ -517,6 +599,14 @@ impl<'a> Parser<'a> {
                 let field = self.thread_field()?;
                 Ok(Figure::Thread { glob, field })
             }
+            "group" => {
+                let hint = "'[' and a group name pattern, e.g. group[req-*].gil_wait";
+                self.expect("[", hint)?;
+                let glob = self.glob("group")?;
+                self.expect(".", "'.' and a field after the group pattern")?;
+                let field = self.group_field()?;
+                Ok(Figure::Group { glob, field })
+            }
             "process" => Err(self.error_at(
                 start,
                 name.len(),
@@ -534,12 +624,42 @@ impl<'a> Parser<'a> {
                     name.len(),
                     &format!(
                         "unknown figure '{name}' (expected gil.FIGURE, {}, \
-                         thread[GLOB].FIELD or process[PID].FIGURE)",
+                         thread[GLOB].FIELD, group[GLOB].FIELD or process[PID].FIGURE)",
                         names(COUNTS)
                     ),
                 )),
             },
         }
+    }
+
+    fn group_field(&mut self) -> Result<GroupField, ConditionError> {
+        let start = self.pos;
+        if let Some((name, field)) = GROUP_OTHERS.iter().find(|(n, _)| {
+            self.rest().starts_with(n)
+                && !self.rest()[n.len()..]
+                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            self.pos += name.len();
+            return Ok(*field);
+        }
+        let field = self.thread_field()?;
+        if field.is_event_loop()
+            || matches!(
+                field,
+                ThreadField::WakeupsWaiting | ThreadField::WaitPerWakeupMs
+            )
+        {
+            return Err(self.error_at(
+                start,
+                self.pos - start,
+                &format!(
+                    "'{}' is a thread figure; a group has states, idle_reasons, {}",
+                    field.name(),
+                    names(GROUP_OTHERS)
+                ),
+            ));
+        }
+        Ok(GroupField::Share(field))
     }
 
     fn thread_field(&mut self) -> Result<ThreadField, ConditionError> {
@@ -978,5 +1098,29 @@ mod tests {
         assert!(none.warning.unwrap().contains("event loop"));
         assert!(Condition::try_parse("thread[x].event_loop.busy>30%").is_ok());
         assert!(Condition::try_parse("thread[x].event_loop.nope>1").is_err());
+    }
+
+    #[test]
+    fn a_group_is_judged_on_its_threads_together() {
+        // worker-1 and worker-2 are group `worker-*`: 80 waits in 200 thread-samples.
+        let e = eval("group[worker-*].gil_wait>0.3");
+        assert!(e.holds(), "{e:?}");
+        assert_eq!(e.values[0].label, "group[worker-*].gil_wait");
+        assert!((e.values[0].value - 0.4).abs() < 1e-9);
+        assert!(!eval("group[worker-*].states.gil_wait>0.5").holds());
+        assert!(eval("group[worker-*].threads==2").holds());
+        assert!(eval("group[(unnamed)].idle_reasons.io>=100%").holds());
+        let none = eval("group[req-*].gil_wait>0.3");
+        assert!(!none.holds());
+        assert!(none.warning.unwrap().contains("worker-*"));
+        let err = error("group[worker-*].wakeups_waiting_for_gil>0.3");
+        assert!(err.message.contains("thread figure"), "{err}");
+        let err = error("group[worker-*].event_loop.stalls>0");
+        assert!(err.message.contains("thread figure"), "{err}");
+        assert!(
+            error("group[worker-*].samples>10%")
+                .message
+                .contains("percentage")
+        );
     }
 }

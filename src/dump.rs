@@ -1,8 +1,7 @@
 //! `gilscope dump`: one snapshot of every Python thread.
 
-use crate::classify::{Classification, ThreadState};
 use crate::error::Error;
-use crate::sample::{Sample, SampleError, Target, handoff_verdict};
+use crate::sample::{Sample, SampleError, Target, settle_by_thread_flags};
 use crate::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use std::time::{Duration, Instant};
@@ -22,70 +21,46 @@ const MAX_ATTEMPTS: usize = 200;
 /// waiter from native code.
 const OBSERVE_FOR: Duration = Duration::from_millis(20);
 const OBSERVE_EVERY: Duration = Duration::from_millis(1);
-/// How long a runnable thread's next move is awaited before it counts as native.
-const RESOLVE_WITHIN: Duration = Duration::from_millis(200);
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
+    crate::record::schedule::sample_on_time();
     target.refresh_names();
     let sample = if config.blocking {
-        target.sample_paused(true)?
+        // Paused, nothing is in a handoff; the thread flags still settle holder and waiters.
+        let mut sample = target.sample_paused(true)?;
+        settle_by_thread_flags(&mut sample);
+        sample
     } else {
         observe(&mut target)?
     };
     Ok(Snapshot::new(&target, &sample))
 }
 
-/// Samples for [`OBSERVE_FOR`], so that woken GIL waiters have a history, and reports the
-/// last instant, with the threads then runnable without the GIL resolved by what each does
-/// next (see [`resolve_runnable`]).
+/// Samples every [`OBSERVE_EVERY`] for [`OBSERVE_FOR`], so that the sampler has each
+/// thread's recent history, and reports the last sample it resolved (the sampler resolves
+/// threads caught in a GIL handoff by the sample after, as for `record` and `top`).
 fn observe(target: &mut Target) -> Result<Sample> {
     let until = Instant::now() + OBSERVE_FOR;
-    let mut sample = sample_until_consistent(target)?;
     while Instant::now() < until {
+        resolved_until_consistent(target)?;
         std::thread::sleep(OBSERVE_EVERY);
-        sample = sample_until_consistent(target)?;
     }
-    resolve_runnable(target, &mut sample)?;
-    Ok(sample)
+    // The sample to report: the last one the sampler holds back once this one is taken.
+    resolved_until_consistent(target)?;
+    let reported = Instant::now();
+    loop {
+        std::thread::sleep(OBSERVE_EVERY);
+        let ready = resolved_until_consistent(target)?;
+        if let Some(sample) = ready.into_iter().rev().find(|s| s.time <= reported) {
+            return Ok(sample);
+        }
+    }
 }
 
-/// Resolves the threads of `sample` that were runnable without the GIL (see
-/// [`handoff_verdict`]), watching each for up to [`RESOLVE_WITHIN`].
-fn resolve_runnable(target: &mut Target, sample: &mut Sample) -> Result<()> {
-    let mut pending: Vec<usize> = (0..sample.threads.len())
-        .filter(|&i| sample.threads[i].class.state == ThreadState::NativeNogil)
-        .collect();
-    let give_up = Instant::now() + RESOLVE_WITHIN;
-    while !pending.is_empty() && Instant::now() < give_up {
-        std::thread::sleep(OBSERVE_EVERY / 2);
-        let next = sample_until_consistent(target)?;
-        pending.retain(|&index| {
-            let earlier = &sample.threads[index];
-            let Some(mut later) = next.threads.iter().find(|t| t.tid == earlier.tid).cloned()
-            else {
-                return false;
-            };
-            later.cpu_ns = target.cpu_time_ns(later.tid);
-            match handoff_verdict(earlier, &later) {
-                Some(true) => {
-                    sample.threads[index].class = Classification {
-                        state: ThreadState::GilWait,
-                        idle_reason: None,
-                    };
-                    false
-                }
-                Some(false) => false,
-                None => true,
-            }
-        });
-    }
-    Ok(())
-}
-
-fn sample_until_consistent(target: &mut Target) -> Result<Sample> {
+fn resolved_until_consistent(target: &mut Target) -> Result<Vec<Sample>> {
     for _ in 0..MAX_ATTEMPTS {
-        match target.sample(true) {
+        match target.resolved_sample(true, false) {
             Ok(sample) => return Ok(sample),
             Err(SampleError::Torn) => continue,
             Err(SampleError::Gone) => return Err(Error::ProcessExited { pid: target.pid }.into()),

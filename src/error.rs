@@ -29,7 +29,7 @@ Exit codes:
   3   no such process
   4   permission denied (needs root, CAP_SYS_PTRACE or ptrace_scope 0)
   5   not a Python process
-  6   unsupported Python version (3.8 to 3.14 are supported)
+  6   unsupported Python version (3.8 to 3.15 are supported)
   7   the process exited while being read (record still writes what it sampled)
   10  record, report: a --fail-on condition held (every output is still written)
   11  diff: a regression beyond the thresholds";

@@ -13,6 +13,7 @@ pub mod error;
 pub mod mem;
 pub mod output;
 pub mod profile;
+pub mod push;
 pub mod python;
 pub mod record;
 pub mod sample;

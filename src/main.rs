@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use gilscope::cli::Cli;
+use gilscope::cli::{Cli, console};
 use gilscope::error::{OneLine, exit_code, exit_code_of};
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
     let code = match cli.command.run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("gilscope: {}", OneLine(&err));
+            console::err(&format!("gilscope: {}\n", OneLine(&err)));
             exit_code_of(&err)
         }
     };
@@ -32,10 +32,10 @@ fn usage_error(err: clap::Error) -> ! {
     if informational {
         err.exit();
     }
-    eprintln!(
-        "gilscope: {} (see gilscope --help)",
+    console::err(&format!(
+        "gilscope: {} (see gilscope --help)\n",
         one_line(&err.render().to_string())
-    );
+    ));
     std::process::exit(exit_code::USAGE);
 }
 
@@ -71,6 +71,8 @@ fn one_line_panics() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!("gilscope: internal error{place}: {message} (please report this)");
+        console::err(&format!(
+            "gilscope: internal error{place}: {message} (please report this)\n"
+        ));
     }));
 }

@@ -2,17 +2,23 @@
 //! from /proc, joined and classified. [`Target`] keeps everything that can be reused across
 //! samples (open /proc files, code objects, thread names).
 
-use crate::classify::{Classification, Contradiction, ThreadState, classify, is_gil_wait};
+use crate::classify::{
+    Classification, Contradiction, ThreadState, classify, classify_without_gil, is_gil_wait,
+};
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
 use crate::python::event_loop::{LoopObservation, LoopReader, monotonic_ns};
-use crate::python::names::read_thread_names;
+use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
+use crate::target::glibc::{CONDVAR_SIZE, CondvarLayout};
 use crate::target::pause::PausedProcess;
 use crate::target::{KernelState, KernelStateReader, Process};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
+
+/// Per interpreter: threads inside the GIL's waits, and its mutexes' owners (None: unread).
+type GilWaits = Vec<Option<(u32, [i32; 2])>>;
 
 /// One Python thread at one instant.
 #[derive(Debug, Clone)]
@@ -27,14 +33,26 @@ pub struct ThreadSample {
     pub class: Classification,
     /// Seen blocked in futex(2) on the GIL (not merely inferred to be waiting).
     pub blocked_on_gil: bool,
+    /// What /proc said the thread was doing.
+    pub kernel: KernelState,
     /// CPU time used so far, read when the thread was runnable without the GIL now or at
     /// the sample before (what [`resolve_handoffs`] needs).
     pub cpu_ns: Option<u64>,
+    /// 3.15+: the thread state's own GIL flags, which take_gil and drop_gil write. They
+    /// settle who holds and who waits once the sample is final ([`settle_by_thread_flags`]).
+    pub gil_flags: Option<ThreadGilFlagValues>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
     /// The asyncio event loop this thread runs, as seen at this sample.
     pub event_loop: Option<LoopObservation>,
+}
+
+/// `PyThreadState.holds_gil` and `gil_requested` as read (3.15+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadGilFlagValues {
+    pub holds: bool,
+    pub requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -43,14 +61,60 @@ pub struct Sample {
     pub threads: Vec<ThreadSample>,
     /// Every thread was stopped by a signal (SIGSTOP, a debugger).
     pub target_stopped: bool,
-    /// When the sample was taken (the timeline's clock).
+    /// Per interpreter (as [`Sample::interpreters`]): threads inside a wait on the GIL's
+    /// condition variables, runnable ones included; `None` where it could not be read.
+    pub gil_waiters: Vec<Option<u32>>,
+    /// Per interpreter: the kernel tids that own the GIL's two mutexes (0: unlocked), that
+    /// is, threads inside `take_gil` or `drop_gil`.
+    pub gil_mutex_owners: Vec<[i32; 2]>,
+    /// When the sample was taken (the timeline's clock): the moment the threads' kernel
+    /// states began to be read, which with the GIL read right after them is what each
+    /// thread's class describes.
     pub time: std::time::Instant,
+    /// How the inference (GIL struct, /proc, handoff resolution) compared with the thread
+    /// states' own GIL flags, on versions that have them (3.13+).
+    pub flag_check: Option<FlagCheck>,
+}
+
+/// One sample's comparison of the inference with the thread states' own GIL flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagCheck {
+    pub compared: FlagComparison,
+    /// Threads compared, and those on which both sources agreed.
+    pub threads: u32,
+    pub agreeing: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagComparison {
+    /// 3.13 and 3.14: whether each thread holds the GIL, by the GIL struct and by the
+    /// thread's `holds_gil` flag (pinned from the headers; the struct stays the source).
+    Holder,
+    /// 3.15+: holding, waiting or neither, by the inference and by the exported
+    /// `holds_gil` / `gil_requested` flags (the flags are the source).
+    State,
 }
 
 impl Sample {
     /// The main interpreter's GIL (the oldest interpreter is last in the list).
     pub fn main_gil(&self) -> Option<&crate::python::walker::GilState> {
         self.interpreters.last().map(|i| &i.gil)
+    }
+
+    /// Some thread held the main GIL: by the thread flags where they are the source, else
+    /// by the GIL struct.
+    pub fn gil_held(&self) -> bool {
+        match self.flag_check {
+            Some(FlagCheck {
+                compared: FlagComparison::State,
+                ..
+            }) => self
+                .threads
+                .iter()
+                .any(|t| t.class.state == ThreadState::GilHeld),
+            _ => self.main_gil().is_some_and(|g| g.holder().is_some()),
+        }
     }
 }
 
@@ -86,13 +150,78 @@ pub struct Target<M = LiveMemory> {
     pub pid: i32,
     pub walker: Walker<M>,
     kernel: KernelStateReader,
-    names: HashMap<u64, String>,
+    names: ThreadNames,
     gil_waiters: HashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: HashSet<i32>,
     loops: LoopReader,
     /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
     walk_started_ns: u64,
+    /// Where the GIL's condition variables count their waiters (None: the target's C
+    /// library is not a glibc gilscope knows, so runnable threads are resolved by what they
+    /// do next instead).
+    conds: Option<GilConds>,
+    /// Each thread's state at the latest sample.
+    last_state: HashMap<i32, ThreadState>,
+    /// Turns to pick among equally likely woken waiters (see [`Target::woken_waiters`]).
+    turn: usize,
+    /// A sample held back until the next one resolves its runnable threads (only without
+    /// `conds`).
+    pending: HandoffResolver,
+}
+
+const MUTEX_SIZE: u64 = std::mem::size_of::<libc::pthread_mutex_t>() as u64;
+
+/// The GIL's two condition variables, as offsets into its struct, and the C library's
+/// layout of a condition variable.
+#[derive(Debug, Clone, Copy)]
+struct GilConds {
+    layout: CondvarLayout,
+    /// `cond`: waiters for the GIL.
+    cond: u64,
+    /// `switch_cond`: a holder that was asked to drop the GIL, until another thread took it.
+    switch_cond: u64,
+}
+
+impl GilConds {
+    /// `cond` follows `switch_number` in `struct _gil_runtime_state` on every version
+    /// (3.8-3.14), then `mutex`, `switch_cond`, `switch_mutex`.
+    fn new(layout: CondvarLayout, gil: &crate::python::layout::GilLayout) -> Option<Self> {
+        let cond = gil.switch_number + 8;
+        let switch_cond = cond + CONDVAR_SIZE + MUTEX_SIZE;
+        (switch_cond + CONDVAR_SIZE + MUTEX_SIZE == gil.size).then_some(GilConds {
+            layout,
+            cond,
+            switch_cond,
+        })
+    }
+
+    /// Whether `addr` (a futex word) is inside one of the two conditions of the GIL at `gil`.
+    /// Bytes from `cond` to the end of `switch_mutex`.
+    fn span(&self) -> usize {
+        (self.switch_cond + CONDVAR_SIZE + MUTEX_SIZE - self.cond) as usize
+    }
+
+    /// Threads inside the two waits, and the owners of the two mutexes, from the bytes of
+    /// [`GilConds::span`].
+    fn parse(&self, bytes: &[u8]) -> Option<(u32, [i32; 2])> {
+        let switch = (self.switch_cond - self.cond) as usize;
+        let waiters = self.layout.waiters(bytes)? + self.layout.waiters(bytes.get(switch..)?)?;
+        // glibc's `pthread_mutex_t` starts `int __lock; unsigned __count; int __owner`.
+        let owner = |at: usize| -> Option<i32> {
+            Some(i32::from_ne_bytes(
+                bytes.get(at + 8..at + 12)?.try_into().ok()?,
+            ))
+        };
+        let mutex = CONDVAR_SIZE as usize;
+        Some((waiters, [owner(mutex)?, owner(switch + mutex)?]))
+    }
+
+    fn contains(&self, gil: u64, addr: u64) -> bool {
+        [self.cond, self.switch_cond]
+            .iter()
+            .any(|&c| addr.wrapping_sub(gil + c) < CONDVAR_SIZE)
+    }
 }
 
 impl Target<LiveMemory> {
@@ -101,7 +230,10 @@ impl Target<LiveMemory> {
         let process = Process::open(pid)?;
         let mem = LiveMemory::new(pid);
         let runtime = attach(&process, &mem)?;
-        Ok(Target::new(pid, mem, runtime))
+        let mut target = Target::new(pid, mem, runtime);
+        target.conds = CondvarLayout::of_process(&process)
+            .and_then(|layout| GilConds::new(layout, &target.walker.runtime.layout.gil));
+        Ok(target)
     }
 }
 
@@ -113,18 +245,29 @@ impl<M: RemoteMemory> Target<M> {
             walk_started_ns: 0,
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
-            names: HashMap::new(),
+            names: ThreadNames::default(),
             gil_waiters: HashMap::new(),
             native_before: HashSet::new(),
+            conds: None,
+            last_state: HashMap::new(),
+            turn: 0,
+            pending: HandoffResolver::default(),
         }
+    }
+
+    /// Whether each sample is classified completely at its own instant (the GIL's waiters
+    /// are counted); otherwise runnable threads wait for the next sample to be resolved.
+    pub fn resolves_at_once(&self) -> bool {
+        self.conds.is_some()
     }
 
     pub fn runtime(&self) -> &Runtime {
         &self.walker.runtime
     }
 
-    pub fn thread_name(&self, ident: u64) -> Option<&str> {
-        self.names.get(&ident).map(String::as_str)
+    /// The name `threading` gives the thread with this kernel tid (see [`ThreadNames`]).
+    pub fn thread_name(&self, tid: i32) -> Option<&str> {
+        self.names.get(tid)
     }
 
     /// CPU time a thread of the target has used, in ns (None if it is gone).
@@ -137,33 +280,63 @@ impl<M: RemoteMemory> Target<M> {
         let Ok(state) = self.walker.read(false) else {
             return;
         };
-        let addresses = self.interpreter_addresses(&state);
-        for interp in addresses {
-            if let Ok(names) = read_thread_names(&self.walker.mem, &self.walker.runtime, interp) {
-                self.names.extend(names);
-            }
-        }
-    }
-
-    fn interpreter_addresses(&self, state: &PythonState) -> Vec<u64> {
-        let mut seen: Vec<u64> = state
+        let threads: Vec<LiveThread> = state
             .threads
             .iter()
-            .map(|t| t.interpreter_address)
+            .filter_map(|t| {
+                Some(LiveThread {
+                    tid: t.tid?,
+                    tstate: t.tstate,
+                    ident: t.pthread_id,
+                    interpreter: t.interpreter_address,
+                })
+            })
             .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen
+        self.names.forget_changed(&threads);
+        self.names
+            .read(&self.walker.mem, &self.walker.runtime, &threads);
     }
 
-    /// Takes one sample without stopping the target.
+    /// Takes a sample and gives back the earlier ones now resolved, oldest first: every
+    /// consumer (record, top, dump) reads the target through this, so all classify alike. A
+    /// thread runnable without the GIL that may be in a GIL handoff is judged by what later
+    /// samples show it did next ([`handoff_verdict`], for up to 200 ms); everything else is
+    /// decided at its own instant. Empty on the first call. `paused`: take it with every
+    /// thread paused (`--blocking`).
+    pub fn resolved_sample(
+        &mut self,
+        with_frames: bool,
+        paused: bool,
+    ) -> Result<Vec<Sample>, SampleError> {
+        let sample = if paused {
+            self.sample_paused(with_frames).map_err(|e| {
+                if crate::target::process::is_alive(self.pid) {
+                    SampleError::Fatal(e)
+                } else {
+                    SampleError::Gone
+                }
+            })?
+        } else {
+            self.sample(with_frames)?
+        };
+        Ok(self.pending.push(sample))
+    }
+
+    /// The samples [`Target::resolved_sample`] holds back, as they stand (when sampling
+    /// ends: their undecided threads stay native).
+    pub fn last_samples(&mut self) -> Vec<Sample> {
+        self.pending.finish()
+    }
+
+    /// Takes one sample without stopping the target, as seen at that instant: threads that
+    /// need the next sample to be resolved are left `native_nogil`. Use
+    /// [`Target::resolved_sample`] unless that is what you want.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
-        self.walk_started_ns = monotonic_ns();
-        let state = self
-            .walker
-            .read(with_frames)
-            .map_err(|e| self.mem_error(e))?;
+        self.names
+            .read_ahead(&self.walker.mem, &self.walker.runtime);
+        let state = self.walk(with_frames).map_err(|e| self.mem_error(e))?;
         let stopped = self.kernel.process_stopped();
+        let time = std::time::Instant::now();
         let kernel: Vec<KernelState> = state
             .threads
             .iter()
@@ -178,7 +351,10 @@ impl<M: RemoteMemory> Target<M> {
             .walker
             .reread_gils(&state.interpreters)
             .map_err(|e| self.mem_error(e))?;
-        self.join(state, interpreters, &kernel, false)
+        let waiters = self.read_gil_waiters(&interpreters);
+        let sample = self.join(state, interpreters, &kernel, waiters, time, false)?;
+        self.name_new_threads(&sample);
+        Ok(sample)
     }
 
     /// Takes one sample with every thread paused (`--blocking`); the target runs again
@@ -205,6 +381,7 @@ impl<M: RemoteMemory> Target<M> {
 
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
         self.walk_started_ns = monotonic_ns();
+        let time = std::time::Instant::now();
         let state = self
             .walker
             .read(with_frames)
@@ -221,7 +398,25 @@ impl<M: RemoteMemory> Target<M> {
             )
             .collect();
         let interpreters = state.interpreters.clone();
-        self.join(state, interpreters, &kernel, true)
+        let waiters = self.read_gil_waiters(&interpreters);
+        self.join(state, interpreters, &kernel, waiters, time, true)
+    }
+
+    /// Per interpreter, the threads inside a wait on its GIL's conditions and the owners
+    /// of its mutexes.
+    fn read_gil_waiters(&self, interpreters: &[InterpreterRecord]) -> GilWaits {
+        interpreters
+            .iter()
+            .map(|i| {
+                let conds = self.conds?;
+                let mut bytes = vec![0u8; conds.span()];
+                self.walker
+                    .mem
+                    .read(i.gil.address + conds.cond, &mut bytes)
+                    .ok()?;
+                conds.parse(&bytes)
+            })
+            .collect()
     }
 
     fn join(
@@ -229,11 +424,24 @@ impl<M: RemoteMemory> Target<M> {
         state: PythonState,
         interpreters: Vec<InterpreterRecord>,
         kernel: &[KernelState],
+        waits: GilWaits,
+        time: std::time::Instant,
         paused: bool,
     ) -> Result<Sample, SampleError> {
+        let gil_waiters: Vec<Option<u32>> = waits.iter().map(|w| w.map(|(n, _)| n)).collect();
+        let gil_mutex_owners: Vec<[i32; 2]> =
+            waits.iter().map(|w| w.map_or([0, 0], |(_, o)| o)).collect();
         let mut threads = Vec::with_capacity(state.threads.len());
         let mut stopped = 0usize;
+        let mut holder_check = (0u32, 0u32);
+        let exported_flags = self
+            .walker
+            .layout()
+            .tstate
+            .gil_flags
+            .is_some_and(|f| f.exported);
         let stand_ins = stand_ins(&state, &interpreters);
+        let woken = self.woken_waiters(&state, &interpreters, kernel, &stand_ins, &waits);
         for ((thread, &kernel_state), stand_in) in
             state.threads.into_iter().zip(kernel).zip(stand_ins)
         {
@@ -244,11 +452,22 @@ impl<M: RemoteMemory> Target<M> {
             stopped += usize::from(kernel_state == KernelState::Stopped);
             let gil = &interpreters[thread.interpreter].gil;
             let holds = gil.holder() == Some(thread.tstate);
+            if let (false, Some(flag)) = (exported_flags, thread.holds_gil) {
+                holder_check.0 += 1;
+                holder_check.1 += u32::from(flag == holds);
+            }
+            let counted = gil_waiters
+                .get(thread.interpreter)
+                .is_some_and(Option::is_some);
             let waiting = !holds
                 && kernel_state == KernelState::Running
-                && self.still_waiting(tid, thread.tstate, gil);
+                && if counted {
+                    woken.contains(&tid)
+                } else {
+                    self.still_waiting(tid, thread.tstate, gil)
+                };
             let class = classify(holds, kernel_state, gil, waiting)
-                .map_err(|Contradiction| SampleError::Torn)?;
+                .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder());
             self.track_gil_wait(tid, kernel_state, gil, class);
             let event_loop = self.observe_loop(tid, &thread.frames, &thread.frame_addresses);
             threads.push(ThreadSample {
@@ -258,32 +477,54 @@ impl<M: RemoteMemory> Target<M> {
                 interpreter: thread.interpreter,
                 class,
                 blocked_on_gil: is_gil_wait(kernel_state, gil),
-                cpu_ns: if class.state == ThreadState::NativeNogil
-                    || self.native_before.contains(&tid)
+                kernel: kernel_state,
+                cpu_ns: if self.native_before.contains(&tid)
+                    || (class.state == ThreadState::NativeNogil
+                        && self.needs_next_sample(tid, counted))
                 {
                     self.kernel.cpu_time_ns(tid)
                 } else {
                     None
+                },
+                gil_flags: match (exported_flags, thread.holds_gil, thread.gil_requested) {
+                    (true, Some(holds), Some(requested)) => {
+                        Some(ThreadGilFlagValues { holds, requested })
+                    }
+                    _ => None,
                 },
                 frames: thread.frames,
                 truncated: thread.truncated,
                 event_loop,
             });
         }
+        if several_flagged_holders(&threads) {
+            // Thread states are read one after another: a GIL handed over between two reads
+            // shows both threads holding it.
+            return Err(SampleError::Torn);
+        }
         self.native_before = threads
             .iter()
-            .filter(|t| t.class.state == ThreadState::NativeNogil)
+            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
             .map(|t| t.tid)
             .collect();
+        self.last_state = threads.iter().map(|t| (t.tid, t.class.state)).collect();
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
         let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
         self.kernel.retain(|tid| alive.contains(&tid));
         self.gil_waiters.retain(|tid, _| alive.contains(tid));
+        let flag_check = (holder_check.0 > 0).then_some(FlagCheck {
+            compared: FlagComparison::Holder,
+            threads: holder_check.0,
+            agreeing: holder_check.1,
+        });
         Ok(Sample {
             interpreters,
             threads,
             target_stopped,
-            time: std::time::Instant::now(),
+            gil_waiters,
+            gil_mutex_owners,
+            time,
+            flag_check,
         })
     }
 
@@ -304,8 +545,98 @@ impl<M: RemoteMemory> Target<M> {
             addresses,
             None,
         )?;
+        // Timed from the start of the walk that read these frames: a stamp the loop wrote
+        // after them must not look older than this sample.
+        observation.at_ns = self.walk_started_ns;
         observation.sched = self.kernel.sched_counters(tid);
         Some(observation)
+    }
+
+    /// The runnable threads that are inside a wait on the GIL: woken (by a release, or by
+    /// their one-interval timeout) and queued for a CPU, or on their way into the wait.
+    /// /proc shows them running, like native code. The GIL's conditions count the threads
+    /// inside their waits; those not seen blocked there are runnable. When there are more
+    /// runnable candidates than that, the likeliest are taken: a thread last seen waiting
+    /// for the GIL, then one last seen holding it (a holder asked to drop it), then the rest
+    /// in turn, so that no thread is favoured over many samples. A runnable thread that owns
+    /// one of the GIL's mutexes is inside `take_gil` or `drop_gil`: it waits, whatever the
+    /// count.
+    fn woken_waiters(
+        &mut self,
+        state: &PythonState,
+        interpreters: &[InterpreterRecord],
+        kernel: &[KernelState],
+        stand_ins: &[bool],
+        waits: &GilWaits,
+    ) -> HashSet<i32> {
+        let mut woken = HashSet::new();
+        let Some(conds) = self.conds else {
+            return woken;
+        };
+        self.turn = self.turn.wrapping_add(1);
+        for (index, record) in interpreters.iter().enumerate() {
+            let Some(Some((inside, owners))) = waits.get(index).copied() else {
+                continue;
+            };
+            let gil = &record.gil;
+            let mut blocked = 0u32;
+            let mut candidates: Vec<(u8, i32)> = Vec::new();
+            for ((thread, kernel), &stand_in) in state.threads.iter().zip(kernel).zip(stand_ins) {
+                let Some(tid) = thread.tid else { continue };
+                if thread.interpreter != index || stand_in {
+                    continue;
+                }
+                match *kernel {
+                    KernelState::Syscall { nr, args }
+                        if nr == libc::SYS_futex && conds.contains(gil.address, args[0]) =>
+                    {
+                        blocked += 1
+                    }
+                    KernelState::Running
+                        if gil.holder() != Some(thread.tstate) && owners.contains(&tid) =>
+                    {
+                        woken.insert(tid);
+                    }
+                    KernelState::Running if gil.holder() != Some(thread.tstate) => {
+                        let rank = if self.gil_waiters.contains_key(&tid) {
+                            0
+                        } else {
+                            match self.last_state.get(&tid) {
+                                Some(ThreadState::GilWait) => 1,
+                                Some(ThreadState::GilHeld) => 2,
+                                _ => 3,
+                            }
+                        };
+                        candidates.push((rank, tid));
+                    }
+                    _ => {}
+                }
+            }
+            let runnable = inside.saturating_sub(blocked) as usize;
+            if runnable == 0 || candidates.is_empty() {
+                continue;
+            }
+            candidates.sort_unstable();
+            let rotate = self.turn % candidates.len();
+            candidates.rotate_left(rotate);
+            candidates.sort_by_key(|&(rank, _)| rank);
+            woken.extend(candidates.iter().take(runnable).map(|&(_, tid)| tid));
+        }
+        woken
+    }
+
+    /// Whether a thread runnable without the GIL, and not counted inside the GIL's waits, may
+    /// still be in a GIL handoff, for the next sample to tell (see [`handoff_verdict`]): a
+    /// thread on its way into the wait or out of it, preempted there. Without the count, any
+    /// such thread. With it, only one that was in the GIL's hands at the sample before
+    /// (holding or waiting): a thread coming back from I/O or a sleep, queued for a CPU, also
+    /// reaches the GIL soon after, but was never waiting for it at this instant.
+    fn needs_next_sample(&self, tid: i32, counted: bool) -> bool {
+        !counted
+            || matches!(
+                self.last_state.get(&tid),
+                Some(ThreadState::GilHeld | ThreadState::GilWait)
+            )
     }
 
     /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
@@ -368,6 +699,63 @@ impl<M: RemoteMemory> Target<M> {
     }
 }
 
+/// More than one thread of an interpreter flags itself as holding its GIL.
+fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
+    let mut holders: Vec<usize> = threads
+        .iter()
+        .filter(|t| t.gil_flags.is_some_and(|f| f.holds))
+        .map(|t| t.interpreter)
+        .collect();
+    let flagged = holders.len();
+    holders.sort_unstable();
+    holders.dedup();
+    holders.len() < flagged
+}
+
+impl<M: RemoteMemory> Target<M> {
+    /// A walk that faults (a thread state freed under the reader as its thread ended) is
+    /// tried once more at once: the list is whole again within microseconds.
+    fn walk(&mut self, with_frames: bool) -> Result<PythonState, MemError> {
+        self.walk_started_ns = monotonic_ns();
+        match self.walker.read(with_frames) {
+            Err(MemError::Fault { .. }) => {
+                self.walk_started_ns = monotonic_ns();
+                self.walker.read(with_frames)
+            }
+            other => other,
+        }
+    }
+
+    /// Keeps names right as threads come and go (see [`ThreadNames`]).
+    fn name_new_threads(&mut self, sample: &Sample) {
+        let threads: Vec<LiveThread> = sample
+            .threads
+            .iter()
+            .map(|t| LiveThread {
+                tid: t.tid,
+                tstate: t.tstate,
+                ident: t.ident,
+                interpreter: sample.interpreters[t.interpreter].address,
+            })
+            .collect();
+        self.names
+            .update(&self.walker.mem, &self.walker.runtime, &threads);
+    }
+}
+
+/// The GIL names a thread as its holder that the kernel shows blocked on the GIL. `take_gil`
+/// sets `locked` before `last_holder`, so for a moment the GIL names its previous holder,
+/// which may be waiting for it again (or waiting in a handoff on `switch_cond`). The kernel's
+/// view is the later one: the thread waits, and the GIL is held by a thread not named yet.
+/// Threads that start and end take and drop the GIL often, so this is common under churn;
+/// it is no reason to drop the sample.
+fn waiting_on_a_stale_holder() -> Classification {
+    Classification {
+        state: ThreadState::GilWait,
+        idle_reason: None,
+    }
+}
+
 /// Thread states that share a kernel tid with another and should not be counted for it.
 /// A thread state being created carries its creator's ids until the new thread starts, and a
 /// thread running a subinterpreter has a thread state in each interpreter. The one kept holds
@@ -403,8 +791,13 @@ pub const NATIVE_CPU_NS: u64 = 5_000_000;
 /// What a thread runnable without the GIL at one sample turned out to be doing, judged by a
 /// later sample: a thread in a GIL handoff (a holder handing over, a woken waiter, queued
 /// for a CPU) reaches the GIL before it has used [`NATIVE_CPU_NS`] of CPU; native code uses
-/// that much first, or blocks elsewhere. `None`: still undecided.
-pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<bool> {
+/// that much first, or blocks elsewhere. `later_counted`: the later sample counted the GIL's
+/// waiters, so a `gil_wait` in it was seen, not inferred. `None`: still undecided.
+pub fn handoff_verdict(
+    earlier: &ThreadSample,
+    later: &ThreadSample,
+    later_counted: bool,
+) -> Option<bool> {
     let used = match (earlier.cpu_ns, later.cpu_ns) {
         (Some(before), Some(after)) => after.saturating_sub(before),
         _ => u64::MAX,
@@ -412,9 +805,11 @@ pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<b
     if used >= NATIVE_CPU_NS {
         return Some(false);
     }
-    // Only what was seen counts: a GIL wait inferred for a runnable thread is the guess
-    // being checked.
-    if later.class.state == ThreadState::GilHeld || later.blocked_on_gil {
+    // Only what was seen counts: a GIL wait inferred for a runnable thread from its history
+    // alone is the guess being checked.
+    let seen_waiting =
+        later.blocked_on_gil || (later_counted && later.class.state == ThreadState::GilWait);
+    if later.class.state == ThreadState::GilHeld || seen_waiting {
         return Some(true);
     }
     match later.class.state {
@@ -426,16 +821,31 @@ pub fn handoff_verdict(earlier: &ThreadSample, later: &ThreadSample) -> Option<b
 /// Marks as waiting for the GIL the threads of `earlier` that were runnable without it and
 /// that `later` shows were in a GIL handoff. Returns the tids still undecided.
 pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
+    let pending: Vec<i32> = earlier
+        .threads
+        .iter()
+        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .map(|t| t.tid)
+        .collect();
+    resolve_some(earlier, later, &pending)
+}
+
+/// [`resolve_handoffs`] for the threads `pending` only.
+fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i32> {
     let mut undecided = Vec::new();
     for thread in earlier
         .threads
         .iter_mut()
-        .filter(|t| t.class.state == ThreadState::NativeNogil)
+        .filter(|t| t.class.state == ThreadState::NativeNogil && pending.contains(&t.tid))
     {
         let Some(next) = later.threads.iter().find(|t| t.tid == thread.tid) else {
             continue;
         };
-        match handoff_verdict(thread, next) {
+        let counted = later
+            .gil_waiters
+            .get(next.interpreter)
+            .is_some_and(Option::is_some);
+        match handoff_verdict(thread, next, counted) {
             Some(true) => {
                 thread.class = Classification {
                     state: ThreadState::GilWait,
@@ -449,25 +859,97 @@ pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
     undecided
 }
 
-/// Holds each sample back by one, so that the next can resolve its runnable threads.
+/// Makes the thread states' own GIL flags (3.15+) the source of who holds the GIL and who
+/// waits for it, once the inference has had its say (handoffs resolved), and records how
+/// often the two agreed where the flags speak.
+///
+/// - `holds_gil` set: holding (with `gil_requested` too, it is a take_gil read mid-way).
+/// - `gil_requested` set, or blocked in the GIL's futex (a holder handing the GIL over on a
+///   forced switch, which requests nothing): waiting.
+/// - Neither, and blocked elsewhere: idle, as /proc says.
+/// - Neither, and runnable: the flags are silent. Such a thread is running native code, or
+///   is between a forced switch and its next take_gil, queued for a CPU; only the inference
+///   (the handoff resolver) tells these apart, so it keeps its class and is not compared.
+pub fn settle_by_thread_flags(sample: &mut Sample) {
+    let mut threads = 0;
+    let mut agreeing = 0;
+    for thread in &mut sample.threads {
+        let Some(flags) = thread.gil_flags else {
+            continue;
+        };
+        let by_flags = if flags.holds {
+            Classification::active(ThreadState::GilHeld)
+        } else if flags.requested || thread.blocked_on_gil {
+            Classification::active(ThreadState::GilWait)
+        } else if thread.kernel == KernelState::Running {
+            if thread.class.state == ThreadState::GilHeld {
+                // Named by the GIL struct but not flagged: inside take_gil or drop_gil.
+                thread.class = Classification::active(ThreadState::GilWait);
+            }
+            continue;
+        } else {
+            classify_without_gil(thread.kernel)
+        };
+        threads += 1;
+        agreeing += u32::from(by_flags.state == thread.class.state);
+        thread.class = by_flags;
+    }
+    if threads > 0 {
+        sample.flag_check = Some(FlagCheck {
+            compared: FlagComparison::State,
+            threads,
+            agreeing,
+        });
+    }
+}
+
+/// How long a sample waits for later ones to resolve its runnable threads; past this they
+/// stay native (a thread queued for a CPU this long is rare, native code is not).
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Holds samples back until later ones have resolved their runnable threads: at least one
+/// sample, at most [`RESOLVE_WITHIN`]. Samples come out in the order they went in.
 #[derive(Debug, Default)]
 pub struct HandoffResolver {
-    held: Option<Sample>,
+    /// Each held sample with the tids it still waits to resolve.
+    held: std::collections::VecDeque<(Sample, Vec<i32>)>,
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the previous one, resolved.
-    pub fn push(&mut self, sample: Sample) -> Option<Sample> {
-        let mut previous = self.held.replace(sample)?;
-        if let Some(later) = &self.held {
-            resolve_handoffs(&mut previous, later);
+    /// Takes a new sample; gives back the held ones now resolved, oldest first.
+    pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
+        for (earlier, undecided) in &mut self.held {
+            if !undecided.is_empty() {
+                *undecided = resolve_some(earlier, &sample, undecided);
+            }
         }
-        Some(previous)
+        let mut ready = Vec::new();
+        while let Some((front, undecided)) = self.held.front() {
+            let expired = sample.time.saturating_duration_since(front.time) >= RESOLVE_WITHIN;
+            if !undecided.is_empty() && !expired {
+                break;
+            }
+            ready.extend(self.held.pop_front().map(|(s, _)| s));
+        }
+        let pending = sample
+            .threads
+            .iter()
+            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
+            .map(|t| t.tid)
+            .collect();
+        self.held.push_back((sample, pending));
+        ready
     }
 
-    /// The last sample, as it stands.
-    pub fn finish(&mut self) -> Option<Sample> {
-        self.held.take()
+    /// The samples still held, as they stand.
+    pub fn finish(&mut self) -> Vec<Sample> {
+        self.held
+            .drain(..)
+            .map(|(mut s, _)| {
+                settle_by_thread_flags(&mut s);
+                s
+            })
+            .collect()
     }
 }
 
@@ -483,6 +965,8 @@ mod tests {
             tid: Some(tid),
             interpreter: 0,
             interpreter_address: 0x10,
+            holds_gil: None,
+            gil_requested: None,
             frames: vec![Frame { code: 0, line: 1 }; frames],
             frame_addresses: vec![0; frames],
             truncated: false,
@@ -504,6 +988,51 @@ mod tests {
             id: 0,
             gil,
         }
+    }
+
+    /// `struct _gil_runtime_state` of 3.8-3.13 (default builds), as in python::tables.
+    fn gil_layout() -> crate::python::layout::GilLayout {
+        crate::python::layout::GilLayout {
+            enabled: None,
+            interval: 0,
+            last_holder: 8,
+            locked: 16,
+            switch_number: 24,
+            size: 208,
+        }
+    }
+
+    #[test]
+    fn the_gil_conditions_follow_switch_number() {
+        let layout = CondvarLayout::for_version(2, 36).unwrap();
+        let conds = GilConds::new(layout, &gil_layout()).unwrap();
+        assert_eq!((conds.cond, conds.switch_cond), (32, 120));
+        assert_eq!(conds.span(), 208 - 32);
+        // A futex on `cond` or `switch_cond` is inside; on `mutex` it is not (that wait is
+        // seen as blocked on the GIL by /proc, and is not in the count).
+        let gil = 0x1000;
+        assert!(conds.contains(gil, gil + 32 + 40));
+        assert!(conds.contains(gil, gil + 120));
+        assert!(!conds.contains(gil, gil + 80));
+        // A layout whose size does not add up is not guessed at.
+        let odd = crate::python::layout::GilLayout {
+            size: 200,
+            ..gil_layout()
+        };
+        assert!(GilConds::new(layout, &odd).is_none());
+    }
+
+    #[test]
+    fn reads_the_waiters_and_the_mutex_owners() {
+        let conds =
+            GilConds::new(CondvarLayout::for_version(2, 36).unwrap(), &gil_layout()).unwrap();
+        let mut bytes = vec![0u8; conds.span()];
+        // Two waiters on `cond`, one on `switch_cond` (each count is 8 per waiter, plus
+        // the clock bit), and thread 4242 inside `take_gil` owning `mutex`.
+        bytes[36..40].copy_from_slice(&(2 * 8 + 2u32).to_ne_bytes());
+        bytes[88 + 36..88 + 40].copy_from_slice(&(8 + 2u32).to_ne_bytes());
+        bytes[48 + 8..48 + 12].copy_from_slice(&4242i32.to_ne_bytes());
+        assert_eq!(conds.parse(&bytes), Some((3, [4242, 0])));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::mem::RemoteMemory;
 use crate::python::attach::{Build, Runtime};
 use crate::python::code::CodeTable;
 use crate::python::walker::{Frame, GilState};
-use crate::sample::{Sample, Target};
+use crate::sample::{FlagCheck, FlagComparison, Sample, Target};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,23 +21,44 @@ pub struct PythonInfo {
 }
 
 impl PythonInfo {
-    pub fn new(runtime: &Runtime, gil: Option<&GilState>) -> Self {
+    /// `gil` is the mode of the main GIL as sampled (`None`: not sampled, taken as enabled).
+    pub fn new(runtime: &Runtime, gil: Option<GilMode>) -> Self {
         let b = &runtime.binary;
         PythonInfo {
             version: b.version.to_string(),
             build: b.build,
             free_threaded: b.free_threaded,
-            gil: gil_mode(gil.and_then(|g| g.enabled)).to_string(),
+            gil: gil.unwrap_or(GilMode::Enabled).name().to_string(),
             binary: b.path.display().to_string(),
         }
     }
 }
 
-fn gil_mode(enabled: Option<i32>) -> &'static str {
-    match enabled {
-        None | Some(i32::MAX) => "enabled",
-        Some(0) => "disabled",
-        Some(_) => "transient",
+/// Whether the GIL is in force: always on a default build; a free-threaded build can run
+/// without it, or switch it on for a while (e.g. while an extension that needs it loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilMode {
+    Enabled,
+    Disabled,
+    Transient,
+}
+
+impl GilMode {
+    /// From the GIL's `enabled` counter (free-threaded builds; `None` elsewhere).
+    pub fn of(gil: &GilState) -> GilMode {
+        match gil.enabled {
+            None | Some(i32::MAX) => GilMode::Enabled,
+            Some(0) => GilMode::Disabled,
+            Some(_) => GilMode::Transient,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GilMode::Enabled => "enabled",
+            GilMode::Disabled => "disabled",
+            GilMode::Transient => "transient",
+        }
     }
 }
 
@@ -45,6 +66,10 @@ fn gil_mode(enabled: Option<i32>) -> &'static str {
 pub struct GilInfo {
     pub locked: bool,
     pub holder_tid: Option<i32>,
+    /// Where the holder and the waiters come from: "thread_flags" (3.15+: the thread
+    /// states' own `holds_gil` / `gil_requested`) or "gil_struct" (the GIL's `locked` and
+    /// `last_holder`, with /proc for the waiters).
+    pub source: &'static str,
     pub switch_number: u64,
     pub interval_us: u64,
 }
@@ -108,9 +133,10 @@ impl Snapshot {
         let interpreters: Vec<InterpreterInfo> = sample
             .interpreters
             .iter()
-            .map(|i| InterpreterInfo {
+            .enumerate()
+            .map(|(index, i)| InterpreterInfo {
                 id: i.id,
-                gil: gil_info(&i.gil, sample),
+                gil: gil_info(index, &i.gil, sample),
             })
             .collect();
         let threads = sample
@@ -118,7 +144,7 @@ impl Snapshot {
             .iter()
             .map(|t| ThreadInfo {
                 tid: t.tid,
-                name: target.thread_name(t.ident).map(str::to_string),
+                name: target.thread_name(t.tid).map(str::to_string),
                 state: t.class.state,
                 idle_reason: t.class.idle_reason,
                 interpreter_id: sample.interpreters[t.interpreter].id,
@@ -134,13 +160,14 @@ impl Snapshot {
         let main_gil = sample.main_gil();
         Snapshot {
             pid: target.pid,
-            python: PythonInfo::new(target.runtime(), main_gil),
+            python: PythonInfo::new(target.runtime(), main_gil.map(GilMode::of)),
             gil: interpreters
                 .last()
                 .map(|i| i.gil.clone())
                 .unwrap_or(GilInfo {
                     locked: false,
                     holder_tid: None,
+                    source: GIL_STRUCT,
                     switch_number: 0,
                     interval_us: 0,
                 }),
@@ -151,13 +178,30 @@ impl Snapshot {
     }
 }
 
-fn gil_info(gil: &GilState, sample: &Sample) -> GilInfo {
-    let holder = gil
-        .holder()
-        .and_then(|h| sample.threads.iter().find(|t| t.tstate == h));
+const GIL_STRUCT: &str = "gil_struct";
+const THREAD_FLAGS: &str = "thread_flags";
+
+fn gil_info(interpreter: usize, gil: &GilState, sample: &Sample) -> GilInfo {
+    let by_flags = matches!(
+        sample.flag_check,
+        Some(FlagCheck {
+            compared: FlagComparison::State,
+            ..
+        })
+    );
+    let holder = if by_flags {
+        sample
+            .threads
+            .iter()
+            .find(|t| t.interpreter == interpreter && t.class.state == ThreadState::GilHeld)
+    } else {
+        gil.holder()
+            .and_then(|h| sample.threads.iter().find(|t| t.tstate == h))
+    };
     GilInfo {
         locked: gil.locked,
         holder_tid: holder.map(|t| t.tid),
+        source: if by_flags { THREAD_FLAGS } else { GIL_STRUCT },
         switch_number: gil.switch_number,
         interval_us: gil.interval_us,
     }

@@ -5,12 +5,21 @@
 //! functions that held the GIL most.
 //!
 //! Drawing is a pure function of the figures and the terminal size ([`render`]), so any size
-//! works, down to zero. The terminal is put back (raw mode off, main screen, cursor shown) on
-//! every way out: `q`, Ctrl-C, SIGINT/SIGTERM/SIGHUP, the target exiting, errors and panics.
+//! works, down to zero; a terminal that reports no size (0x0, as `script` and some CI runners
+//! give) is taken as $COLUMNS x $LINES, else 80x24. The terminal is put back (raw mode off,
+//! main screen, cursor shown) on every way out: `q`, Ctrl-C, SIGINT/SIGTERM/SIGHUP, the
+//! target exiting, errors and panics.
+//!
+//! In batch mode (`--batch`, or whenever stdout is not a terminal) there is no screen: one
+//! plain-text frame per refresh ([`render_text`]) is appended to stdout, like `top -b`, until
+//! the target exits or a signal ends it.
 
 use crate::classify::ThreadState;
 use crate::profile::Aggregator;
-use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, ratio, thread_figures};
+use crate::profile::figures::{
+    GilFigures, GroupFigures, Row, ThreadFigures, gil_figures, ratio, rows, thread_figures,
+    thread_groups,
+};
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
 use crate::record::schedule::Schedule;
 use crate::sample::{Sample, SampleError, Target};
@@ -33,6 +42,9 @@ pub struct TopConfig {
     pub refresh: Duration,
     /// How far back the figures look.
     pub window: Duration,
+    /// Plain-text frames on stdout instead of a screen (also used when stdout is not a
+    /// terminal).
+    pub batch: bool,
 }
 
 /// Why `top` ended.
@@ -50,12 +62,7 @@ const TOP_FUNCTIONS: usize = 10;
 /// Runs the live view until the user quits or the target exits.
 pub fn run(config: &TopConfig) -> Result<TopEnd> {
     let mut target = Target::attach(config.pid)?;
-    if !std::io::stdout().is_terminal() {
-        anyhow::bail!(
-            "top needs a terminal on stdout; use `gilscope record` or `gilscope dump` to write \
-             to files or pipes"
-        );
-    }
+    let batch = config.batch || !std::io::stdout().is_terminal();
     target.refresh_names();
     let command = std::fs::read(format!("/proc/{}/cmdline", config.pid))
         .map(|raw| {
@@ -66,8 +73,33 @@ pub fn run(config: &TopConfig) -> Result<TopEnd> {
         })
         .unwrap_or_default();
     install_signal_handlers();
+    crate::record::schedule::sample_on_time();
+    if batch {
+        return Live::new(config, target, command).run_batch();
+    }
     let _screen = Screen::enter()?;
     Live::new(config, target, command).run()
+}
+
+/// The terminal's size; a terminal that reports 0x0 (or none) gets $COLUMNS x $LINES, else
+/// 80x24.
+fn screen_size() -> (usize, usize) {
+    match terminal::size() {
+        Ok((width, height)) if width > 0 && height > 0 => (usize::from(width), usize::from(height)),
+        _ => size_from_env(
+            std::env::var("COLUMNS").ok().as_deref(),
+            std::env::var("LINES").ok().as_deref(),
+        ),
+    }
+}
+
+fn size_from_env(columns: Option<&str>, lines: Option<&str>) -> (usize, usize) {
+    let parse = |v: Option<&str>, default: usize| {
+        v.and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(default)
+    };
+    (parse(columns, 80), parse(lines, 24))
 }
 
 /// The sampling loop and what it keeps.
@@ -123,26 +155,59 @@ impl<'a> Live<'a> {
         }
     }
 
+    /// Batch mode: a plain-text frame every refresh until the target exits or a signal
+    /// comes; a closed stdout (`| head`) ends it too.
+    fn run_batch(&mut self) -> Result<TopEnd> {
+        let mut schedule = Schedule::new(self.config.rate_hz, u64::from(std::process::id()));
+        let mut next_frame = Instant::now() + self.config.refresh;
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Ok(TopEnd::Quit);
+            }
+            crate::record::schedule::sleep_until(
+                schedule.next_deadline(Instant::now()).min(next_frame),
+            );
+            if !self.sample()? {
+                return Ok(TopEnd::TargetExited);
+            }
+            let now = Instant::now();
+            if now >= next_frame {
+                let view = View::new(&self.window_recording(), self.config, &self.command);
+                let mut out = std::io::stdout().lock();
+                if out
+                    .write_all(render_text(&view).as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return Ok(TopEnd::Quit);
+                }
+                next_frame = (next_frame + self.config.refresh).max(now);
+            }
+        }
+    }
+
     /// Takes one sample into the window; false once the target is gone.
     fn sample(&mut self) -> Result<bool> {
-        match self.target.sample(true) {
-            Ok(sample) => {
-                let unnamed = sample
-                    .threads
+        match self.target.resolved_sample(true, false) {
+            Ok(samples) => {
+                let unnamed = samples
                     .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
+                    .flat_map(|s| &s.threads)
+                    .any(|t| self.target.thread_name(t.tid).is_none());
                 let since = self.names_read.elapsed();
                 if since >= NAME_REFRESH || (unnamed && since >= Duration::from_millis(100)) {
                     self.target.refresh_names();
                     self.names_read = Instant::now();
                 }
-                let oldest = sample.time.checked_sub(self.config.window);
-                self.window.push_back(sample);
-                while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
-                    if front.time >= oldest {
-                        break;
+                for sample in samples {
+                    let oldest = sample.time.checked_sub(self.config.window);
+                    self.window.push_back(sample);
+                    while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
+                        if front.time >= oldest {
+                            break;
+                        }
+                        self.window.pop_front();
                     }
-                    self.window.pop_front();
                 }
                 Ok(true)
             }
@@ -154,10 +219,10 @@ impl<'a> Live<'a> {
 
     fn draw(&self) -> Result<()> {
         let view = View::new(&self.window_recording(), self.config, &self.command);
-        let (width, height) = terminal::size().unwrap_or((80, 24));
-        let lines = render(&view, usize::from(width), usize::from(height));
+        let (width, height) = screen_size();
+        let lines = render(&view, width, height);
         let mut out = std::io::stdout().lock();
-        paint(&mut out, &lines, usize::from(width), usize::from(height))?;
+        paint(&mut out, &lines, width, height)?;
         Ok(out.flush()?)
     }
 
@@ -176,7 +241,7 @@ impl<'a> Live<'a> {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: Vec::new(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s: span.as_secs_f64(),
             requested_rate_hz: self.config.rate_hz,
             samples: a.samples,
@@ -186,11 +251,12 @@ impl<'a> Live<'a> {
             stop_reason: String::new(),
             cpus: 0,
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
             event_loops: a.event_loops(&target.walker.codes),
+            thread_flags: a.thread_flags().cloned(),
         }
     }
 }
@@ -210,12 +276,16 @@ pub struct View {
     pub window_s: f64,
     pub gil: GilFigures,
     pub threads: Vec<ThreadFigures>,
+    /// Short-lived threads show as one row per group.
+    pub groups: Vec<GroupFigures>,
     /// (share of the window's samples, "function (file)"), most first.
     pub holders: Vec<(f64, String)>,
 }
 
 impl View {
     pub fn new(rec: &Recording, config: &TopConfig, command: &str) -> Self {
+        let threads = thread_figures(rec);
+        let groups = thread_groups(rec, &threads);
         View {
             title: format!(
                 "gilscope top | pid {} | Python {} | {}",
@@ -224,7 +294,8 @@ impl View {
             samples: rec.samples,
             window_s: config.window.as_secs_f64(),
             gil: gil_figures(rec),
-            threads: thread_figures(rec),
+            threads,
+            groups,
             holders: gil_holders(rec),
         }
     }
@@ -262,6 +333,58 @@ fn short_file(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// One batch-mode frame: the title, the GIL line, one row per thread with its shares, the
+/// functions holding the GIL most, and a blank line. Plain text, no escape codes.
+pub fn render_text(view: &View) -> String {
+    let g = &view.gil;
+    let mut out = format!("{}\n{}\n", view.title, gil_line(view, g));
+    out.push_str(&format!(
+        "{:<20} {:>8} {:<10} {:>6} {:>6} {:>6} {:>6}\n",
+        "THREAD", "TID", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"
+    ));
+    if view.threads.is_empty() {
+        out.push_str("  sampling...\n");
+    }
+    for t in &view.threads {
+        let s = &t.states;
+        out.push_str(&format!(
+            "{:<20} {:>8} {:<10} {:>5.0}% {:>5.0}% {:>5.0}% {:>5.0}%\n",
+            clip_str(t.name.as_deref().unwrap_or("?"), 20),
+            t.tid,
+            t.class.name(),
+            s.gil_held * 100.0,
+            s.gil_wait * 100.0,
+            s.native_nogil * 100.0,
+            s.idle * 100.0
+        ));
+    }
+    let holders: Vec<String> = view
+        .holders
+        .iter()
+        .take(3)
+        .map(|(share, name)| format!("{:.0}% {name}", share * 100.0))
+        .collect();
+    if !holders.is_empty() {
+        out.push_str(&format!("holding the GIL: {}\n", holders.join(", ")));
+    }
+    out.push('\n');
+    out
+}
+
+fn gil_line(view: &View, g: &GilFigures) -> String {
+    format!(
+        "GIL held {:.0}%  contended {:.0}%  waiting {:.1} threads  switches {:.0}/s  \
+         on CPU {:.2}  (last {:.0} s, {} samples)",
+        g.held * 100.0,
+        g.contended * 100.0,
+        g.mean_waiters,
+        g.switches_per_s,
+        g.parallelism,
+        view.window_s,
+        view.samples
+    )
+}
+
 /// How a piece of text is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {
@@ -291,20 +414,7 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
             (Tone::Bold, view.title.clone()),
             (Tone::Dim, "  q: quit".to_string()),
         ],
-        vec![(
-            Tone::Plain,
-            format!(
-                "GIL held {:.0}%  contended {:.0}%  waiting {:.1} threads  switches {:.0}/s  \
-                 on CPU {:.2}  (last {:.0} s, {} samples)",
-                g.held * 100.0,
-                g.contended * 100.0,
-                g.mean_waiters,
-                g.switches_per_s,
-                g.parallelism,
-                view.window_s,
-                view.samples
-            ),
-        )],
+        vec![(Tone::Plain, gil_line(view, g))],
         Vec::new(),
     ];
     // Columns: name, tid, class, bar, shares; the bar takes what is left.
@@ -341,7 +451,10 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
             format!("  {:>4.0}%  {name}", share * 100.0),
         )]);
     }
-    let mut rows: Vec<Line> = view.threads.iter().map(|t| thread_row(t, bar)).collect();
+    let mut rows: Vec<Line> = rows(&view.threads, &view.groups)
+        .iter()
+        .map(|row| thread_row(row, bar))
+        .collect();
     if view.threads.is_empty() {
         rows.push(vec![(Tone::Dim, "  sampling...".to_string())]);
     }
@@ -362,9 +475,9 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
         .collect()
 }
 
-fn thread_row(t: &ThreadFigures, bar: usize) -> Line {
-    let name = t.name.as_deref().unwrap_or("?");
-    let s = &t.states;
+fn thread_row(row: &Row, bar: usize) -> Line {
+    let name = row.label();
+    let s = row.states();
     let shares = [
         (ThreadState::GilHeld, s.gil_held),
         (ThreadState::GilWait, s.gil_wait),
@@ -376,8 +489,8 @@ fn thread_row(t: &ThreadFigures, bar: usize) -> Line {
         format!(
             "{:<20} {:>8} {:<10} ",
             clip_str(name, 20),
-            t.tid,
-            t.class.name()
+            row.id(),
+            row.class().name()
         ),
     )];
     // Cumulative rounding: the cells always add up to the bar's width.
@@ -558,6 +671,7 @@ mod tests {
                 .map(|i| ThreadFigures {
                     tid: 100 + i as i32,
                     name: Some(format!("worker-{i}")),
+                    group: "worker-*".into(),
                     samples: 200,
                     class: ThreadClass::GilBound,
                     states: StateFractions {
@@ -574,6 +688,7 @@ mod tests {
                     event_loop: None,
                 })
                 .collect(),
+            groups: Vec::new(),
             holders: vec![(0.5, "spin (app.py)".into())],
         }
     }
@@ -605,6 +720,34 @@ mod tests {
         assert!(row.contains('█') && row.contains('▓') && row.contains('▒') && row.contains('░'));
         assert!(screen.iter().any(|l| l.starts_with("legend:")));
         assert!(screen.iter().any(|l| l.contains("spin (app.py)")));
+    }
+
+    #[test]
+    fn a_batch_frame_is_plain_text_with_every_column() {
+        let frame = render_text(&view(2));
+        assert!(!frame.contains('\x1b'), "{frame:?}");
+        let lines: Vec<&str> = frame.lines().collect();
+        assert!(lines[0].starts_with("gilscope top | pid 1"));
+        assert!(lines[1].starts_with("GIL held"));
+        assert!(
+            lines[2]
+                .split_whitespace()
+                .eq(["THREAD", "TID", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"])
+        );
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["worker-1", "101", "gil_bound", "50%", "30%", "10%", "10%"]
+        );
+        assert_eq!(lines[5], "holding the GIL: 50% spin (app.py)");
+        assert!(frame.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn a_terminal_without_a_size_falls_back_to_the_environment_then_80x24() {
+        assert_eq!(size_from_env(Some("132"), Some("50")), (132, 50));
+        assert_eq!(size_from_env(Some("0"), Some("x")), (80, 24));
+        assert_eq!(size_from_env(None, None), (80, 24));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the rules look at: per-thread facts derived once from a recording.
 
 use super::*;
+use crate::profile::figures::{GroupFigures, thread_groups};
 
 /// A recording's figures, computed once, with what the rules ask of each thread.
 pub(super) struct Facts<'a> {
@@ -22,6 +23,13 @@ pub(super) struct Thread {
     pub(super) event_loop: bool,
     /// Handles connections ([`HANDLER_FILES`], [`HANDLER_NAMES`]).
     pub(super) handler: bool,
+    /// The kernel tids behind it: one, or every thread of a short-lived group.
+    pub(super) tids: Vec<i32>,
+    /// Stands for a short-lived group ([`GroupFigures::short_lived`]), named by `fig.name`.
+    pub(super) group: bool,
+    /// Its thread-samples over the process's samples: 1 for a thread (as rules always
+    /// counted one), the mean number of the group's threads alive for a group.
+    pub(super) weight: f64,
 }
 
 impl<'a> Facts<'a> {
@@ -39,6 +47,9 @@ impl<'a> Facts<'a> {
                     ratio(by_tid.get(&fig.tid).copied().unwrap_or(0), fig.samples)
                 };
                 Thread {
+                    tids: vec![fig.tid],
+                    group: false,
+                    weight: 1.0,
                     label: fig
                         .name
                         .clone()
@@ -54,6 +65,7 @@ impl<'a> Facts<'a> {
                 }
             })
             .collect();
+        let threads = group_short_lived(rec, threads);
         Facts {
             rec,
             gil: gil_figures(rec),
@@ -111,7 +123,7 @@ impl<'a> Facts<'a> {
 
     /// Threads that wanted a CPU, on average: held + waiting + native, summed over threads.
     pub(super) fn cpu_demand(&self) -> f64 {
-        self.threads.iter().map(Thread::busy).sum()
+        self.threads.iter().map(|t| t.busy() * t.weight).sum()
     }
 
     /// What running the demand in parallel would give: min(demand, CPUs) over the
@@ -133,7 +145,10 @@ impl<'a> Facts<'a> {
         state: ThreadState,
         role: Role,
     ) -> Vec<CodeRef> {
-        let tids: Vec<i32> = threads.iter().map(|t| t.fig.tid).collect();
+        let tids: Vec<i32> = threads
+            .iter()
+            .flat_map(|t| t.tids.iter().copied())
+            .collect();
         let mut total = 0;
         let mut functions: HashMap<(String, String), HashMap<u32, u64>> = HashMap::new();
         for stack in self.rec.stacks.iter() {
@@ -175,7 +190,8 @@ impl Thread {
         s.gil_held + s.gil_wait + s.native_nogil
     }
 
-    /// Busy running Python of its own, its waits not mostly after wake-ups.
+    /// Busy running Python of its own, its waits not mostly after wake-ups, and not a
+    /// native thread queueing for the GIL between native calls.
     pub(super) fn is_compute(&self) -> bool {
         self.busy() >= BUSY_SHARE
             && matches!(
@@ -184,6 +200,7 @@ impl Thread {
             )
             && self.fig.states.gil_held >= MIN_HELD_SHARE
             && !self.waits_after_wakeups()
+            && !self.is_starved_native()
     }
 
     /// Wakes up often, and most of its GIL waits follow a wake-up.
@@ -198,6 +215,9 @@ impl Thread {
 
     /// "thread[worker-0].gil_wait", as `--fail-on` names it.
     pub(super) fn figure(&self, what: &str) -> String {
+        if self.group {
+            return format!("group[{}].{what}", self.fig.group);
+        }
         match &self.fig.name {
             Some(name) => format!("thread[{name}].{what}"),
             None => format!("thread[{}].{what}", self.fig.tid),
@@ -212,6 +232,75 @@ impl Thread {
             note: format!("of its time {} {doing}", self.label),
         }
     }
+}
+
+/// The threads of each short-lived group (a thread per request, say) as one [`Thread`]:
+/// rules then judge the job those threads do together, not each of thousands of threads
+/// seen once or twice, and never list a name twice.
+fn group_short_lived(rec: &Recording, threads: Vec<Thread>) -> Vec<Thread> {
+    let figures: Vec<ThreadFigures> = threads.iter().map(|t| t.fig.clone()).collect();
+    let groups: HashMap<String, GroupFigures> = thread_groups(rec, &figures)
+        .into_iter()
+        .filter(|g| g.short_lived)
+        .map(|g| (g.name.clone(), g))
+        .collect();
+    let mut out: Vec<Thread> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for t in threads {
+        let Some(g) = groups.get(&t.fig.group) else {
+            out.push(t);
+            continue;
+        };
+        match at.get(&g.name) {
+            Some(&i) => {
+                let merged = &mut out[i];
+                merged.tids.push(t.fig.tid);
+                merged.gil_wait_samples += t.gil_wait_samples;
+                merged.wakeup_waits += t.wakeup_waits;
+                merged.wakeup_wait_samples += t.wakeup_wait_samples;
+                merged.fig.wakeups += t.fig.wakeups;
+                merged.handler |= t.handler;
+                merged.event_loop |= t.event_loop;
+            }
+            None => {
+                at.insert(g.name.clone(), out.len());
+                let fig = ThreadFigures {
+                    tid: t.fig.tid,
+                    name: Some(g.name.clone()),
+                    group: g.name.clone(),
+                    samples: g.samples,
+                    class: g.class,
+                    states: g.states.clone(),
+                    idle_reasons: g.idle_reasons.clone(),
+                    top_frames: g.top_frames.clone(),
+                    wakeups: t.fig.wakeups,
+                    wakeups_waiting_for_gil: 0.0,
+                    mean_wait_per_wakeup_ms: 0.0,
+                    // A loop's stalls are its own thread's: they are judged on threads
+                    // (thread[...].event_loop), and a group has no event_loop figures.
+                    event_loop: None,
+                };
+                out.push(Thread {
+                    label: format!("{} ({} threads)", g.name, g.threads),
+                    tids: vec![t.fig.tid],
+                    group: true,
+                    weight: ratio(g.samples, rec.samples),
+                    fig,
+                    ..t
+                });
+            }
+        }
+    }
+    let period_ms = if rec.requested_rate_hz > 0.0 {
+        1000.0 / rec.requested_rate_hz
+    } else {
+        0.0
+    };
+    for t in out.iter_mut().filter(|t| t.group) {
+        t.fig.wakeups_waiting_for_gil = ratio(t.wakeup_waits, t.fig.wakeups);
+        t.fig.mean_wait_per_wakeup_ms = ratio(t.wakeup_wait_samples, t.fig.wakeups) * period_ms;
+    }
+    out
 }
 
 /// Per thread, the samples whose stack has a frame that `matches(file, function)`.
@@ -272,13 +361,32 @@ pub(super) fn io_evidence(f: &Facts, io: &[&Thread]) -> Vec<Evidence> {
 // Words
 
 /// "thread conn-0" / "2 threads (worker-0, worker-1)" / "6 threads (a, b, c, d, and 2 more)".
+/// A group with more threads in the list than are named is named once, as a group:
+/// "108 threads (Thread-* (process_request_thread): 106 threads, MainThread, ...)"; no label
+/// is listed twice.
 pub(super) fn names(threads: &[&Thread]) -> String {
-    let shown: Vec<&str> = threads
+    let mut per_group: HashMap<&str, usize> = HashMap::new();
+    for t in threads {
+        *per_group.entry(t.fig.group.as_str()).or_default() += 1;
+    }
+    let mut labels: Vec<String> = Vec::new();
+    for t in threads {
+        let in_group = per_group[t.fig.group.as_str()];
+        let label = if in_group > MAX_NAMED_THREADS && !t.group {
+            format!("{}: {in_group} threads", t.fig.group)
+        } else {
+            t.label.clone()
+        };
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    let shown: Vec<&str> = labels
         .iter()
         .take(MAX_NAMED_THREADS)
-        .map(|t| t.label.as_str())
+        .map(String::as_str)
         .collect();
-    let more = threads.len().saturating_sub(MAX_NAMED_THREADS);
+    let more = labels.len().saturating_sub(MAX_NAMED_THREADS);
     match (threads.len(), more) {
         (1, _) => format!("thread {}", shown[0]),
         (n, 0) => format!("{n} threads ({})", shown.join(", ")),

@@ -8,6 +8,9 @@
 //!   releases the GIL;
 //! - I/O threads waiting for the GIL after each wake-up behind a CPU-bound thread (the convoy
 //!   effect) -> move the CPU work out of the process;
+//! - native threads that queue for the GIL behind a Python loop after every native call
+//!   (the convoy effect on native code) -> move the loop out of the process or into native
+//!   code; a shorter switch interval if it cannot move;
 //! - native code already running without the GIL in parallel -> threads already scale;
 //! - one CPU-bound thread that nobody waits for -> the GIL is not the bottleneck;
 //! - an asyncio event loop that mostly waits -> async is already right;
@@ -17,14 +20,18 @@
 //!
 //! The ranking is the order of [`RULES`]: problems that cost time now come first, then the
 //! verdicts that the current design is right. The first entry is the primary
-//! recommendation. Figure names in `evidence` are the ones report.json and `--fail-on` use.
+//! recommendation. With a contended GIL the primary always names who holds it and who
+//! waits: if no rule that does so fired first, [`blame::gil_contended`] is put first.
+//! Figure names in `evidence` are the ones report.json and `--fail-on` use.
 
+mod blame;
 mod event_loop;
 mod facts;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+use blame::*;
 use event_loop::event_loop_stalled;
 pub use event_loop::{LONG_STALL_FACTOR, MIN_LOOP_STALLS, is_stalled};
 use facts::Facts;
@@ -226,6 +233,11 @@ pub fn recommend(rec: &Recording) -> Vec<Recommendation> {
         return vec![free];
     }
     let mut list: Vec<Recommendation> = RULES.iter().filter_map(|rule| rule(&facts)).collect();
+    if !primary_blames(&facts, &list)
+        && let Some(blame) = gil_contended(&facts)
+    {
+        list.insert(0, blame);
+    }
     if list.is_empty() {
         list.push(nothing_stands_out(&facts));
     }
@@ -235,11 +247,14 @@ pub fn recommend(rec: &Recording) -> Vec<Recommendation> {
 type Rule = fn(&Facts) -> Option<Recommendation>;
 
 /// Every rule, in ranking order.
-const RULES: [Rule; 10] = [
+const RULES: [Rule; 13] = [
     event_loop_stalled,
     cpu_threads_contend,
     convoy,
+    native_convoy,
     cpu_threads_native_offload,
+    native_convoy_native_offload,
+    native_convoy_switch_interval,
     native_parallel,
     one_cpu_thread,
     one_cpu_thread_native_offload,

@@ -169,7 +169,8 @@ pub(super) fn native_parallel(f: &Facts) -> Option<Recommendation> {
         .iter()
         .filter(|t| t.fig.class == ThreadClass::Native)
         .collect();
-    if native.len() < 2 || f.gil.parallelism < PARALLEL_THREADS {
+    // Native threads queueing behind a Python loop do not scale (see native_convoy).
+    if native.len() < 2 || f.gil.parallelism < PARALLEL_THREADS || f.native_convoy().is_some() {
         return None;
     }
     let mut evidence = vec![

@@ -1,11 +1,11 @@
 //! `gilscope diff`: compare two recordings.
 
+use super::console;
 use super::report::load;
 use crate::diff::{Thresholds, compare, render};
 use crate::error::exit_code;
 use anyhow::Result;
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -74,18 +74,13 @@ pub fn run(args: DiffArgs) -> Result<i32> {
     } else {
         render(&diff)
     };
-    // A closed pipe (`| head`) is not an error worth a panic; the exit code still counts.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(anyhow::Error::new(e).context("cannot write the diff"));
-        }
-        _ => {}
-    }
+    // A closed pipe (`| head`) is not an error; the exit code still counts.
+    console::out(&text).map_err(|e| anyhow::Error::new(e).context("cannot write the diff"))?;
     if !base.recording.children.is_empty() || !new.recording.children.is_empty() {
-        eprintln!("gilscope: note: child processes are not compared, only the main process");
+        console::err("gilscope: note: child processes are not compared, only the main process\n");
     }
     for regression in &diff.regressions {
-        eprintln!("gilscope: regression: {}", regression.message);
+        console::err(&format!("gilscope: regression: {}\n", regression.message));
     }
     Ok(if diff.regressions.is_empty() {
         exit_code::OK

@@ -1,5 +1,6 @@
 //! `gilscope dump`.
 
+use super::console;
 use crate::dump::DumpConfig;
 use crate::error::exit_code;
 use crate::output::dump_text;
@@ -26,9 +27,9 @@ pub fn run(args: DumpArgs) -> Result<i32> {
     };
     let snapshot = crate::dump::run(&config)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        console::out(&(serde_json::to_string_pretty(&snapshot)? + "\n"))?;
     } else {
-        print!("{}", dump_text::render(&snapshot));
+        console::out(&dump_text::render(&snapshot))?;
     }
     Ok(exit_code::OK)
 }

@@ -18,6 +18,10 @@ Examples:
   Sample at 1000 Hz and also write a Perfetto trace:
     gilscope record --pid 1234 --duration 10 --rate 1000 --format trace
 
+  Send a pprof profile with each sample's GIL state to a Pyroscope server every 10 s,
+  until Ctrl-C:
+    gilscope record --pid 1234 --push http://pyroscope:4040 --push-label env=prod
+
 Exit codes: see gilscope --help.";
 
 pub const DUMP: &str = "\

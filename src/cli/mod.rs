@@ -3,6 +3,7 @@
 //! sees clap.
 
 pub mod completions;
+pub mod console;
 pub mod diff;
 pub mod dump;
 pub mod examples;

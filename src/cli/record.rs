@@ -1,8 +1,10 @@
 //! `gilscope record`.
 
+use super::console;
 use crate::conditions::{self, Condition};
 use crate::error::{Error, exit_code};
 use crate::output::{self, OutputFormat, report_json::Report, summary};
+use crate::push::{PushConfig, ingest};
 use crate::record::{RecordConfig, StopReason, TargetSpec};
 use anyhow::Result;
 use clap::Args;
@@ -28,7 +30,8 @@ pub struct RecordArgs {
     /// Directory for the outputs (created if missing) [default: gilscope-PID].
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Extra output formats, comma-separated: trace (Perfetto / chrome://tracing), speedscope.
+    /// Extra output formats, comma-separated: trace (Perfetto / chrome://tracing), speedscope,
+    /// pprof (profile.pb.gz, with the GIL state of every sample as a label).
     #[arg(long, value_delimiter = ',', value_parser = OutputFormat::parse)]
     pub format: Vec<OutputFormat>,
     /// Exit with code 10 if this condition holds, e.g. 'gil.contended>0.3' or
@@ -45,6 +48,24 @@ pub struct RecordArgs {
     /// Also record child processes (multiprocessing workers, spawned interpreters).
     #[arg(long)]
     pub subprocesses: bool,
+    /// Continuous mode: every --push-window seconds, send that window's pprof profile to
+    /// this Pyroscope server (http://HOST:4040). Runs until Ctrl-C, the program's exit or
+    /// --duration; the local outputs are written at the end. See docs/fleet.md.
+    #[arg(long, value_name = "URL", value_parser = parse_push_url)]
+    pub push: Option<String>,
+    /// Seconds of recording per pushed profile.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_push_window, requires = "push")]
+    pub push_window: f64,
+    /// Application name on the server [default: the target's command name].
+    #[arg(long, value_name = "NAME", value_parser = parse_app_name, requires = "push")]
+    pub app_name: Option<String>,
+    /// A static label for the pushed profiles, e.g. env=prod (repeatable).
+    #[arg(long = "push-label", value_name = "KEY=VALUE", value_parser = parse_push_label, requires = "push")]
+    pub push_labels: Vec<(String, String)>,
+    /// An HTTP header for every push request, e.g. 'Authorization: Bearer TOKEN'
+    /// (repeatable; more in $GILSCOPE_PUSH_HEADERS, one per line). Never printed.
+    #[arg(long = "push-header", value_name = "NAME: VALUE", requires = "push")]
+    pub push_headers: Vec<String>,
     /// The program to start and record, after `--`: gilscope record -- python app.py
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -75,6 +96,31 @@ fn parse_stall_ms(text: &str) -> Result<f64, String> {
     Ok(ms)
 }
 
+fn parse_push_url(text: &str) -> Result<String, String> {
+    ingest::check_url(text)
+}
+
+fn parse_push_window(text: &str) -> Result<f64, String> {
+    let seconds = parse_duration(text)?;
+    if seconds < MIN_PUSH_WINDOW_S {
+        return Err(format!(
+            "the push window must be at least {MIN_PUSH_WINDOW_S} s"
+        ));
+    }
+    Ok(seconds)
+}
+
+fn parse_app_name(text: &str) -> Result<String, String> {
+    ingest::check_app_name(text).map(|()| text.to_string())
+}
+
+fn parse_push_label(text: &str) -> Result<(String, String), String> {
+    ingest::parse_label(text)
+}
+
+/// Shortest `--push-window`: Pyroscope's `from` and `until` are whole seconds.
+const MIN_PUSH_WINDOW_S: f64 = 1.0;
+
 fn parse_duration(text: &str) -> Result<f64, String> {
     let seconds: f64 = text
         .parse()
@@ -86,7 +132,32 @@ fn parse_duration(text: &str) -> Result<f64, String> {
 }
 
 impl RecordArgs {
-    fn config(&self) -> RecordConfig {
+    /// The push settings, headers from the command line and the environment checked. An
+    /// error never repeats a header's value.
+    fn push_config(&self) -> Result<Option<PushConfig>, String> {
+        let Some(url) = &self.push else {
+            return Ok(None);
+        };
+        let mut headers = self
+            .push_headers
+            .iter()
+            .map(|h| ingest::Header::parse(h).map_err(|e| format!("--push-header: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Ok(text) = std::env::var(ingest::HEADERS_ENV) {
+            let more = ingest::Header::parse_lines(&text)
+                .map_err(|e| format!("{}: {e}", ingest::HEADERS_ENV))?;
+            headers.extend(more);
+        }
+        Ok(Some(PushConfig {
+            url: url.clone(),
+            app_name: self.app_name.clone(),
+            labels: self.push_labels.clone(),
+            headers,
+            window: Duration::from_secs_f64(self.push_window),
+        }))
+    }
+
+    fn config(&self, push: Option<PushConfig>) -> RecordConfig {
         let target = match self.pid {
             Some(pid) => TargetSpec::Pid(pid),
             None => TargetSpec::Command(self.command.clone()),
@@ -100,6 +171,7 @@ impl RecordArgs {
             keep_timeline: self.format.contains(&OutputFormat::Trace),
             progress: true,
             stall_ms: self.stall_ms,
+            push,
         }
     }
 }
@@ -107,33 +179,47 @@ impl RecordArgs {
 pub fn run(args: RecordArgs) -> Result<i32> {
     // Everything that can be checked is checked before the target is touched.
     let conditions = args.fail_on.clone();
+    let push = match args.push_config() {
+        Ok(push) => push,
+        Err(message) => {
+            eprintln!("gilscope: {message} (see gilscope --help)");
+            return Ok(exit_code::USAGE);
+        }
+    };
     if let Some(dir) = &args.output {
         output::prepare_dir(dir)?;
     }
-    let config = args.config();
+    let config = args.config(push);
     let outcome = crate::record::record(&config)?;
     let pid = outcome.recording.pid;
     let dir = args
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("gilscope-{pid}")));
-    let report = Report::new(&outcome.recording);
+    let mut report = Report::new(&outcome.recording);
+    report.push = outcome.push.clone();
     let written = output::write_all(&dir, &outcome.recording, &report, &args.format)?;
     let dir_name = dir.display().to_string();
-    eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
+    console::err(&summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
     if outcome.stop == StopReason::Failed {
-        eprintln!(
-            "gilscope: {} (the report covers what was sampled)",
+        console::err(&format!(
+            "gilscope: {} (the report covers what was sampled)\n",
             outcome.recording.stop_reason
-        );
+        ));
         return Ok(exit_code::GENERAL);
     }
+    if outcome.stop == StopReason::TargetExec {
+        console::err(&format!(
+            "gilscope: pid {pid} called exec(); gilscope does not follow it into the new \
+             program yet (the report covers what ran before)\n"
+        ));
+    }
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {
-        eprintln!(
-            "gilscope: {} (the report covers what was sampled)",
+        console::err(&format!(
+            "gilscope: {} (the report covers what was sampled)\n",
             Error::ProcessExited { pid }
-        );
+        ));
         return Ok(exit_code::PROCESS_EXITED);
     }
     Ok(if failed {

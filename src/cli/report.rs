@@ -1,5 +1,6 @@
 //! `gilscope report`: re-render a saved recording.
 
+use super::console;
 use crate::conditions::{self, Condition};
 use crate::error::exit_code;
 use crate::output::{self, OutputFormat, RECORDING_FILE, report_json::Report, summary};
@@ -42,13 +43,13 @@ pub fn run(args: ReportArgs) -> Result<i32> {
     let report = Report::new(&loaded.recording);
     if args.format.contains(&OutputFormat::Trace) && loaded.recording.timeline == Default::default()
     {
-        eprintln!(
-            "gilscope: this recording kept no timeline, so trace.json is empty; record with --format trace"
+        console::err(
+            "gilscope: this recording kept no timeline, so trace.json is empty; record with --format trace\n",
         );
     }
     let written = output::write_all(&dir, &loaded.recording, &report, &args.format)?;
     let dir_name = dir.display().to_string();
-    eprint!("{}", summary::render(&report, Some((&dir_name, &written))));
+    console::err(&summary::render(&report, Some((&dir_name, &written))));
     let failed = conditions::report_failures(&conditions, &report);
     Ok(if failed {
         exit_code::CONDITION_FAILED

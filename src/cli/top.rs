@@ -17,6 +17,11 @@ pub struct TopArgs {
     /// Seconds of samples the figures cover.
     #[arg(long, short, default_value_t = 2.0, value_parser = parse_positive)]
     pub window: f64,
+    /// Print a plain-text frame every second instead of drawing a screen (for CI logs and
+    /// pipes; also the default when stdout is not a terminal), until the target exits or
+    /// Ctrl-C.
+    #[arg(long, short)]
+    pub batch: bool,
 }
 
 fn parse_positive(text: &str) -> Result<f64, String> {
@@ -38,11 +43,15 @@ pub fn run(args: TopArgs) -> Result<i32> {
         rate_hz: args.rate,
         refresh: Duration::from_secs(1),
         window: Duration::from_secs_f64(args.window),
+        batch: args.batch,
     };
     match crate::top::run(&config)? {
         TopEnd::Quit => Ok(exit_code::OK),
         TopEnd::TargetExited => {
-            eprintln!("gilscope: process {} exited; top stopped", args.pid);
+            super::console::err(&format!(
+                "gilscope: process {} exited; top stopped\n",
+                args.pid
+            ));
             Ok(exit_code::PROCESS_EXITED)
         }
     }

@@ -21,6 +21,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
     let g = &snapshot.gil;
     let holder = match g.holder_tid {
+        Some(tid) if g.source == "thread_flags" => format!(
+            "held by thread {tid}{} (by the threads' own GIL flags)",
+            name_suffix(snapshot, tid)
+        ),
         Some(tid) => format!("held by thread {tid}{}", name_suffix(snapshot, tid)),
         None if g.locked => "held".to_string(),
         None => "free".to_string(),

@@ -4,7 +4,7 @@
 
 use super::report_json::Report;
 use crate::advice::Recommendation;
-use crate::profile::figures::ThreadFigures;
+use crate::profile::figures::{GroupFigures, ThreadFigures, rows};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -95,7 +95,7 @@ fn render_process(out: &mut String, r: &Report, level: usize) {
     let _ = writeln!(out, "| Stopped because | {} |", text(&r.stop_reason));
     let _ = writeln!(out, "| CPUs | {} |\n", r.cpus);
     render_gil(out, r, level);
-    render_threads(out, &r.threads, level);
+    render_threads(out, &r.threads, &r.thread_groups, level);
     render_event_loops(out, &r.threads, level);
     render_recommendations(out, &r.recommendations, level);
 }
@@ -189,7 +189,12 @@ fn render_gil(out: &mut String, r: &Report, level: usize) {
     out.push('\n');
 }
 
-fn render_threads(out: &mut String, threads: &[ThreadFigures], level: usize) {
+fn render_threads(
+    out: &mut String,
+    threads: &[ThreadFigures],
+    groups: &[GroupFigures],
+    level: usize,
+) {
     let _ = writeln!(out, "{} Threads\n", heading(level));
     if threads.is_empty() {
         let _ = writeln!(out, "No Python thread was sampled.\n");
@@ -200,10 +205,10 @@ fn render_threads(out: &mut String, threads: &[ThreadFigures], level: usize) {
         "| Thread | TID | Class | Held | Wait | Native | Idle | Top function |\n\
          |---|---:|---|---:|---:|---:|---:|---|"
     );
-    for t in threads {
-        let s = &t.states;
-        let top = t
-            .top_frames
+    for row in rows(threads, groups) {
+        let s = row.states();
+        let top = row
+            .top_frames()
             .first()
             .map(|f| {
                 format!(
@@ -216,9 +221,9 @@ fn render_threads(out: &mut String, threads: &[ThreadFigures], level: usize) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {top} |",
-            text(t.name.as_deref().unwrap_or("-")),
-            t.tid,
-            t.class.name(),
+            text(row.label()),
+            row.id(),
+            row.class().name(),
             percent(s.gil_held),
             percent(s.gil_wait),
             percent(s.native_nogil),
@@ -226,6 +231,25 @@ fn render_threads(out: &mut String, threads: &[ThreadFigures], level: usize) {
         );
     }
     out.push('\n');
+    let grouped: Vec<&GroupFigures> = groups.iter().filter(|g| g.short_lived).collect();
+    if !grouped.is_empty() {
+        let _ = writeln!(
+            out,
+            "Short-lived threads are shown as one row per group (`thread_groups` in report.json):\n\n\
+             | Group | Threads | Mean life | Samples |\n|---|---:|---:|---:|"
+        );
+        for g in grouped {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} ms | {} |",
+                text(&g.name),
+                g.threads,
+                g.mean_life_ms,
+                g.samples
+            );
+        }
+        out.push('\n');
+    }
 }
 
 fn render_recommendations(out: &mut String, recs: &[Recommendation], level: usize) {

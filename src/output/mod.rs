@@ -3,7 +3,10 @@
 pub mod collapsed;
 pub mod dump_text;
 pub mod flamegraph;
+pub mod html;
 pub mod markdown;
+pub mod palette;
+pub mod pprof;
 pub mod report_json;
 pub mod speedscope;
 pub mod summary;
@@ -37,6 +40,8 @@ pub enum OutputFormat {
     Trace,
     /// `speedscope.json` for speedscope.app.
     Speedscope,
+    /// `profile.pb.gz` for `go tool pprof`, Pyroscope and Parca.
+    Pprof,
 }
 
 impl OutputFormat {
@@ -44,8 +49,9 @@ impl OutputFormat {
         match text.trim() {
             "trace" => Ok(OutputFormat::Trace),
             "speedscope" => Ok(OutputFormat::Speedscope),
+            "pprof" => Ok(OutputFormat::Pprof),
             other => Err(format!(
-                "unknown format '{other}' (expected trace or speedscope)"
+                "unknown format '{other}' (expected trace, speedscope or pprof)"
             )),
         }
     }
@@ -80,6 +86,7 @@ pub fn write_all(
         match format {
             OutputFormat::Trace => write("trace.json", &|w| trace::write(rec, w))?,
             OutputFormat::Speedscope => write("speedscope.json", &|w| speedscope::write(rec, w))?,
+            OutputFormat::Pprof => write(pprof::FILE, &|w| pprof::write(rec, w))?,
         }
     }
     write(RECORDING_FILE, &|w| {
@@ -90,6 +97,7 @@ pub fn write_all(
     write("report.md", &|w| {
         Ok(w.write_all(markdown::render(report, &linked).as_bytes())?)
     })?;
+    write("report.html", &|w| html::write(rec, report, w))?;
     written.rotate_right(1);
     Ok(written)
 }

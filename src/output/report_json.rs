@@ -2,7 +2,9 @@
 //! add fields, never rename them.
 
 use crate::advice::{Recommendation, recommend};
-use crate::profile::figures::{GilFigures, ThreadFigures, gil_figures, thread_figures};
+use crate::profile::figures::{
+    GilFigures, GroupFigures, ThreadFigures, gil_figures, thread_figures, thread_groups,
+};
 use crate::profile::recording::Recording;
 use crate::snapshot::PythonInfo;
 use serde::Serialize;
@@ -31,6 +33,9 @@ pub struct Report {
     pub cpus: u32,
     pub gil: GilFigures,
     pub threads: Vec<ThreadFigures>,
+    /// Threads grouped by job (name without counters, or entry function), most samples
+    /// first; each `threads` entry names its `group`.
+    pub thread_groups: Vec<GroupFigures>,
     /// Child processes (with --subprocesses), each a report of its own.
     pub processes: Vec<Report>,
     /// What to do about the GIL, ranked: the first is the primary recommendation. Each has
@@ -40,10 +45,16 @@ pub struct Report {
     /// `expected_speedup` (null when it cannot be computed) and the `rule` that fired.
     /// Never empty. See [`crate::advice`].
     pub recommendations: Vec<Recommendation>,
+    /// With `record --push`: windows closed, sent, failed requests, dropped windows
+    /// ([`crate::push::PushCounts`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::PushCounts>,
 }
 
 impl Report {
     pub fn new(rec: &Recording) -> Report {
+        let threads = thread_figures(rec);
+        let thread_groups = thread_groups(rec, &threads);
         Report {
             schema: REPORT_SCHEMA,
             pid: rec.pid,
@@ -63,9 +74,11 @@ impl Report {
             stop_reason: rec.stop_reason.clone(),
             cpus: rec.cpus,
             gil: gil_figures(rec),
-            threads: thread_figures(rec),
+            threads,
+            thread_groups,
             processes: rec.children.iter().map(Report::new).collect(),
             recommendations: recommend(rec),
+            push: None,
         }
     }
 }

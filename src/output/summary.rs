@@ -2,6 +2,8 @@
 
 use super::report_json::Report;
 use crate::advice::Recommendation;
+use crate::profile::figures::rows;
+use crate::sample::FlagComparison;
 use std::fmt::Write;
 
 /// The summary of `report`; `written` names the directory and the files written into it.
@@ -12,10 +14,30 @@ pub fn render(report: &Report, written: Option<(&str, &[String])>) -> String {
         out.push('\n');
         render_process(&mut out, child);
     }
+    if let Some(push) = &report.push {
+        render_push(&mut out, push);
+    }
     if let Some((dir, files)) = written {
         let _ = writeln!(out, "\nWrote {dir}/: {}", files.join(", "));
     }
     out
+}
+
+/// What `--push` got to the server.
+fn render_push(out: &mut String, p: &crate::push::PushCounts) {
+    let _ = write!(
+        out,
+        "\nPushed: {} of {} windows sent, {} dropped ({} failed requests)",
+        p.sent, p.windows, p.dropped, p.failed
+    );
+    match &p.last_error {
+        Some(error) => {
+            let _ = writeln!(out, "; last failure: {error}.");
+        }
+        _ => {
+            let _ = writeln!(out, ".");
+        }
+    }
 }
 
 fn render_process(out: &mut String, r: &Report) {
@@ -68,6 +90,17 @@ fn render_process(out: &mut String, r: &Report) {
         g.parallelism,
         r.cpus
     );
+    if let Some(flags) = &g.thread_flags
+        && flags.compared == FlagComparison::State
+    {
+        let _ = writeln!(
+            out,
+            "Holders and waiters come from the threads' own GIL flags; the /proc inference \
+             agreed on {} of samples ({} of thread states).",
+            percent(flags.sample_agreement),
+            percent(flags.thread_agreement)
+        );
+    }
     if let Some(primary) = r.recommendations.first() {
         render_recommendation(out, primary, r.recommendations.len() - 1);
     }
@@ -108,41 +141,53 @@ fn render_recommendation(out: &mut String, rec: &Recommendation, others: usize) 
 }
 
 fn render_threads(out: &mut String, r: &Report) {
-    let width = r
-        .threads
+    let rows = rows(&r.threads, &r.thread_groups);
+    let width = rows
         .iter()
-        .map(|t| t.name.as_deref().unwrap_or("-").chars().count())
+        .map(|row| row.label().chars().count())
         .max()
         .unwrap_or(6)
-        .clamp(6, 28);
+        .clamp(6, 40);
     let _ = writeln!(
         out,
         "\n{:<width$}  {:>8}  {:<9}  {:>5}  {:>5}  {:>6}  {:>5}  top function",
         "THREAD", "TID", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"
     );
-    for t in &r.threads {
-        let name: String = t
-            .name
-            .as_deref()
-            .unwrap_or("-")
-            .chars()
-            .take(width)
-            .collect();
-        let top = t
-            .top_frames
+    for row in &rows {
+        let name: String = row.label().chars().take(width).collect();
+        let top = row
+            .top_frames()
             .first()
             .map(|f| format!("{} ({}:{})", f.function, short_path(&f.file), f.line))
             .unwrap_or_default();
-        let s = &t.states;
+        let s = row.states();
         let _ = writeln!(
             out,
             "{name:<width$}  {:>8}  {:<9}  {:>5}  {:>5}  {:>6}  {:>5}  {top}",
-            t.tid,
-            t.class.name(),
+            row.id(),
+            row.class().name(),
             percent(s.gil_held),
             percent(s.gil_wait),
             percent(s.native_nogil),
             percent(s.idle)
+        );
+    }
+    let grouped: Vec<String> = r
+        .thread_groups
+        .iter()
+        .filter(|g| g.short_lived)
+        .map(|g| {
+            format!(
+                "{} ({} threads, {:.1} ms each on average)",
+                g.name, g.threads, g.mean_life_ms
+            )
+        })
+        .collect();
+    if !grouped.is_empty() {
+        let _ = writeln!(
+            out,
+            "Short-lived threads shown as one row per group: {}.",
+            grouped.join("; ")
         );
     }
     out.push('\n');

@@ -7,6 +7,7 @@
 //! Events are written one at a time, so a long timeline never sits in memory twice.
 
 use super::collapsed::{frame_label, thread_label};
+use super::palette::trace_cname;
 use crate::classify::ThreadState;
 use crate::profile::recording::Recording;
 use crate::profile::timeline::{MAX_RUNS, Run, Timeline};
@@ -142,7 +143,7 @@ fn write_process<W: Write>(
                 tid,
                 ts: offset + run.start_us,
                 dur: run.end_us.saturating_sub(run.start_us),
-                cname: color_of(run.state),
+                cname: trace_cname(run.state),
                 args: SliceArgs {
                     idle_reason: run.idle_reason.map(|r| r.name()),
                     stack: stacks
@@ -185,16 +186,6 @@ fn process_name(rec: &Recording) -> String {
     match command.char_indices().nth(MAX_PROCESS_NAME) {
         Some((cut, _)) => format!("{}...", &command[..cut]),
         None => command,
-    }
-}
-
-/// Colours chrome://tracing reserves by name (Perfetto picks its own).
-fn color_of(state: ThreadState) -> &'static str {
-    match state {
-        ThreadState::GilHeld => "good",
-        ThreadState::GilWait => "terrible",
-        ThreadState::NativeNogil => "yellow",
-        ThreadState::Idle => "grey",
     }
 }
 

@@ -4,6 +4,7 @@
 use super::event_loop::EventLoopFigures;
 use super::recording::{Recording, StackCount, ThreadCounts};
 use crate::classify::{IdleReason, ThreadState};
+use crate::sample::FlagComparison;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -71,6 +72,8 @@ pub struct TopFrame {
 pub struct ThreadFigures {
     pub tid: i32,
     pub name: Option<String>,
+    /// The thread's group (see [`group_of`]): the `name` of its entry in `thread_groups`.
+    pub group: String,
     pub samples: u64,
     pub class: ThreadClass,
     pub states: StateFractions,
@@ -100,6 +103,23 @@ pub struct GilFigures {
     /// Threads on a CPU (holding the GIL or native without it), on average per sample.
     pub parallelism: f64,
     pub interval_us: u64,
+    /// Where who holds and who waits comes from: "thread_flags" (3.15+: the thread states'
+    /// own `holds_gil` / `gil_requested`) or "gil_struct" (the GIL struct and /proc).
+    pub source: &'static str,
+    /// The /proc inference checked against the thread states' own GIL flags (3.13+).
+    pub thread_flags: Option<ThreadFlagFigures>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadFlagFigures {
+    /// "state" (3.15+: holding / waiting / neither, per thread) or "holder" (3.13, 3.14:
+    /// whether each thread holds the GIL, the GIL struct against `holds_gil`).
+    pub compared: FlagComparison,
+    pub samples: u64,
+    /// Share of samples in which every thread agreed.
+    pub sample_agreement: f64,
+    /// Share of (thread, sample) pairs that agreed.
+    pub thread_agreement: f64,
 }
 
 pub fn ratio(part: u64, whole: u64) -> f64 {
@@ -127,11 +147,22 @@ pub fn gil_figures(rec: &Recording) -> GilFigures {
         },
         parallelism: ratio(g.on_cpu, rec.samples),
         interval_us: g.interval_us,
+        source: match &rec.thread_flags {
+            Some(f) if f.compared == FlagComparison::State => "thread_flags",
+            _ => "gil_struct",
+        },
+        thread_flags: rec.thread_flags.as_ref().map(|f| ThreadFlagFigures {
+            compared: f.compared,
+            samples: f.samples,
+            sample_agreement: ratio(f.samples_agreeing, f.samples),
+            thread_agreement: ratio(f.thread_samples_agreeing, f.thread_samples),
+        }),
     }
 }
 
 pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
     let top = top_frames_by_thread(&rec.stacks);
+    let entries = entry_functions(&rec.stacks);
     let period_ms = if rec.requested_rate_hz > 0.0 {
         1000.0 / rec.requested_rate_hz
     } else {
@@ -142,6 +173,7 @@ pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
         .map(|t| ThreadFigures {
             tid: t.tid,
             name: t.name.clone(),
+            group: group_of(t.name.as_deref(), entries.get(&t.tid).map(String::as_str)),
             samples: t.samples,
             class: classify_thread(t),
             states: state_fractions(t),
@@ -201,6 +233,225 @@ pub fn classify_thread(t: &ThreadCounts) -> ThreadClass {
         ThreadClass::Native
     } else {
         ThreadClass::CpuBound
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread groups
+
+/// Threads that do the same job, as one row: a thread-per-request server's thousands of
+/// short threads, or a pool's workers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupFigures {
+    /// The threads' name with its counters taken out (`req-*`), see [`group_of`].
+    pub name: String,
+    /// Threads of the group seen in at least one sample.
+    pub threads: u64,
+    /// Thread-samples of the group (each sample counts each of its threads once).
+    pub samples: u64,
+    /// Shares of the group's thread-samples.
+    pub states: StateFractions,
+    pub idle_reasons: IdleFractions,
+    /// The class of the group's summed counts, by the thread rules.
+    pub class: ThreadClass,
+    /// How long a thread of the group lived on average, estimated as its samples times the
+    /// sampling period (ms). Threads shorter than one period read as one period or unseen.
+    pub mean_life_ms: f64,
+    /// Innermost frames over the group's samples, as for a thread.
+    pub top_frames: Vec<TopFrame>,
+    /// Reports show the group as one row instead of its threads (see [`SHORT_LIVED`]).
+    pub short_lived: bool,
+}
+
+/// A group is shown as one row when its threads lived on average less than this share of
+/// the recording (they come and go), or when it has more than [`MANY_THREADS`] threads.
+pub const SHORT_LIVED: f64 = 0.5;
+pub const MANY_THREADS: u64 = 16;
+
+/// The group of a thread: its name with each run of digits replaced by `*`
+/// (`Thread-12 (process_request_thread)` -> `Thread-* (process_request_thread)`,
+/// `req-7` -> `req-*`). A name that then says nothing of the job (the default `Thread-*`
+/// of Python 3.9 and older, or no name) is completed with the thread's entry function, the
+/// outermost frame outside `threading`: `Thread-* (handle)`, `(unnamed: handle)`.
+pub fn group_of(name: Option<&str>, entry: Option<&str>) -> String {
+    let Some(name) = name else {
+        return match entry {
+            Some(entry) => format!("(unnamed: {entry})"),
+            None => "(unnamed)".to_string(),
+        };
+    };
+    let mut group = String::with_capacity(name.len());
+    let mut in_digits = false;
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                group.push('*');
+            }
+            in_digits = true;
+        } else {
+            group.push(c);
+            in_digits = false;
+        }
+    }
+    match entry {
+        Some(entry) if group == "Thread-*" || group == "Dummy-*" => format!("{group} ({entry})"),
+        _ => group,
+    }
+}
+
+/// Per thread, the function it was started with: the outermost frame outside
+/// `threading.py` in its most sampled stacks.
+fn entry_functions(stacks: &[StackCount]) -> HashMap<i32, String> {
+    let mut counts: HashMap<i32, HashMap<&str, u64>> = HashMap::new();
+    for stack in stacks {
+        let entry = stack
+            .frames
+            .iter()
+            .find(|f| !f.file.ends_with("threading.py"))
+            .map(|f| f.function.as_str());
+        if let Some(entry) = entry {
+            *counts
+                .entry(stack.tid)
+                .or_default()
+                .entry(entry)
+                .or_default() += stack.count;
+        }
+    }
+    counts
+        .into_iter()
+        .filter_map(|(tid, functions)| {
+            let best = functions
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
+            Some((tid, best.0.to_string()))
+        })
+        .collect()
+}
+
+/// The groups of `threads` (as [`thread_figures`] made them), most samples first.
+pub fn thread_groups(rec: &Recording, threads: &[ThreadFigures]) -> Vec<GroupFigures> {
+    let mut members: HashMap<&str, Vec<i32>> = HashMap::new();
+    for t in threads {
+        members.entry(&t.group).or_default().push(t.tid);
+    }
+    let counts: HashMap<i32, &ThreadCounts> = rec.threads.iter().map(|t| (t.tid, t)).collect();
+    let period_ms = if rec.requested_rate_hz > 0.0 {
+        1000.0 / rec.requested_rate_hz
+    } else {
+        0.0
+    };
+    let mut groups: Vec<GroupFigures> = members
+        .into_iter()
+        .map(|(name, tids)| {
+            let mut sum = ThreadCounts {
+                tid: 0,
+                name: Some(name.to_string()),
+                samples: 0,
+                states: Default::default(),
+                idle_reasons: Default::default(),
+                wakeups: 0,
+                wakeup_waits: 0,
+                wakeup_wait_samples: 0,
+            };
+            for t in tids.iter().filter_map(|tid| counts.get(tid)) {
+                sum.samples += t.samples;
+                for state in ThreadState::ALL {
+                    sum.states.add(state, t.states.get(state));
+                }
+                for reason in IdleReason::ALL {
+                    sum.idle_reasons.add(reason, t.idle_reasons.get(reason));
+                }
+            }
+            let mut frames: HashMap<FrameKey, u64> = HashMap::new();
+            for stack in rec.stacks.iter().filter(|s| tids.contains(&s.tid)) {
+                if let Some(f) = stack.frames.last() {
+                    let key = (f.function.clone(), f.file.clone(), f.line);
+                    *frames.entry(key).or_default() += stack.count;
+                }
+            }
+            let count = tids.len() as u64;
+            let mean_life_ms = ratio(sum.samples, count) * period_ms;
+            let short_lived = count > MANY_THREADS
+                || (count >= 2 && mean_life_ms < SHORT_LIVED * rec.duration_s * 1000.0);
+            GroupFigures {
+                name: name.to_string(),
+                threads: count,
+                samples: sum.samples,
+                states: state_fractions(&sum),
+                idle_reasons: idle_fractions(&sum),
+                class: classify_thread(&sum),
+                mean_life_ms,
+                top_frames: top_frames(&frames, sum.samples),
+                short_lived,
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.name.cmp(&b.name)));
+    groups
+}
+
+/// One row of a thread table: a thread, or a short-lived group in place of its threads.
+#[derive(Debug, Clone, Copy)]
+pub enum Row<'a> {
+    Thread(&'a ThreadFigures),
+    Group(&'a GroupFigures),
+}
+
+/// The rows reports show: each thread in order, except that the threads of a
+/// [`GroupFigures::short_lived`] group are one row, where its first thread was.
+pub fn rows<'a>(threads: &'a [ThreadFigures], groups: &'a [GroupFigures]) -> Vec<Row<'a>> {
+    let by_name: HashMap<&str, &GroupFigures> = groups
+        .iter()
+        .filter(|g| g.short_lived)
+        .map(|g| (g.name.as_str(), g))
+        .collect();
+    let mut shown = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for t in threads {
+        match by_name.get(t.group.as_str()) {
+            Some(group) => {
+                if shown.insert(group.name.as_str()) {
+                    rows.push(Row::Group(group));
+                }
+            }
+            None => rows.push(Row::Thread(t)),
+        }
+    }
+    rows
+}
+
+impl Row<'_> {
+    /// The thread's name (else "-"), or the group's name.
+    pub fn label(&self) -> &str {
+        match self {
+            Row::Thread(t) => t.name.as_deref().unwrap_or("-"),
+            Row::Group(g) => &g.name,
+        }
+    }
+    /// The tid, or "N thr" for a group.
+    pub fn id(&self) -> String {
+        match self {
+            Row::Thread(t) => t.tid.to_string(),
+            Row::Group(g) => format!("{} thr", g.threads),
+        }
+    }
+    pub fn class(&self) -> ThreadClass {
+        match self {
+            Row::Thread(t) => t.class,
+            Row::Group(g) => g.class,
+        }
+    }
+    pub fn states(&self) -> &StateFractions {
+        match self {
+            Row::Thread(t) => &t.states,
+            Row::Group(g) => &g.states,
+        }
+    }
+    pub fn top_frames(&self) -> &[TopFrame] {
+        match self {
+            Row::Thread(t) => &t.top_frames,
+            Row::Group(g) => &g.top_frames,
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use crate::python::code::CodeTable;
 use crate::python::walker::Frame;
 use crate::sample::Sample;
 use crate::snapshot::FrameInfo;
-use recording::{GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
+use crate::snapshot::GilMode;
+use recording::{FlagCheckCounts, GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,7 +33,6 @@ struct StackTally {
 
 #[derive(Debug, Default)]
 struct ThreadTally {
-    ident: u64,
     samples: u64,
     states: StateCounts,
     idle_reasons: IdleCounts,
@@ -41,6 +41,9 @@ struct ThreadTally {
     wakeup_waits: u64,
     /// Inside a run of `gil_wait` samples that began right after an idle sample.
     waiting_since_wakeup: bool,
+    /// Woke (was idle, then not) and has been runnable without the GIL since: coming back
+    /// from the call it was blocked in, often queued for a CPU, before it asks for the GIL.
+    returning_from_wakeup: bool,
     wakeup_wait_samples: u64,
 }
 
@@ -53,7 +56,11 @@ impl ThreadTally {
         }
         let woke = self.previous == Some(ThreadState::Idle) && class.state != ThreadState::Idle;
         self.wakeups += u64::from(woke);
-        if woke && class.state == ThreadState::GilWait {
+        // A wake-up begins with a wait for the GIL if that is what the thread does first,
+        // after the native samples of its way back from the call it was blocked in.
+        let first_move = woke || self.returning_from_wakeup;
+        self.returning_from_wakeup = first_move && class.state == ThreadState::NativeNogil;
+        if first_move && class.state == ThreadState::GilWait {
             self.wakeup_waits += 1;
             self.waiting_since_wakeup = true;
         } else if class.state != ThreadState::GilWait {
@@ -77,8 +84,12 @@ pub struct Aggregator {
     loops: HashMap<i32, event_loop::LoopTracker>,
     /// `--stall-ms`; the default when unset.
     stall_ms: Option<f64>,
+    /// A second aggregator fed the same samples, taken and restarted at the end of every
+    /// `--push` window ([`Aggregator::take_window`]).
+    window: Option<Box<Aggregator>>,
     pub samples: u64,
     pub stopped_samples: u64,
+    thread_flags: Option<FlagCheckCounts>,
 }
 
 impl Aggregator {
@@ -93,9 +104,36 @@ impl Aggregator {
     /// Sets the length above which an event loop's stretch of running code is a stall.
     pub fn set_stall_threshold_ms(&mut self, ms: f64) {
         self.stall_ms = Some(ms);
+        if let Some(window) = self.window.as_mut() {
+            window.stall_ms = Some(ms);
+        }
+    }
+
+    /// Also counts every sample into a window, taken with [`Aggregator::take_window`].
+    pub fn keep_windows(&mut self) {
+        self.window = Some(Box::new(self.empty_window()));
+    }
+
+    /// The counts since the window began; a new window begins (with the same stall
+    /// threshold; its event loops are tracked afresh).
+    pub fn take_window(&mut self) -> Option<Aggregator> {
+        let next = self.empty_window();
+        self.window
+            .as_mut()
+            .map(|w| std::mem::replace(&mut **w, next))
+    }
+
+    fn empty_window(&self) -> Aggregator {
+        Aggregator {
+            stall_ms: self.stall_ms,
+            ..Default::default()
+        }
     }
 
     pub fn add(&mut self, sample: Sample) {
+        if let Some(window) = self.window.as_mut() {
+            window.add(sample.clone());
+        }
         self.samples += 1;
         self.stopped_samples += u64::from(sample.target_stopped);
         let waiters = sample
@@ -104,6 +142,7 @@ impl Aggregator {
             .filter(|t| t.class.state == ThreadState::GilWait)
             .count() as u64;
         self.add_gil(&sample, waiters);
+        self.add_flag_check(&sample);
         if let Some(timeline) = self.timeline.as_mut() {
             timeline.add(&sample);
         }
@@ -116,7 +155,6 @@ impl Aggregator {
                     .observe(seen, thread.class, &thread.frames);
             }
             let tally = self.threads.entry(thread.tid).or_default();
-            tally.ident = thread.ident;
             tally.observe(thread.class);
             let key = StackKey {
                 tid: thread.tid,
@@ -132,9 +170,27 @@ impl Aggregator {
         }
     }
 
+    fn add_flag_check(&mut self, sample: &Sample) {
+        let Some(check) = sample.flag_check else {
+            return;
+        };
+        let counts = self
+            .thread_flags
+            .get_or_insert_with(|| FlagCheckCounts::new(check.compared));
+        counts.samples += 1;
+        counts.samples_agreeing += u64::from(check.agreeing == check.threads);
+        counts.thread_samples += u64::from(check.threads);
+        counts.thread_samples_agreeing += u64::from(check.agreeing);
+    }
+
+    /// The inference checked against the thread flags, where the version has them.
+    pub fn thread_flags(&self) -> Option<&FlagCheckCounts> {
+        self.thread_flags.as_ref()
+    }
+
     fn add_gil(&mut self, sample: &Sample, waiters: u64) {
         let Some(gil) = sample.main_gil() else { return };
-        let held = gil.holder().is_some();
+        let held = sample.gil_held();
         let on_cpu = sample
             .threads
             .iter()
@@ -153,20 +209,21 @@ impl Aggregator {
         g.first_switch_number.get_or_insert(gil.switch_number);
         g.last_switch_number = Some(gil.switch_number);
         g.interval_us = gil.interval_us;
+        g.modes.add(GilMode::of(gil));
     }
 
     pub fn gil(&self) -> &GilCounts {
         &self.gil
     }
 
-    /// Per-thread counts, with names looked up by `threading.get_ident()`.
-    pub fn thread_counts(&self, name_of: impl Fn(u64) -> Option<String>) -> Vec<ThreadCounts> {
+    /// Per-thread counts, with names looked up by kernel tid.
+    pub fn thread_counts(&self, name_of: impl Fn(i32) -> Option<String>) -> Vec<ThreadCounts> {
         let mut threads: Vec<ThreadCounts> = self
             .threads
             .iter()
             .map(|(&tid, t)| ThreadCounts {
                 tid,
-                name: name_of(t.ident),
+                name: name_of(tid),
                 samples: t.samples,
                 states: t.states.clone(),
                 idle_reasons: t.idle_reasons.clone(),

@@ -4,7 +4,8 @@
 use super::event_loop::EventLoopCounts;
 use super::timeline::Timeline;
 use crate::classify::{IdleReason, ThreadState};
-use crate::snapshot::{FrameInfo, PythonInfo};
+use crate::sample::FlagComparison;
+use crate::snapshot::{FrameInfo, GilMode, PythonInfo};
 use serde::{Deserialize, Serialize};
 
 pub const RECORDING_FORMAT: &str = "gilscope.recording/1";
@@ -120,6 +121,65 @@ pub struct GilCounts {
     pub first_switch_number: Option<u64>,
     pub last_switch_number: Option<u64>,
     pub interval_us: u64,
+    /// Samples by the main GIL's mode (free-threaded builds switch it; others are always
+    /// enabled).
+    #[serde(default)]
+    pub modes: GilModeCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GilModeCounts {
+    pub enabled: u64,
+    pub disabled: u64,
+    pub transient: u64,
+}
+
+impl GilModeCounts {
+    pub fn add(&mut self, mode: GilMode) {
+        match mode {
+            GilMode::Enabled => self.enabled += 1,
+            GilMode::Disabled => self.disabled += 1,
+            GilMode::Transient => self.transient += 1,
+        }
+    }
+
+    /// The mode most samples saw; `None` before any sample.
+    pub fn most_seen(&self) -> Option<GilMode> {
+        [
+            (self.enabled, GilMode::Enabled),
+            (self.transient, GilMode::Transient),
+            (self.disabled, GilMode::Disabled),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, mode)| mode)
+    }
+}
+
+/// How the inference compared with the thread states' own GIL flags, over a recording
+/// (3.13+; see [`crate::sample::settle_by_thread_flags`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagCheckCounts {
+    pub compared: FlagComparison,
+    /// Samples compared, and those in which every thread agreed.
+    pub samples: u64,
+    pub samples_agreeing: u64,
+    /// Threads compared, summed over samples, and those that agreed.
+    pub thread_samples: u64,
+    pub thread_samples_agreeing: u64,
+}
+
+impl FlagCheckCounts {
+    pub fn new(compared: FlagComparison) -> Self {
+        FlagCheckCounts {
+            compared,
+            samples: 0,
+            samples_agreeing: 0,
+            thread_samples: 0,
+            thread_samples_agreeing: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,4 +210,7 @@ pub struct Recording {
     /// asyncio event loops and their stalls; empty in older recordings.
     #[serde(default)]
     pub event_loops: Vec<EventLoopCounts>,
+    /// The inference checked against the thread states' own GIL flags (3.13+).
+    #[serde(default)]
+    pub thread_flags: Option<FlagCheckCounts>,
 }

@@ -336,7 +336,9 @@ mod tests {
             interpreter: 0,
             class,
             blocked_on_gil: false,
+            kernel: crate::target::KernelState::Running,
             cpu_ns: None,
+            gil_flags: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
             event_loop: None,
@@ -348,7 +350,10 @@ mod tests {
             interpreters: Vec::new(),
             threads,
             target_stopped: false,
+            gil_waiters: Vec::new(),
+            gil_mutex_owners: Vec::new(),
             time,
+            flag_check: None,
         }
     }
 

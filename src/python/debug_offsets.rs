@@ -12,9 +12,9 @@
 //! which C expression it stands for.
 
 use super::layout::{
-    CodeLayout, DictKeysFormat, FrameKind, FrameLayout, FramePointer, GilLayout,
+    CodeLayout, DictKeysFormat, FlagField, FrameKind, FrameLayout, FramePointer, GilLayout,
     InstanceDictFormat, InterpLayout, Layout, LineTableFormat, LongFormat, ObjectLayout,
-    RuntimeLayout, ThreadLayout,
+    RuntimeLayout, ThreadGilFlags, ThreadLayout,
 };
 use super::version::Version;
 use crate::mem::Fields;
@@ -25,7 +25,7 @@ pub enum DebugOffsetsError {
     #[error("no _Py_DebugOffsets: the cookie is not \"xdebugpy\"")]
     BadCookie,
     #[error(
-        "_Py_DebugOffsets of CPython {0} has a shape gilscope does not know (3.13 and 3.14 only)"
+        "_Py_DebugOffsets of CPython {0} has a shape gilscope does not know (3.13 to 3.15 only)"
     )]
     UnsupportedVersion(Version),
     #[error("_Py_DebugOffsets is cut short: fewer bytes than the struct for its version")]
@@ -225,6 +225,231 @@ pub const TABLE_314: &[Section] = &[
     ),
 ];
 
+/// `_Py_DebugOffsets` of 3.15 (`Include/internal/pycore_debug_offsets.h`, checked against
+/// 3.15.2). Against 3.14: `base_frame`, `last_profiled_frame`, `last_profiled_frame_seq`,
+/// `holds_gil`, `gil_requested`, `current_exception`, `exc_state` in the thread table; an
+/// `err_stackitem` table after it; `tp_basicsize`, `tp_dictoffset` in the type table and a
+/// `heap_type_object` table after it; `compactunicodeobject_size` in the unicode table;
+/// `frame`, `generation_stats_size`, `generation_stats` in the gc table.
+pub const TABLE_315: &[Section] = &[
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
+    (
+        "interpreter_state",
+        &[
+            "size",
+            "id",
+            "next",
+            "threads_head",
+            "threads_main",
+            "gc",
+            "imports_modules",
+            "sysdict",
+            "builtins",
+            "ceval_gil",
+            "gil_runtime_state",
+            "gil_runtime_state_enabled",
+            "gil_runtime_state_locked",
+            "gil_runtime_state_holder",
+            "code_object_generation",
+            "tlbc_generation",
+        ],
+    ),
+    (
+        "thread_state",
+        &[
+            "size",
+            "prev",
+            "next",
+            "interp",
+            "current_frame",
+            "base_frame",
+            "last_profiled_frame",
+            "last_profiled_frame_seq",
+            "thread_id",
+            "native_thread_id",
+            "datastack_chunk",
+            "status",
+            "holds_gil",
+            "gil_requested",
+            "current_exception",
+            "exc_state",
+        ],
+    ),
+    ("err_stackitem", &["exc_value"]),
+    (
+        "interpreter_frame",
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+            "stackpointer",
+            "tlbc_index",
+        ],
+    ),
+    (
+        "code_object",
+        &[
+            "size",
+            "filename",
+            "name",
+            "qualname",
+            "linetable",
+            "firstlineno",
+            "argcount",
+            "localsplusnames",
+            "localspluskinds",
+            "co_code_adaptive",
+            "co_tlbc",
+        ],
+    ),
+    ("pyobject", &["size", "ob_type"]),
+    (
+        "type_object",
+        &[
+            "size",
+            "tp_name",
+            "tp_repr",
+            "tp_flags",
+            "tp_basicsize",
+            "tp_dictoffset",
+        ],
+    ),
+    ("heap_type_object", &["size", "ht_cached_keys"]),
+    ("tuple_object", &["size", "ob_item", "ob_size"]),
+    ("list_object", &["size", "ob_item", "ob_size"]),
+    ("set_object", &["size", "used", "table", "mask"]),
+    ("dict_object", &["size", "ma_keys", "ma_values"]),
+    ("float_object", &["size", "ob_fval"]),
+    ("long_object", &["size", "lv_tag", "ob_digit"]),
+    ("bytes_object", &["size", "ob_size", "ob_sval"]),
+    (
+        "unicode_object",
+        &[
+            "size",
+            "state",
+            "length",
+            "asciiobject_size",
+            "compactunicodeobject_size",
+        ],
+    ),
+    (
+        "gc",
+        &[
+            "size",
+            "collecting",
+            "frame",
+            "generation_stats_size",
+            "generation_stats",
+        ],
+    ),
+    (
+        "gen_object",
+        &["size", "gi_name", "gi_iframe", "gi_frame_state"],
+    ),
+    ("llist_node", &["next", "prev"]),
+    (
+        "debugger_support",
+        &[
+            "eval_breaker",
+            "remote_debugger_support",
+            "remote_debugging_enabled",
+            "debugger_pending_call",
+            "debugger_script_path",
+            "debugger_script_path_size",
+        ],
+    ),
+];
+
+/// What gilscope knows of one minor version beyond its `_Py_DebugOffsets` table: the facts
+/// the table does not carry, each read from that version's headers. Adding a minor version
+/// is one entry in [`MINOR_VERSIONS`] (and its table); a version not listed is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MinorVersion {
+    pub minor: u8,
+    pub table: &'static [Section],
+    /// The `owner` of the entry frame that `_PyEval_EvalFrameDefault` pushes for each C call
+    /// into the interpreter: it carries no code and is skipped.
+    pub entry_frame_owner: u8,
+    /// Tag bits of `_PyInterpreterFrame.f_executable`: `[default build, free-threaded]`.
+    pub executable_tag_bits: [u64; 2],
+    /// Where `kind` starts in `PyASCIIObject.state`: `[default build, free-threaded]`.
+    pub unicode_kind_shift: [u32; 2],
+    /// Free-threaded builds keep per-thread bytecode copies (`co_tlbc`, `tlbc_index`).
+    pub thread_local_bytecode: bool,
+    /// Where the thread state says it holds the GIL.
+    pub holds_gil: HoldsGil,
+}
+
+/// Where `PyThreadState` keeps "currently holds the GIL".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldsGil {
+    /// 3.13 (`Include/cpython/pystate.h`): `unsigned int holds_gil:1` in `_status`, after
+    /// `initialized`, `bound`, `unbound`, `bound_gilstate` and `active`: bit 5.
+    StatusBit(u32),
+    /// 3.14: `int holds_gil` right after the 4-byte `_status` (the `_PyThreadState_WHENCE_*`
+    /// lines between them are macros).
+    IntAfterStatus,
+    /// 3.15+: `holds_gil` and `gil_requested` in the debug offsets' thread table.
+    Exported,
+}
+
+/// The minor versions read from `_Py_DebugOffsets`, oldest first.
+pub const MINOR_VERSIONS: &[MinorVersion] = &[
+    MinorVersion {
+        minor: 13,
+        table: TABLE_313,
+        // 3.13 (`internal/pycore_frame.h`): FRAME_OWNED_BY_CSTACK = 3.
+        entry_frame_owner: 3,
+        // A plain `PyObject*`.
+        executable_tag_bits: [0, 0],
+        // Free-threaded 3.13 still has the 2-bit `interned` field first.
+        unicode_kind_shift: [2, 2],
+        thread_local_bytecode: false,
+        holds_gil: HoldsGil::StatusBit(5),
+    },
+    MinorVersion {
+        minor: 14,
+        table: TABLE_314,
+        // 3.14 (`internal/pycore_interpframe_structs.h`) inserts FRAME_OWNED_BY_INTERPRETER
+        // = 3 and moves FRAME_OWNED_BY_CSTACK to 4, but the entry frame is now
+        // FRAME_OWNED_BY_INTERPRETER (`Python/ceval.c`) and nothing assigns
+        // FRAME_OWNED_BY_CSTACK; CPython's own readers skip `owner >= 3`.
+        entry_frame_owner: 3,
+        // A `_PyStackRef` (`internal/pycore_stackref.h`): `Py_TAG_BITS` is 3 in the default
+        // build (Py_TAG_REFCNT = 1 plus room for Py_INT_TAG = 3), 1 free-threaded
+        // (Py_TAG_DEFERRED).
+        executable_tag_bits: [3, 1],
+        // Free-threaded 3.14 makes `interned` an `unsigned char` of its own (accessed
+        // atomically), so `kind:3` starts in the next byte.
+        unicode_kind_shift: [2, 8],
+        thread_local_bytecode: true,
+        holds_gil: HoldsGil::IntAfterStatus,
+    },
+    MinorVersion {
+        minor: 15,
+        table: TABLE_315,
+        // `internal/pycore_interpframe_structs.h`: FRAME_OWNED_BY_INTERPRETER = 3 is the
+        // last owner; there is no FRAME_OWNED_BY_CSTACK any more.
+        entry_frame_owner: 3,
+        // `internal/pycore_stackref.h` defines Py_TAG_BITS = 3 for both builds.
+        executable_tag_bits: [3, 3],
+        unicode_kind_shift: [2, 8],
+        thread_local_bytecode: true,
+        holds_gil: HoldsGil::Exported,
+    },
+];
+
+/// The facts for `3.minor`, if gilscope knows that version's shape.
+pub fn minor_version(minor: u8) -> Option<&'static MinorVersion> {
+    MINOR_VERSIONS.iter().find(|m| m.minor == minor)
+}
+
 /// `char cookie[8]; uint64_t version; uint64_t free_threaded;`
 const HEADER_SIZE: usize = 24;
 const COOKIE: &[u8; 8] = b"xdebugpy";
@@ -243,20 +468,27 @@ const fn table_size(table: &[Section]) -> usize {
 pub const DEBUG_OFFSETS_SIZE_313: usize = table_size(TABLE_313);
 /// `sizeof(_Py_DebugOffsets)` in 3.14 (760).
 pub const DEBUG_OFFSETS_SIZE_314: usize = table_size(TABLE_314);
+/// `sizeof(_Py_DebugOffsets)` in 3.15 (888).
+pub const DEBUG_OFFSETS_SIZE_315: usize = table_size(TABLE_315);
 /// How many bytes to read from the start of `_PyRuntime`: the largest struct known.
-pub const DEBUG_OFFSETS_READ_SIZE: usize = DEBUG_OFFSETS_SIZE_314;
+pub const DEBUG_OFFSETS_READ_SIZE: usize = largest_table_size();
+
+const fn largest_table_size() -> usize {
+    let mut largest = 0;
+    let mut i = 0;
+    while i < MINOR_VERSIONS.len() {
+        let size = table_size(MINOR_VERSIONS[i].table);
+        if size > largest {
+            largest = size;
+        }
+        i += 1;
+    }
+    largest
+}
 
 /// `sizeof(_Py_DebugOffsets)` for a minor version of 3, if gilscope knows its shape.
 pub fn debug_offsets_size(minor: u8) -> Option<usize> {
-    table_for(minor).map(table_size)
-}
-
-fn table_for(minor: u8) -> Option<&'static [Section]> {
-    match minor {
-        13 => Some(TABLE_313),
-        14 => Some(TABLE_314),
-        _ => None,
-    }
+    minor_version(minor).map(|m| table_size(m.table))
 }
 
 /// Upper bound on any struct size, so a garbage table is refused rather than trusted
@@ -272,7 +504,7 @@ pub struct DebugOffsets {
     pub version_hex: u64,
     /// `free_threaded` (0 or 1).
     pub free_threaded: bool,
-    table: &'static [Section],
+    pub minor: &'static MinorVersion,
     words: Vec<u64>,
 }
 
@@ -294,11 +526,12 @@ impl DebugOffsets {
         }
         let version_hex = word(8)?;
         let version = Version::from_hex(version_hex);
-        let table = match version.major {
-            3 => table_for(version.minor),
+        let minor = match version.major {
+            3 => minor_version(version.minor),
             _ => None,
         }
         .ok_or(DebugOffsetsError::UnsupportedVersion(version))?;
+        let table = minor.table;
         if bytes.len() < table_size(table) {
             return Err(DebugOffsetsError::Truncated);
         }
@@ -319,7 +552,7 @@ impl DebugOffsets {
             version,
             version_hex,
             free_threaded,
-            table,
+            minor,
             words,
         })
     }
@@ -328,7 +561,7 @@ impl DebugOffsets {
     /// when this version's struct has no such member.
     pub fn get(&self, section: &str, field: &str) -> Option<u64> {
         let mut index = 0;
-        for (name, fields) in self.table {
+        for (name, fields) in self.minor.table {
             if *name == section {
                 let at = fields.iter().position(|f| *f == field)?;
                 return self.words.get(index + at).copied();
@@ -345,6 +578,19 @@ impl DebugOffsets {
                 self.version.minor
             ))
         })
+    }
+
+    /// `section.field` where this version exports it (inside its struct), else `derived`.
+    fn exported_or(
+        &self,
+        section: &str,
+        field: &str,
+        derived: u64,
+    ) -> Result<u64, DebugOffsetsError> {
+        match self.get(section, field) {
+            Some(_) => self.inside(section, field, WORD),
+            None => Ok(derived),
+        }
     }
 
     /// `section.size`, refused when zero or absurd.
@@ -428,9 +674,10 @@ pub fn layout_from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsErr
 
 /// Builds the [`Layout`] from an already parsed [`DebugOffsets`].
 pub fn layout_from_parsed(d: &DebugOffsets) -> Result<Layout, DebugOffsetsError> {
-    let minor = d.version.minor;
+    let facts = d.minor;
     let ft = d.free_threaded;
-    let is_314 = minor >= 14;
+    let build = usize::from(ft);
+    let thread_local_bytecode = facts.thread_local_bytecode && ft;
 
     let runtime = RuntimeLayout {
         interpreters_head: d.inside("runtime_state", "interpreters_head", WORD)?,
@@ -453,6 +700,7 @@ pub fn layout_from_parsed(d: &DebugOffsets) -> Result<Layout, DebugOffsetsError>
         thread_id: d.inside("thread_state", "thread_id", WORD)?,
         native_thread_id: Some(d.inside("thread_state", "native_thread_id", WORD)?),
         frame: FramePointer::Direct(d.inside("thread_state", "current_frame", WORD)?),
+        gil_flags: Some(thread_gil_flags(d)?),
     };
 
     let frame = FrameLayout {
@@ -461,11 +709,11 @@ pub fn layout_from_parsed(d: &DebugOffsets) -> Result<Layout, DebugOffsetsError>
         code: d.inside("interpreter_frame", "executable", WORD)?,
         instr: d.inside("interpreter_frame", "instr_ptr", WORD)?,
         owner: Some(d.inside("interpreter_frame", "owner", 1)?),
-        owner_cstack: Some(entry_frame_owner(minor)),
-        code_tag_mask: executable_tag_bits(minor, ft),
-        tlbc_index: if is_314 && ft {
+        owner_cstack: Some(facts.entry_frame_owner),
+        code_tag_mask: facts.executable_tag_bits[build],
+        tlbc_index: if thread_local_bytecode {
             let at = d.inside("interpreter_frame", "tlbc_index", 4)?;
-            ensure(at != 0, || "free-threaded 3.14 without tlbc_index".into())?;
+            ensure(at != 0, || "free-threaded build without tlbc_index".into())?;
             Some(at)
         } else {
             None
@@ -481,9 +729,9 @@ pub fn layout_from_parsed(d: &DebugOffsets) -> Result<Layout, DebugOffsetsError>
         linetable_format: LineTableFormat::Locations,
         // `char co_code_adaptive[1]`: the bytecode runs on past the struct.
         code_adaptive: Some(d.inside("code_object", "co_code_adaptive", 1)?),
-        tlbc: if is_314 && ft {
+        tlbc: if thread_local_bytecode {
             let at = d.inside("code_object", "co_tlbc", WORD)?;
-            ensure(at != 0, || "free-threaded 3.14 without co_tlbc".into())?;
+            ensure(at != 0, || "free-threaded build without co_tlbc".into())?;
             Some(at)
         } else {
             None
@@ -502,6 +750,36 @@ pub fn layout_from_parsed(d: &DebugOffsets) -> Result<Layout, DebugOffsetsError>
         frame,
         code,
         object,
+    })
+}
+
+/// Where the thread state says it holds (and, from 3.15, requests) the GIL. Pinned offsets
+/// (3.13, 3.14) are checked to lie inside the thread state, like exported ones.
+fn thread_gil_flags(d: &DebugOffsets) -> Result<ThreadGilFlags, DebugOffsetsError> {
+    let status = d.inside("thread_state", "status", 4)?;
+    let pinned = |offset: u64| -> Result<u64, DebugOffsetsError> {
+        let size = d.size("thread_state")?;
+        ensure(offset + 4 <= size, || {
+            format!("holds_gil at {offset} does not fit in a thread state of {size} bytes")
+        })?;
+        Ok(offset)
+    };
+    Ok(match d.minor.holds_gil {
+        HoldsGil::StatusBit(bit) => ThreadGilFlags {
+            holds: FlagField::Bit { word: status, bit },
+            requested: None,
+            exported: false,
+        },
+        HoldsGil::IntAfterStatus => ThreadGilFlags {
+            holds: FlagField::Int(pinned(status + 4)?),
+            requested: None,
+            exported: false,
+        },
+        HoldsGil::Exported => ThreadGilFlags {
+            holds: FlagField::Int(d.inside("thread_state", "holds_gil", 4)?),
+            requested: Some(d.inside("thread_state", "gil_requested", 4)?),
+            exported: true,
+        },
     })
 }
 
@@ -569,35 +847,6 @@ fn gil_layout(d: &DebugOffsets) -> Result<GilLayout, DebugOffsetsError> {
     })
 }
 
-/// The `owner` of the entry frame `_PyEval_EvalFrameDefault` pushes for each C call into
-/// the interpreter: it carries no code and marks where the C stack takes over.
-///
-/// 3.13 (`internal/pycore_frame.h`): `FRAME_OWNED_BY_THREAD = 0, _GENERATOR = 1,
-/// _FRAME_OBJECT = 2, _CSTACK = 3`, and the entry frame is `FRAME_OWNED_BY_CSTACK` (3).
-/// 3.14 (`internal/pycore_interpframe_structs.h`) inserts `FRAME_OWNED_BY_INTERPRETER = 3`
-/// and moves `FRAME_OWNED_BY_CSTACK` to 4, but the entry frame is now
-/// `FRAME_OWNED_BY_INTERPRETER` (`entry.frame.owner = FRAME_OWNED_BY_INTERPRETER` in
-/// `Python/ceval.c`) and nothing in 3.14 assigns `FRAME_OWNED_BY_CSTACK`; CPython's own
-/// readers skip `owner >= FRAME_OWNED_BY_INTERPRETER`. So the value to skip is 3 in both.
-fn entry_frame_owner(minor: u8) -> u8 {
-    match minor {
-        13 => 3, // FRAME_OWNED_BY_CSTACK
-        _ => 3,  // FRAME_OWNED_BY_INTERPRETER (3.14)
-    }
-}
-
-/// Tag bits of `_PyInterpreterFrame.f_executable`. 3.13: a plain `PyObject*`, none.
-/// 3.14: a `_PyStackRef` (`internal/pycore_stackref.h`): `Py_TAG_BITS` is 3 in the default
-/// build (`Py_TAG_REFCNT` = 1 plus room for `Py_INT_TAG` = 3) and 1 in free-threaded builds
-/// (`Py_TAG_DEFERRED`).
-fn executable_tag_bits(minor: u8, free_threaded: bool) -> u64 {
-    match (minor, free_threaded) {
-        (13, _) => 0,
-        (_, false) => 3,
-        (_, true) => 1,
-    }
-}
-
 fn object_layout(d: &DebugOffsets) -> Result<ObjectLayout, DebugOffsetsError> {
     let object_size = d.size("pyobject")?;
     let ob_type = d.inside("pyobject", "ob_type", WORD)?;
@@ -616,8 +865,17 @@ fn object_layout(d: &DebugOffsets) -> Result<ObjectLayout, DebugOffsetsError> {
         tp_name == object_size + WORD && tp_flags == tp_name + TP_FLAGS_AFTER_NAME,
         || format!("PyTypeObject with tp_name at {tp_name} and tp_flags at {tp_flags}"),
     )?;
-    let tp_basicsize = tp_name + TP_BASICSIZE_AFTER_NAME;
-    let tp_dictoffset = tp_name + TP_DICTOFFSET_AFTER_NAME;
+    // Exported from 3.15; derived from the public `PyTypeObject` before.
+    let tp_basicsize = d.exported_or(
+        "type_object",
+        "tp_basicsize",
+        tp_name + TP_BASICSIZE_AFTER_NAME,
+    )?;
+    let tp_dictoffset = d.exported_or(
+        "type_object",
+        "tp_dictoffset",
+        tp_name + TP_DICTOFFSET_AFTER_NAME,
+    )?;
     ensure(tp_dictoffset + WORD <= type_size, || {
         format!("PyTypeObject of {type_size} bytes has no room for tp_dictoffset")
     })?;
@@ -626,7 +884,9 @@ fn object_layout(d: &DebugOffsets) -> Result<ObjectLayout, DebugOffsetsError> {
     let ascii_size = d.need("unicode_object", "asciiobject_size")?;
     let unicode_state = d.inside("unicode_object", "state", 4)?;
     let unicode_length = d.inside("unicode_object", "length", WORD)?;
-    let compact_size = ascii_size + COMPACT_UNICODE_EXTRA;
+    let compact_size = d
+        .get("unicode_object", "compactunicodeobject_size")
+        .unwrap_or(ascii_size + COMPACT_UNICODE_EXTRA);
     ensure(
         unicode_state + 4 <= ascii_size
             && unicode_length + WORD <= ascii_size
@@ -649,7 +909,7 @@ fn object_layout(d: &DebugOffsets) -> Result<ObjectLayout, DebugOffsetsError> {
         ob_type,
         tp_name,
         unicode_state,
-        unicode_kind_shift: unicode_kind_shift(d.version.minor, d.free_threaded),
+        unicode_kind_shift: d.minor.unicode_kind_shift[usize::from(d.free_threaded)],
         unicode_length,
         unicode_ascii_size: ascii_size,
         unicode_compact_size: compact_size,
@@ -669,17 +929,12 @@ fn object_layout(d: &DebugOffsets) -> Result<ObjectLayout, DebugOffsetsError> {
         tp_dictoffset,
         tp_basicsize,
         tp_flags,
-        ht_cached_keys: Some(type_size + HEAP_TYPE_CACHED_KEYS_AFTER_TYPE),
+        ht_cached_keys: Some(match d.get("heap_type_object", "ht_cached_keys") {
+            Some(_) => d.inside("heap_type_object", "ht_cached_keys", WORD)?,
+            None => type_size + HEAP_TYPE_CACHED_KEYS_AFTER_TYPE,
+        }),
         instance_dict: InstanceDictFormat::Inline313,
     })
-}
-
-/// Where `kind` starts in `PyASCIIObject.state`. It follows `unsigned int interned:2`
-/// (bit 2), except in free-threaded 3.14, where `interned` is an `unsigned char` of its own
-/// (it is accessed atomically) and the `kind:3` bit field starts in the next byte (bit 8).
-/// Free-threaded 3.13 still has the 2-bit field.
-fn unicode_kind_shift(minor: u8, free_threaded: bool) -> u32 {
-    if free_threaded && minor >= 14 { 8 } else { 2 }
 }
 
 #[cfg(test)]
@@ -783,14 +1038,117 @@ mod tests {
         WORD + 2 * COND_SIZE + 2 * MUTEX_SIZE
     }
 
+    /// The real 3.15.2 default build's table (Debian's static python3.15, `.PyRuntime`).
+    fn image_315() -> Vec<u8> {
+        let mut b = Image::new(0x030f_02f0, 0);
+        b.push(&[346_568, 912, 936]);
+        b.push(&[
+            226_240, 7272, 7264, 7336, 7352, 7400, 7592, 7576, 7584, 16, 7736, 0, 7752, 7744, 7944,
+            0,
+        ]);
+        // thread_state: size, prev, next, interp, current_frame, base_frame,
+        // last_profiled_frame, last_profiled_frame_seq, thread_id, native_thread_id,
+        // datastack_chunk, status, holds_gil, gil_requested, current_exception, exc_state
+        b.push(&[
+            888, 0, 8, 16, 72, 80, 88, 96, 176, 184, 256, 32, 36, 40, 136, 288,
+        ]);
+        b.push(&[0]);
+        b.push(&[88, 8, 0, 56, 80, 74, 64, 0]);
+        b.push(&[216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0]);
+        b.push(&[16, 8]);
+        b.push(&[424, 24, 88, 168, 32, 288]);
+        b.push(&[944, 888]);
+        b.push(&[40, 32, 16]);
+        b.push(&[40, 24, 16]);
+        b.push(&[200, 24, 40, 32]);
+        b.push(&[48, 32, 40]);
+        b.push(&[24, 16]);
+        b.push(&[32, 16, 24]);
+        b.push(&[40, 16, 32]);
+        b.push(&[64, 32, 16, 40, 56]);
+        b.push(&[176, 112, 120, 1120, 104]);
+        b.push(&[160, 24, 72, 67]);
+        b.push(&[0, 8]);
+        b.push(&[24, 344, 8028, 0, 4, 512]);
+        b.0
+    }
+
     #[test]
     fn struct_sizes_match_the_c_declarations() {
         assert_eq!(DEBUG_OFFSETS_SIZE_313, 584);
         assert_eq!(DEBUG_OFFSETS_SIZE_314, 760);
-        assert_eq!(DEBUG_OFFSETS_READ_SIZE, 760);
+        assert_eq!(DEBUG_OFFSETS_SIZE_315, 888);
+        assert_eq!(DEBUG_OFFSETS_READ_SIZE, 888);
         assert_eq!(image_313().len(), 584);
         assert_eq!(image_314t().len(), 760);
+        assert_eq!(image_315().len(), 888);
         assert_eq!(debug_offsets_size(12), None);
+        assert_eq!(debug_offsets_size(16), None);
+    }
+
+    #[test]
+    fn every_minor_version_is_listed_once_and_the_newest_is_supported() {
+        let minors: Vec<u8> = MINOR_VERSIONS.iter().map(|m| m.minor).collect();
+        assert_eq!(minors, vec![13, 14, 15]);
+        assert_eq!(
+            minors.last().copied(),
+            Some(crate::python::version::NEWEST_MINOR)
+        );
+        assert!(crate::python::version::SUPPORTED.contains(&format!("3.{}", minors[2])));
+    }
+
+    #[test]
+    fn default_315_layout_reads_the_exported_gil_flags() {
+        let layout = layout_from_debug_offsets(&image_315()).unwrap();
+        assert_eq!(layout.version, Version::new(3, 15, 2));
+        assert!(!layout.free_threaded);
+        assert_eq!(
+            layout.tstate.gil_flags,
+            Some(ThreadGilFlags {
+                holds: FlagField::Int(36),
+                requested: Some(40),
+                exported: true,
+            })
+        );
+        let gil = &layout.gil;
+        assert_eq!((gil.interval, gil.last_holder, gil.locked), (0, 8, 16));
+        assert_eq!(layout.interp.threads_head, 7336);
+        assert_eq!(layout.tstate.frame, FramePointer::Direct(72));
+        assert_eq!(layout.tstate.native_thread_id, Some(184));
+        assert_eq!(layout.frame.owner, Some(74));
+        assert_eq!(layout.frame.owner_cstack, Some(3));
+        assert_eq!(layout.frame.code_tag_mask, 3);
+        assert_eq!(layout.frame.tlbc_index, None);
+        assert_eq!(layout.code.code_adaptive, Some(208));
+        let obj = &layout.object;
+        // Exported from 3.15, and equal to what the public headers give earlier versions.
+        assert_eq!((obj.tp_basicsize, obj.tp_dictoffset), (32, 288));
+        assert_eq!(obj.ht_cached_keys, Some(888));
+        assert_eq!(obj.unicode_compact_size, 56);
+        assert_eq!(obj.unicode_kind_shift, 2);
+    }
+
+    #[test]
+    fn holds_gil_is_pinned_on_313_and_314() {
+        let layout = layout_from_debug_offsets(&image_313()).unwrap();
+        assert_eq!(
+            layout.tstate.gil_flags,
+            Some(ThreadGilFlags {
+                holds: FlagField::Bit { word: 32, bit: 5 },
+                requested: None,
+                exported: false,
+            })
+        );
+        let layout = layout_from_debug_offsets(&image_314t()).unwrap();
+        assert_eq!(
+            layout
+                .tstate
+                .gil_flags
+                .map(|f| (f.holds, f.requested, f.exported)),
+            Some((FlagField::Int(36), None, false))
+        );
+        assert!(FlagField::Bit { word: 32, bit: 5 }.is_set(0b10_0001));
+        assert!(!FlagField::Bit { word: 32, bit: 5 }.is_set(0b01_1111));
     }
 
     #[test]
@@ -920,7 +1278,7 @@ mod tests {
     fn unsupported_versions() {
         for (hex, version) in [
             (0x030c_01f0, Version::new(3, 12, 1)),
-            (0x030f_00a1, Version::new(3, 15, 0)),
+            (0x0310_00a1, Version::new(3, 16, 0)),
             (0x0400_0000, Version::new(4, 0, 0)),
         ] {
             let mut bytes = image_314t();

@@ -5,6 +5,7 @@
 use super::layout::{DictKeysFormat, InstanceDictFormat, Layout, LongFormat, ObjectLayout};
 use super::strings::read_unicode;
 use crate::mem::{Fields, MemError, MemoryExt, RemoteMemory};
+use std::collections::HashMap;
 
 /// Dicts with more entries than this are not read.
 pub const MAX_DICT_ENTRIES: u64 = 1 << 16;
@@ -132,6 +133,15 @@ pub fn read_dict(
     layout: &Layout,
     dict: u64,
 ) -> Result<Vec<(u64, u64)>, MemError> {
+    Ok(read_dict_and_keys(mem, layout, dict)?.1)
+}
+
+/// [`read_dict`], with the address of the dict's keys object.
+fn read_dict_and_keys(
+    mem: &impl RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+) -> Result<(u64, Vec<(u64, u64)>), MemError> {
     let ol = &layout.object;
     if type_flags(mem, ol, dict)? & TPFLAGS_DICT_SUBCLASS == 0 {
         return Err(fault(dict));
@@ -154,7 +164,57 @@ pub fn read_dict(
         }
     }
     entries.retain(|&(key, value)| key != 0 && value != 0);
-    Ok(entries)
+    Ok((keys, entries))
+}
+
+/// Where `str` keys were found, so that looking the same names up again in the same table
+/// reads no keys: (keys object, name) -> (entry index, key object). A hit counts only if
+/// the entry still holds that key object, so a table that changed is searched again.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    found: HashMap<(u64, &'static str), (usize, u64)>,
+}
+
+/// Tables remembered at most; past this the index starts over.
+const MAX_INDEXED: usize = 4096;
+
+impl KeyIndex {
+    fn find(
+        &mut self,
+        mem: &impl RemoteMemory,
+        ol: &ObjectLayout,
+        keys: u64,
+        entries: &[(u64, u64)],
+        name: &'static str,
+    ) -> Result<Option<usize>, MemError> {
+        if let Some(&(index, key)) = self.found.get(&(keys, name))
+            && entries.get(index).is_some_and(|e| e.0 == key)
+        {
+            return Ok(Some(index));
+        }
+        let found = find_str(mem, ol, entries, name)?;
+        if let Some(index) = found {
+            if self.found.len() >= MAX_INDEXED {
+                self.found.clear();
+            }
+            self.found.insert((keys, name), (index, entries[index].0));
+        }
+        Ok(found)
+    }
+}
+
+/// [`dict_get_str`], remembering where the key was found in `index`.
+pub fn dict_get_str_indexed(
+    mem: &impl RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+    name: &'static str,
+    index: &mut KeyIndex,
+) -> Result<Option<u64>, MemError> {
+    let (keys, entries) = read_dict_and_keys(mem, layout, dict)?;
+    Ok(index
+        .find(mem, &layout.object, keys, &entries, name)?
+        .map(|i| entries[i].1))
 }
 
 /// Index of the first entry whose key is the `str` `name`. Keys are compared by length
@@ -223,6 +283,35 @@ pub fn instance_attr(
         Attributes::Dict(dict) => dict_get_str(mem, layout, dict, name),
         Attributes::Values { values, capacity } => {
             shared_value(mem, layout, ty, values, capacity, name)
+        }
+    }
+}
+
+/// [`instance_attr`], remembering in `index` where the name sits in the dict or shared keys,
+/// so that reading one attribute of many instances of a type costs a few reads each.
+pub fn instance_attr_indexed(
+    mem: &impl RemoteMemory,
+    layout: &Layout,
+    obj: u64,
+    name: &'static str,
+    index: &mut KeyIndex,
+) -> Result<Option<u64>, MemError> {
+    let ol = &layout.object;
+    let ty = mem.read_u64(at(obj, ol.ob_type)?)?;
+    match attributes(mem, layout, obj, ty)? {
+        Attributes::None => Ok(None),
+        Attributes::Dict(dict) => dict_get_str_indexed(mem, layout, dict, name, index),
+        Attributes::Values { values, capacity } => {
+            let cached = ol.ht_cached_keys.ok_or(fault(ty))?;
+            let keys = mem.read_u64(at(ty, cached)?)?;
+            if values == 0 || keys == 0 {
+                return Ok(None);
+            }
+            let entries = read_keys(mem, ol, keys)?;
+            let Some(i) = index.find(mem, ol, keys, &entries, name)? else {
+                return Ok(None);
+            };
+            shared_slot(mem, layout, values, capacity, i)
         }
     }
 }
@@ -319,6 +408,17 @@ fn shared_value(
     let Some(index) = find_str(mem, ol, &entries, name)? else {
         return Ok(None);
     };
+    shared_slot(mem, layout, values, capacity, index)
+}
+
+/// Slot `index` of an instance's values array, `None` if empty or past its capacity.
+fn shared_slot(
+    mem: &impl RemoteMemory,
+    layout: &Layout,
+    values: u64,
+    capacity: Option<u64>,
+    index: usize,
+) -> Result<Option<u64>, MemError> {
     if capacity.is_some_and(|c| index as u64 >= c) {
         return Ok(None);
     }

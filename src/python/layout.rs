@@ -73,6 +73,45 @@ pub struct ThreadLayout {
     pub native_thread_id: Option<u64>,
     /// How to reach the innermost frame.
     pub frame: FramePointer,
+    /// 3.13+: the thread's own GIL flags, which take_gil and drop_gil write. `None` before.
+    pub gil_flags: Option<ThreadGilFlags>,
+}
+
+/// Where a thread state says whether it holds or requests the GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadGilFlags {
+    /// "Currently holds the GIL": a bit of `_status` (3.13), an `int holds_gil` (3.14+).
+    pub holds: FlagField,
+    /// 3.15+: `int gil_requested`, "currently requesting the GIL".
+    pub requested: Option<u64>,
+    /// The interpreter exports these offsets in `_Py_DebugOffsets` (3.15+) for samplers:
+    /// they are then the truth of who holds and who waits. Otherwise they are pinned from
+    /// the headers and only cross-check the GIL struct.
+    pub exported: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagField {
+    /// An `int`, set when non-zero.
+    Int(u64),
+    /// Bit `bit` of the 32-bit word at `word`.
+    Bit { word: u64, bit: u32 },
+}
+
+impl FlagField {
+    /// The offset of the 4-byte word that holds the flag.
+    pub fn word(self) -> u64 {
+        match self {
+            FlagField::Int(offset) | FlagField::Bit { word: offset, .. } => offset,
+        }
+    }
+
+    pub fn is_set(self, word: u32) -> bool {
+        match self {
+            FlagField::Int(_) => word != 0,
+            FlagField::Bit { bit, .. } => word >> bit & 1 == 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

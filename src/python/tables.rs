@@ -113,6 +113,7 @@ fn v3_11(version: Version) -> Layout {
                 cframe: 56,
                 current_frame: 8,
             },
+            gil_flags: None,
         },
         frame: FrameLayout {
             kind: FrameKind::Interpreter,
@@ -164,6 +165,7 @@ fn v3_12(version: Version) -> Layout {
                 cframe: 56,
                 current_frame: 0,
             },
+            gil_flags: None,
         },
         frame: FrameLayout {
             kind: FrameKind::Interpreter,
@@ -218,6 +220,7 @@ const THREAD_3_8: ThreadLayout = ThreadLayout {
     thread_id: 176,
     native_thread_id: None,
     frame: FramePointer::Direct(24),
+    gil_flags: None,
 };
 
 const FRAME_3_8: FrameLayout = FrameLayout {

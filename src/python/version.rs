@@ -9,9 +9,9 @@ pub struct Version {
     pub patch: u8,
 }
 
-pub const SUPPORTED: &str = "3.8 to 3.14 (with or without the GIL)";
+pub const SUPPORTED: &str = "3.8 to 3.15 (with or without the GIL)";
 pub const OLDEST_MINOR: u8 = 8;
-pub const NEWEST_MINOR: u8 = 14;
+pub const NEWEST_MINOR: u8 = 15;
 
 impl Version {
     pub const fn new(major: u8, minor: u8, patch: u8) -> Self {

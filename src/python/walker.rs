@@ -52,6 +52,10 @@ pub struct InterpreterRecord {
     pub gil: GilState,
 }
 
+/// A thread's frames (innermost first), where each lives in the target, and whether the
+/// walk stopped before the outermost.
+type Stack = (Vec<Frame>, Vec<u64>, bool);
+
 #[derive(Debug, Clone)]
 pub struct ThreadRecord {
     pub tstate: u64,
@@ -62,6 +66,10 @@ pub struct ThreadRecord {
     /// Index into [`PythonState::interpreters`].
     pub interpreter: usize,
     pub interpreter_address: u64,
+    /// 3.13+: the thread state's own "holds the GIL" flag.
+    pub holds_gil: Option<bool>,
+    /// 3.15+: its "requesting the GIL" flag.
+    pub gil_requested: Option<bool>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     /// Where each of `frames` lives in the target (for readers of frame locals).
@@ -210,9 +218,22 @@ impl<M: RemoteMemory> Walker<M> {
             self.mem.read(tstate, &mut buf)?;
             let f = Fields::new(tstate, &buf);
             let native = t.native_thread_id.map(|off| f.u64(off)).transpose()?;
+            let flags = t.gil_flags;
+            let holds_gil = flags
+                .map(|g| f.u32(g.holds.word()).map(|w| g.holds.is_set(w)))
+                .transpose()?;
+            let gil_requested = flags
+                .and_then(|g| g.requested)
+                .map(|off| f.u32(off).map(|w| w != 0))
+                .transpose()?;
             let (frames, frame_addresses, truncated) = if with_frames {
-                let top = self.top_frame(&f, &t.frame)?;
-                self.read_stack(top)?
+                match self.stack_of(tstate, &f)? {
+                    Some(stack) => stack,
+                    None => {
+                        tstate = f.u64(t.next)?;
+                        continue;
+                    }
+                }
             } else {
                 (Vec::new(), Vec::new(), false)
             };
@@ -224,6 +245,8 @@ impl<M: RemoteMemory> Walker<M> {
                     .filter(|&n| n > 0),
                 interpreter: index,
                 interpreter_address: interp,
+                holds_gil,
+                gil_requested,
                 frames,
                 frame_addresses,
                 truncated,
@@ -232,6 +255,31 @@ impl<M: RemoteMemory> Walker<M> {
         }
         self.seen_threads = seen;
         Ok(())
+    }
+
+    /// The stack of the thread state at `tstate` (read into `fields`). A stack that faults
+    /// is read once more from a fresh copy of the thread state; if it faults again, the
+    /// thread is starting or ending (its frames being built or freed) and `None` leaves it
+    /// out of this read, rather than failing the read of every thread.
+    fn stack_of(&mut self, tstate: u64, fields: &Fields) -> Result<Option<Stack>, MemError> {
+        let pointer = self.runtime.layout.tstate.frame;
+        let first = self
+            .top_frame(fields, &pointer)
+            .and_then(|top| self.read_stack(top));
+        match first {
+            Err(MemError::Fault { .. }) => {}
+            other => return other.map(Some),
+        }
+        let mut buf = vec![0u8; self.tstate_len];
+        self.mem.read(tstate, &mut buf)?;
+        let again = Fields::new(tstate, &buf);
+        match self
+            .top_frame(&again, &pointer)
+            .and_then(|top| self.read_stack(top))
+        {
+            Err(MemError::Fault { .. }) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     fn top_frame(&self, tstate: &Fields, pointer: &FramePointer) -> Result<u64, MemError> {
@@ -252,7 +300,7 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// Walks `previous` links from the innermost frame, skipping C-stack shim frames.
-    fn read_stack(&mut self, mut frame: u64) -> Result<(Vec<Frame>, Vec<u64>, bool), MemError> {
+    fn read_stack(&mut self, mut frame: u64) -> Result<Stack, MemError> {
         let mut frames = Vec::new();
         let mut addresses = Vec::new();
         let mut buf = vec![0u8; self.frame_len];
@@ -375,12 +423,17 @@ fn tstate_read_len(layout: &Layout) -> usize {
         FramePointer::Direct(off) => off,
         FramePointer::ViaCFrame { cframe, .. } => cframe,
     };
+    let flags = t
+        .gil_flags
+        .map_or([0, 0], |g| [g.holds.word(), g.requested.unwrap_or(0)]);
     let offsets = [
         t.next,
         t.interp,
         t.thread_id,
         t.native_thread_id.unwrap_or(0),
         frame,
+        flags[0],
+        flags[1],
     ];
     offsets.into_iter().max().unwrap_or(0) as usize + 8
 }

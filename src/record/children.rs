@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct Children {
     root: i32,
     keep_timeline: bool,
+    /// Children found from now on count their samples into `--push` windows too.
+    pub push_windows: bool,
     profiled: Vec<Profiled>,
     /// Descendants that were not Python when last tried, with the executable they had then,
     /// tried again if they exec something else.
@@ -22,6 +24,7 @@ impl Children {
         Children {
             root,
             keep_timeline,
+            push_windows: false,
             profiled: Vec::new(),
             not_python: HashMap::new(),
             stall_ms: crate::profile::event_loop::DEFAULT_STALL_MS,
@@ -51,6 +54,9 @@ impl Children {
                     self.not_python.remove(&pid);
                     let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);
                     child.aggregator.set_stall_threshold_ms(self.stall_ms);
+                    if self.push_windows {
+                        child.aggregator.keep_windows();
+                    }
                     self.profiled.push(child);
                 }
                 Err(_) => {
@@ -58,6 +64,10 @@ impl Children {
                 }
             }
         }
+    }
+
+    pub fn profiled_mut(&mut self) -> impl Iterator<Item = &mut Profiled> {
+        self.profiled.iter_mut()
     }
 
     pub fn into_profiled(self) -> Vec<Profiled> {

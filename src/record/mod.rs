@@ -5,15 +5,16 @@ mod children;
 mod launch;
 pub mod schedule;
 mod signals;
+mod window;
 
 use crate::error::Error;
 use crate::profile::Aggregator;
 use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::sample::{HandoffResolver, SampleError, Target};
+use crate::sample::{SampleError, Target};
 use crate::snapshot::PythonInfo;
 use anyhow::Result;
 use launch::Launched;
-use schedule::{Schedule, sleep_until, tighten_timer_slack};
+use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub struct RecordConfig {
     pub progress: bool,
     /// An event loop's stretch of running code longer than this (ms) is a stall.
     pub stall_ms: f64,
+    /// `--push`: send every window's profile to a Pyroscope server.
+    pub push: Option<crate::push::PushConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub enum StopReason {
     Duration,
     Interrupted,
     TargetExited,
+    /// The target replaced its program with exec(); what ran before it is reported.
+    TargetExec,
     /// Reading the target failed in a way retrying cannot fix (e.g. permission lost).
     Failed,
 }
@@ -53,6 +58,7 @@ impl StopReason {
             StopReason::Duration => "the duration elapsed",
             StopReason::Interrupted => "interrupted (Ctrl-C)",
             StopReason::TargetExited => "the target exited",
+            StopReason::TargetExec => "the target called exec()",
             StopReason::Failed => "sampling failed",
         }
     }
@@ -63,11 +69,13 @@ pub struct RecordOutcome {
     pub stop: StopReason,
     /// The target was given by --pid (its exit ends the recording early, an error for CI).
     pub attached_by_pid: bool,
+    /// What `--push` got to the server.
+    pub push: Option<crate::push::PushCounts>,
 }
 
 /// How long a launched program may take to become a Python process with a live interpreter.
 const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often thread names are re-read (they are also read when a new thread appears).
+/// How often thread names are re-read (new threads are named as they appear).
 const NAME_REFRESH: Duration = Duration::from_secs(2);
 const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -75,6 +83,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
     tighten_timer_slack();
+    sample_on_time();
     let mut launched = match &config.target {
         TargetSpec::Command(argv) => Some(Launched::start(argv)?),
         TargetSpec::Pid(_) => None,
@@ -107,10 +116,12 @@ fn record_running(
     main.aggregator.set_stall_threshold_ms(config.stall_ms);
     let mut session = Session::new(config, main);
     let stop = session.run(launched)?;
+    let push = session.finish_push();
     Ok(RecordOutcome {
         recording: session.finish(stop),
         stop,
         attached_by_pid: matches!(config.target, TargetSpec::Pid(_)),
+        push,
     })
 }
 
@@ -150,8 +161,6 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 struct Profiled {
     target: Target,
     aggregator: Aggregator,
-    /// Each sample waits for the next, which tells what its runnable threads were doing.
-    resolver: HandoffResolver,
     command: Vec<String>,
     torn: u64,
     missed: u64,
@@ -159,11 +168,17 @@ struct Profiled {
     ended: Option<Instant>,
     /// Why sampling had to stop, when it failed.
     failure: Option<String>,
+    /// /proc/PID/auxv when attached: exec() gives a process a new one (new entry point,
+    /// new random stack), even when it runs the same binary again.
+    auxv: Vec<u8>,
+    /// The program the target exec'd into, once it did.
+    exec: Option<String>,
     names_read: Option<Instant>,
 }
 
 impl Profiled {
     fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
+        let auxv = std::fs::read(format!("/proc/{}/auxv", target.pid)).unwrap_or_default();
         Profiled {
             target,
             aggregator: if keep_timeline {
@@ -171,13 +186,14 @@ impl Profiled {
             } else {
                 Aggregator::default()
             },
-            resolver: HandoffResolver::default(),
             command,
             torn: 0,
             missed: 0,
             started: Instant::now(),
             ended: None,
             failure: None,
+            auxv,
+            exec: None,
             names_read: None,
         }
     }
@@ -189,27 +205,19 @@ impl Profiled {
     /// Takes and aggregates one sample; a gone process is marked ended, a failure recorded
     /// (what was sampled so far is kept either way).
     fn sample(&mut self, blocking: bool) {
-        let result = if blocking {
-            self.target.sample_paused(true).map_err(|e| {
-                if crate::target::process::is_alive(self.target.pid) {
-                    SampleError::Fatal(e)
-                } else {
-                    SampleError::Gone
+        match self.target.resolved_sample(true, blocking) {
+            Ok(samples) => {
+                self.refresh_names_if_due();
+                for sample in samples {
+                    self.aggregator.add(sample);
                 }
-            })
-        } else {
-            self.target.sample(true)
-        };
-        match result {
-            Ok(sample) => {
-                let unnamed = sample
-                    .threads
-                    .iter()
-                    .any(|t| self.target.thread_name(t.ident).is_none());
-                self.refresh_names_if_due(unnamed);
-                if let Some(resolved) = self.resolver.push(sample) {
-                    self.aggregator.add(resolved);
-                }
+            }
+            Err(SampleError::Torn | SampleError::Gone) if self.exec_happened() => {
+                let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "another program".to_string());
+                self.exec = Some(exe);
+                self.ended = Some(Instant::now());
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -220,14 +228,21 @@ impl Profiled {
         }
     }
 
-    fn refresh_names_if_due(&mut self, unnamed_thread: bool) {
-        let due = match self.names_read {
-            None => true,
-            Some(at) => {
-                at.elapsed() >= NAME_REFRESH
-                    || (unnamed_thread && at.elapsed() >= Duration::from_millis(100))
-            }
-        };
+    /// Whether the target is alive and has called exec() since it was attached: its
+    /// memory is another program's, so reads fault or its threads are gone.
+    fn exec_happened(&self) -> bool {
+        !self.auxv.is_empty()
+            && crate::target::process::is_alive(self.target.pid)
+            && std::fs::read(format!("/proc/{}/auxv", self.target.pid))
+                .is_ok_and(|now| !now.is_empty() && now != self.auxv)
+    }
+
+    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// name now and then, for threads renamed while they run.
+    fn refresh_names_if_due(&mut self) {
+        let due = self
+            .names_read
+            .is_none_or(|at| at.elapsed() >= NAME_REFRESH);
         if due {
             self.target.refresh_names();
             self.names_read = Some(Instant::now());
@@ -243,10 +258,10 @@ impl Profiled {
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
         let duration_s = end.duration_since(self.started).as_secs_f64();
-        let target = &self.target;
-        if let Some(last) = self.resolver.finish() {
+        for last in self.target.last_samples() {
             self.aggregator.add(last);
         }
+        let target = &self.target;
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
@@ -255,6 +270,11 @@ impl Profiled {
             .max(deadlines.saturating_sub(a.samples + self.torn));
         let stop_reason = match (&self.failure, self.ended) {
             (Some(failure), _) => format!("sampling failed: {failure}"),
+            (None, Some(_)) if self.exec.is_some() => format!(
+                "the target called exec() and now runs {}; the recording covers the program \
+                 before the exec",
+                self.exec.as_deref().unwrap_or("another program")
+            ),
             (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
             (None, None) => stop.describe().to_string(),
         };
@@ -262,7 +282,7 @@ impl Profiled {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), None),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,
@@ -272,10 +292,11 @@ impl Profiled {
             stop_reason,
             cpus: cpus_of(target.pid),
             gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
             event_loops: a.event_loops(&target.walker.codes),
+            thread_flags: a.thread_flags().cloned(),
             children,
         }
     }
@@ -286,19 +307,31 @@ struct Session<'a> {
     main: Profiled,
     children: children::Children,
     progress: Option<Progress>,
+    windows: Option<window::Windows>,
 }
 
 impl<'a> Session<'a> {
-    fn new(config: &'a RecordConfig, main: Profiled) -> Self {
+    fn new(config: &'a RecordConfig, mut main: Profiled) -> Self {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
         let mut children = children::Children::new(main.target.pid, config.keep_timeline);
         children.stall_ms = config.stall_ms;
+        let windows = config
+            .push
+            .as_ref()
+            .map(|push| window::Windows::start(config, push, &mut main, &mut children));
         Session {
             config,
             main,
             children,
             progress,
+            windows,
         }
+    }
+
+    /// Pushes the last window and waits (a bounded time) for the sender.
+    fn finish_push(&mut self) -> Option<crate::push::PushCounts> {
+        let windows = self.windows.take()?;
+        Some(windows.finish(self.config, &mut self.main, &mut self.children))
     }
 
     fn run(&mut self, mut launched: Option<&mut Launched>) -> Result<StopReason> {
@@ -323,8 +356,14 @@ impl<'a> Session<'a> {
             sleep_until(deadline);
             self.main.sample(self.config.blocking);
             self.children.sample_all(self.config.blocking);
+            if let Some(windows) = self.windows.as_mut() {
+                windows.tick(self.config, &mut self.main, &mut self.children);
+            }
             if self.main.failure.is_some() {
                 break StopReason::Failed;
+            }
+            if self.main.exec.is_some() {
+                break StopReason::TargetExec;
             }
             if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {
                 self.main.ended.get_or_insert_with(Instant::now);

@@ -2,6 +2,7 @@
 //! scheduler state of each thread. Nothing here knows about Python.
 
 pub mod elf;
+pub mod glibc;
 pub mod kernel;
 pub mod pause;
 pub mod process;

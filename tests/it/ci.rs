@@ -12,7 +12,8 @@ const CONDITION_FAILED: i32 = 10;
 const REGRESSION: i32 = 11;
 
 /// What `record` writes into its output directory (and `report` re-writes).
-const OUTPUTS: [&str; 9] = [
+const OUTPUTS: [&str; 10] = [
+    "report.html",
     "report.md",
     "flamegraph.svg",
     "gil_held.svg",

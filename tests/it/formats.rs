@@ -350,6 +350,7 @@ fn synthetic(stacks: Vec<StackCount>) -> Recording {
         children: Vec::new(),
         timeline: Default::default(),
         event_loops: Vec::new(),
+        thread_flags: None,
     }
 }
 
@@ -634,4 +635,244 @@ fn is_zombie(pid: i32) -> bool {
         s.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// `gilscope top` without a screen: batch frames on a pipe, and a pty that reports no size.
+
+/// `gilscope top ARGS...` with stdout on a pipe, its frames read as they come.
+struct BatchTop {
+    process: std::process::Child,
+    frames: std::sync::mpsc::Receiver<String>,
+}
+
+impl BatchTop {
+    fn start(args: &[&str]) -> BatchTop {
+        let mut process =
+            support::gilscope_command(std::iter::once("top").chain(args.iter().copied()))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn gilscope top");
+        let stdout = process.stdout.take().expect("piped stdout");
+        let (tx, frames) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut frame = String::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.is_empty() {
+                    if tx.send(std::mem::take(&mut frame)).is_err() {
+                        break;
+                    }
+                } else {
+                    frame.push_str(&line);
+                    frame.push('\n');
+                }
+            }
+        });
+        BatchTop { process, frames }
+    }
+
+    /// The next whole frame; fails the test past [`SCREEN_TIMEOUT`].
+    fn next_frame(&self) -> String {
+        self.frames
+            .recv_timeout(SCREEN_TIMEOUT)
+            .expect("top printed no frame in time")
+    }
+
+    /// Waits for the exit; returns its code and stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.process.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "top did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = self
+            .process
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
+        (status.code(), stderr)
+    }
+
+    fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT top");
+    }
+}
+
+impl Drop for BatchTop {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A batch frame's row for `name`: (class, [held, wait, native, idle] as fractions).
+fn frame_row(frame: &str, name: &str) -> Option<(String, [f64; 4])> {
+    let line = frame
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [_, _, class, shares @ ..] = words.as_slice() else {
+        return None;
+    };
+    let shares: Vec<f64> = shares
+        .iter()
+        .map(|s| s.strip_suffix('%')?.parse::<f64>().ok().map(|p| p / 100.0))
+        .collect::<Option<_>>()?;
+    Some((class.to_string(), shares.try_into().ok()?))
+}
+
+fn check_frame(frame: &str, pid: i32, workers: &[&str]) {
+    assert!(
+        !frame.contains('\x1b'),
+        "escape codes in a batch frame:\n{frame:?}"
+    );
+    let lines: Vec<&str> = frame.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("gilscope top | pid {pid}")),
+        "{frame}"
+    );
+    assert!(
+        lines[1].starts_with("GIL held") && lines[1].contains("switches"),
+        "{frame}"
+    );
+    assert!(
+        lines[2]
+            .split_whitespace()
+            .eq(["THREAD", "TID", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"]),
+        "{frame}"
+    );
+    for name in workers {
+        let (class, shares) =
+            frame_row(frame, name).unwrap_or_else(|| panic!("no {name}:\n{frame}"));
+        assert!(
+            class == "gil_bound" || class == "cpu_bound",
+            "{name} is {class}:\n{frame}"
+        );
+        let total: f64 = shares.iter().sum();
+        assert!(
+            (total - 1.0).abs() <= 0.03,
+            "{name}'s shares add up to {total}:\n{frame}"
+        );
+    }
+}
+
+#[test]
+fn top_batch_prints_plain_frames_until_the_target_exits() {
+    let python = python();
+    let (mut child, _) = cpu_workload(&python, "4");
+    let pid = child.pid();
+    let top = BatchTop::start(&["--pid", &pid.to_string(), "--batch"]);
+    let mut frames = 0;
+    // Frames come once a second until the workload ends itself; each is whole and plain.
+    while let Ok(frame) = top.frames.recv_timeout(SCREEN_TIMEOUT) {
+        if frame_row(&frame, "worker-0").is_some() && frame_row(&frame, "worker-1").is_some() {
+            check_frame(&frame, pid, &["worker-0", "worker-1"]);
+            frames += 1;
+        }
+    }
+    assert!(frames >= 1, "no frame showed both workers");
+    let (code, stderr) = top.finish();
+    assert_eq!(
+        code,
+        Some(7),
+        "the target's exit ends top with code 7: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("process {pid} exited")),
+        "{stderr}"
+    );
+    assert!(!child.is_running());
+}
+
+#[test]
+fn top_without_a_terminal_prints_frames_and_stops_on_ctrl_c() {
+    let python = python();
+    let (child, _) = cpu_workload(&python, "120");
+    let top = BatchTop::start(&["--pid", &child.pid().to_string()]);
+    let frame = loop {
+        let frame = top.next_frame();
+        if frame_row(&frame, "worker-0").is_some() && frame_row(&frame, "worker-1").is_some() {
+            break frame;
+        }
+    };
+    check_frame(&frame, child.pid(), &["worker-0", "worker-1"]);
+    top.interrupt();
+    let (code, stderr) = top.finish();
+    assert_eq!(code, Some(0), "Ctrl-C is a clean exit: {stderr}");
+}
+
+#[test]
+fn top_draws_in_a_terminal_that_reports_no_size() {
+    let python = python();
+    let (child, _) = cpu_workload(&python, "120");
+    // `stty` makes the pty report 0x0, as `script` and some CI runners do.
+    let command = format!(
+        "sh -c 'stty rows 0 cols 0; COLUMNS=100 LINES=30 exec {}'",
+        top_command(child.pid())
+    );
+    let tmux = Tmux::start("top-0x0", 100, 30, &command);
+    tmux.wait_for("both workers in a 0x0 terminal", shows_workers);
+}
+
+/// `top` and `record` classify through the same sampler: on one target, over the same
+/// seconds, each CPU thread's waiting share agrees within 0.05.
+#[test]
+fn top_agrees_with_record_on_cpu_threads() {
+    const SECONDS: &str = "4";
+    let python = python();
+    let child = Child::fixture(&python, "workload.py", &["cpu_threads", "--seconds", "120"]);
+    let tids: BTreeMap<String, i64> = child.ready()["threads"]
+        .as_object()
+        .expect("READY names threads")
+        .iter()
+        .map(|(name, tid)| (name.clone(), tid.as_i64().expect("tid")))
+        .collect();
+    let pid = child.pid().to_string();
+    let out = TempDir::new("top-vs-record");
+    let top = BatchTop::start(&["--pid", &pid, "--batch", "--window", SECONDS]);
+    top.next_frame();
+    let record = support::gilscope_command([
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        SECONDS,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+    let run = support::run_command(record, COMMAND_TIMEOUT);
+    assert_eq!(run.code, Some(0), "record failed: {run}");
+    // The first frame drawn after the recording ended covers about the same seconds.
+    let frame = top.next_frame();
+    let report = read_json(&out.0.join("report.json"));
+    for (name, tid) in tids.iter().filter(|(n, _)| n.starts_with("worker-")) {
+        let recorded = report["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tid"].as_i64() == Some(*tid))
+            .unwrap_or_else(|| panic!("{name} not in report.json"))["states"]["gil_wait"]
+            .as_f64()
+            .unwrap();
+        let (_, shares) = frame_row(&frame, name).unwrap_or_else(|| panic!("no {name}:\n{frame}"));
+        assert!(
+            (shares[1] - recorded).abs() <= 0.05,
+            "{name}: top shows WAIT {:.2}, record {recorded:.2}\n{frame}",
+            shares[1]
+        );
+    }
 }

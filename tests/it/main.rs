@@ -3,6 +3,7 @@
 mod support;
 
 mod advice;
+mod churn;
 mod ci;
 mod cli_misuse;
 mod debug_offsets;
@@ -10,8 +11,10 @@ mod dump;
 mod event_loop;
 mod event_loop_offsets;
 mod faults;
+mod fleet;
 mod formats;
 mod images;
 mod install;
 mod offsets;
 mod record;
+mod report_html;

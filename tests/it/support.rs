@@ -24,6 +24,30 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Debian's own interpreter: a static build (`_PyRuntime` in the executable).
 pub const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
+/// Where `.ci/debian-pythons` unpacks Debian unstable's static 3.13, 3.14 and 3.15
+/// (`$GILSCOPE_DEBIAN_PYTHONS` moves it): `DIR/3.X/usr/bin/python3.X`.
+pub const DEBIAN_UNSTABLE_PYTHONS: &str = "/opt/gilscope-pythons";
+
+/// Debian unstable's interpreters that `.ci/debian-pythons` installed, oldest first.
+pub fn debian_unstable_pythons() -> Vec<PathBuf> {
+    let root = std::env::var_os("GILSCOPE_DEBIAN_PYTHONS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEBIAN_UNSTABLE_PYTHONS));
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let minor: u32 = name.strip_prefix("3.")?.parse().ok()?;
+            let python = entry.path().join(format!("usr/bin/python{name}"));
+            python.is_file().then_some((minor, python))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, path)| path).collect()
+}
 
 // ---------------------------------------------------------------------------------------
 // Interpreters
@@ -147,7 +171,8 @@ fn dedupe(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 }
 
 /// The interpreters to test, not yet probed: `GILSCOPE_PYTHONS` (colon-separated) if
-/// set, else every pyenv `3.X` with X >= 8 plus Debian's static `/usr/bin/python3.11`.
+/// set, else every pyenv `3.X` with X >= 8, Debian's static `/usr/bin/python3.11`, and
+/// Debian unstable's static 3.13, 3.14 and 3.15 from [`DEBIAN_UNSTABLE_PYTHONS`].
 pub fn discover_python_paths() -> Vec<PathBuf> {
     if let Some(list) = std::env::var_os("GILSCOPE_PYTHONS").filter(|l| !l.is_empty()) {
         let list = list.to_string_lossy().into_owned();
@@ -162,6 +187,7 @@ pub fn discover_python_paths() -> Vec<PathBuf> {
     if Path::new(DEBIAN_PYTHON).is_file() {
         paths.push(PathBuf::from(DEBIAN_PYTHON));
     }
+    paths.extend(debian_unstable_pythons());
     dedupe(paths)
 }
 
@@ -536,6 +562,8 @@ pub struct PythonInfo {
 pub struct GilInfo {
     pub locked: bool,
     pub holder_tid: Option<i64>,
+    /// "thread_flags" or "gil_struct".
+    pub source: Option<String>,
     pub switch_number: u64,
     pub interval_us: u64,
 }
@@ -627,6 +655,10 @@ pub fn parse_dump(stdout: &str) -> Result<Dump, String> {
         gil: GilInfo {
             locked: boolean(gil, "locked")?,
             holder_tid: nullable(gil, "holder_tid", Value::as_i64)?,
+            source: gil
+                .get("source")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             switch_number: unsigned(gil, "switch_number")?,
             interval_us: unsigned(gil, "interval_us")?,
         },

@@ -14,7 +14,7 @@ use gilscope::python::debug_offsets::{DEBUG_OFFSETS_READ_SIZE, layout_from_debug
 use gilscope::python::layout::FramePointer;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::Walker;
-use gilscope::snapshot::{FrameInfo, PythonInfo};
+use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -137,7 +137,10 @@ fn exercise(case: &Case, probe: &Probe) -> bool {
             }
         }
         let _ = walker.reread_gils(&state.interpreters);
-        let _ = PythonInfo::new(&walker.runtime, state.interpreters.last().map(|i| &i.gil));
+        let _ = PythonInfo::new(
+            &walker.runtime,
+            state.interpreters.last().map(|i| GilMode::of(&i.gil)),
+        );
         for interp in &state.interpreters {
             let _ = read_thread_names(probe, &walker.runtime, interp.address);
         }

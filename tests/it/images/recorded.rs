@@ -248,7 +248,8 @@ fn recorded_images_replay_to_the_recorded_walk() {
         for (interp, expected) in &recording.names {
             let names = gilscope::python::names::read_thread_names(image, &runtime, *interp)
                 .unwrap_or_else(|e| panic!("{label}: names: {e}"));
-            let names: BTreeMap<u64, String> = names.into_iter().collect();
+            let names: BTreeMap<u64, String> =
+                names.into_iter().map(|t| (t.ident, t.name)).collect();
             assert_eq!(&names, expected, "{label}: thread names");
             check_names_against_ready(label, &recording.ready, &recording.walk, &names);
         }

@@ -90,7 +90,10 @@ fn try_record(
         for interp in &state.interpreters {
             let found =
                 read_thread_names(&memory, &runtime, interp.address).map_err(|e| err(&e))?;
-            names.insert(interp.address, found.into_iter().collect());
+            names.insert(
+                interp.address,
+                found.into_iter().map(|t| (t.ident, t.name)).collect(),
+            );
         }
     }
     drop(walker);

@@ -9,7 +9,7 @@ use super::flavors::{DEFAULT_314, FT_313, FT_314, Flavor};
 use super::locations::Loc;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::{GilState, Walker};
-use gilscope::snapshot::{FrameInfo, PythonInfo};
+use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::collections::HashMap;
 
 const MAIN_PY: &str = "/srv/app/main.py";
@@ -408,7 +408,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
         assert_ne!(walker.codes.info(id).name, SHIM, "{label}");
     }
 
-    let info = PythonInfo::new(&walker.runtime, Some(&main));
+    let info = PythonInfo::new(&walker.runtime, Some(GilMode::of(&main)));
     assert_eq!(info.gil, mode, "{label}");
     assert_eq!(info.free_threaded, ft, "{label}");
     let version = format!("3.{}.0", flavor.minor());
@@ -418,8 +418,11 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
     let gils: Vec<GilState> = again.iter().map(|i| i.gil).collect();
     assert_eq!(gils, [sub, shared, main], "{label}");
 
-    let names = read_thread_names(&w.builder.image, &walker.runtime, w.main)
-        .unwrap_or_else(|e| panic!("{label}: thread names: {e}"));
+    let names: HashMap<u64, String> = read_thread_names(&w.builder.image, &walker.runtime, w.main)
+        .unwrap_or_else(|e| panic!("{label}: thread names: {e}"))
+        .into_iter()
+        .map(|t| (t.ident, t.name))
+        .collect();
     let expected_names = HashMap::from([
         (PTHREADS[0].1, "MainThread".to_string()),
         (PTHREADS[1].1, "wörker-Ω".to_string()),

@@ -1,0 +1,71 @@
+//! Logs every sample's per-thread classification with CLOCK_MONOTONIC times, one JSON line
+//! per sample, so scripts/accuracy.py --instants can compare each instant with the uprobe
+//! truth at that instant (a confusion matrix, not only the averages).
+//!
+//!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
+
+use gilscope::sample::{Sample, SampleError, Target};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let pid: i32 = args[1].parse()?;
+    let rate: f64 = args[2].parse()?;
+    let seconds: f64 = args[3].parse()?;
+    let mut target = Target::attach(pid)?;
+    gilscope::record::schedule::sample_on_time();
+    let (origin, origin_ns) = (Instant::now(), monotonic_ns());
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut out = std::io::stdout().lock();
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        next += period;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let t0 = monotonic_ns();
+        let sample = match target.resolved_sample(std::env::var_os("FRAMES").is_some(), false) {
+            Ok(s) => s,
+            Err(SampleError::Torn) => {
+                writeln!(out, "{{\"torn\": {t0}}}")?;
+                continue;
+            }
+            Err(_) => break,
+        };
+        for sample in sample {
+            // The instant the threads' states were read, on the monotonic clock.
+            let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;
+            write_line(&mut out, at, at + 20_000, &sample)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_line(out: &mut impl Write, t0: u64, t1: u64, sample: &Sample) -> anyhow::Result<()> {
+    let threads: Vec<serde_json::Value> = sample
+        .threads
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "tid": t.tid,
+                "class": t.class.state.name(),
+                "kernel": format!("{:?}", t.kernel),
+            })
+        })
+        .collect();
+    let line = serde_json::json!({"t0": t0, "t1": t1, "gil_waiters": sample.gil_waiters, "threads": threads});
+    writeln!(out, "{line}")?;
+    Ok(())
+}
