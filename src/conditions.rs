@@ -12,6 +12,8 @@
 //! THREAD  := ["states."] (gil_held | gil_wait | native_nogil | idle)
 //!          | ["idle_reasons."] (sleep | io | lock | other)
 //!          | wakeups_waiting_for_gil | mean_wait_per_wakeup_ms
+//!          | "event_loop." (busy | stalls | stalls_per_s | longest_stall_ms | p95_stall_ms
+//!                           | blocked)
 //! GROUP   := ["states."] (gil_held | gil_wait | native_nogil | idle)
 //!          | ["idle_reasons."] (sleep | io | lock | other)
 //!          | threads | samples | mean_life_ms
@@ -90,6 +92,12 @@ enum ThreadField {
     Other,
     WakeupsWaiting,
     WaitPerWakeupMs,
+    LoopBusy,
+    LoopStalls,
+    LoopStallsPerS,
+    LoopLongestStallMs,
+    LoopP95StallMs,
+    LoopBlocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +138,15 @@ const IDLE_REASONS: &[(&str, ThreadField)] = &[
 const THREAD_OTHERS: &[(&str, ThreadField)] = &[
     ("wakeups_waiting_for_gil", ThreadField::WakeupsWaiting),
     ("mean_wait_per_wakeup_ms", ThreadField::WaitPerWakeupMs),
+];
+/// `thread[GLOB].event_loop.FIELD`: judged only on threads that run an event loop.
+const EVENT_LOOP: &[(&str, ThreadField)] = &[
+    ("busy", ThreadField::LoopBusy),
+    ("stalls", ThreadField::LoopStalls),
+    ("stalls_per_s", ThreadField::LoopStallsPerS),
+    ("longest_stall_ms", ThreadField::LoopLongestStallMs),
+    ("p95_stall_ms", ThreadField::LoopP95StallMs),
+    ("blocked", ThreadField::LoopBlocked),
 ];
 const OPS: &[(&str, Op)] = &[
     (">=", Op::Ge),
@@ -188,7 +205,7 @@ impl Condition {
         for (r, prefix) in &judged {
             self.evaluate_process(r, prefix, &mut eval);
         }
-        if let Figure::Thread { glob, .. } = &self.figure
+        if let Figure::Thread { glob, field } = &self.figure
             && eval.values.is_empty()
             && !judged.is_empty()
         {
@@ -201,7 +218,11 @@ impl Condition {
             } else {
                 names.join(", ")
             };
-            eval.warning = Some(format!("no thread matches '{}' (threads: {names})", glob.0));
+            let what = match field {
+                f if f.is_event_loop() => "runs an event loop",
+                _ => "matches",
+            };
+            eval.warning = Some(format!("no thread {what} '{}' (threads: {names})", glob.0));
         }
         if let Figure::Group { glob, .. } = &self.figure
             && eval.values.is_empty()
@@ -239,7 +260,9 @@ impl Condition {
             Figure::Thread { glob, field } => {
                 for t in r.threads.iter().filter(|t| glob.matches_thread(t)) {
                     let label = format!("{prefix}thread[{}].{}", thread_label(t), field.name());
-                    push(label, field.get(t));
+                    if let Some(value) = field.get(t) {
+                        push(label, value);
+                    }
                 }
             }
             Figure::Group { glob, field } => {
@@ -366,14 +389,41 @@ impl CountFigure {
 
 impl ThreadField {
     fn name(self) -> &'static str {
+        if let Some((name, _)) = EVENT_LOOP.iter().find(|(_, f)| *f == self) {
+            return match *name {
+                "busy" => "event_loop.busy",
+                "stalls" => "event_loop.stalls",
+                "stalls_per_s" => "event_loop.stalls_per_s",
+                "longest_stall_ms" => "event_loop.longest_stall_ms",
+                "p95_stall_ms" => "event_loop.p95_stall_ms",
+                _ => "event_loop.blocked",
+            };
+        }
         [STATES, IDLE_REASONS, THREAD_OTHERS]
             .iter()
             .find_map(|table| table.iter().find(|(_, f)| *f == self).map(|(n, _)| *n))
             .unwrap_or("?")
     }
-    fn get(self, t: &ThreadFigures) -> f64 {
+
+    fn is_event_loop(self) -> bool {
+        EVENT_LOOP.iter().any(|(_, f)| *f == self)
+    }
+
+    /// The thread's value; `None` for an event-loop figure of a thread with no loop.
+    fn get(self, t: &ThreadFigures) -> Option<f64> {
+        if self.is_event_loop() {
+            let l = t.event_loop.as_ref()?;
+            return Some(match self {
+                ThreadField::LoopBusy => l.busy,
+                ThreadField::LoopStalls => l.stalls as f64,
+                ThreadField::LoopStallsPerS => l.stalls_per_s,
+                ThreadField::LoopLongestStallMs => l.longest_stall_ms,
+                ThreadField::LoopP95StallMs => l.p95_stall_ms,
+                _ => l.blocked,
+            });
+        }
         let (s, i) = (&t.states, &t.idle_reasons);
-        match self {
+        Some(match self {
             ThreadField::GilHeld => s.gil_held,
             ThreadField::GilWait => s.gil_wait,
             ThreadField::NativeNogil => s.native_nogil,
@@ -384,7 +434,8 @@ impl ThreadField {
             ThreadField::Other => i.other,
             ThreadField::WakeupsWaiting => t.wakeups_waiting_for_gil,
             ThreadField::WaitPerWakeupMs => t.mean_wait_per_wakeup_ms,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -408,7 +459,14 @@ impl GroupField {
                 ThreadField::Lock => i.lock,
                 ThreadField::Other => i.other,
                 // Not offered for groups by the parser.
-                ThreadField::WakeupsWaiting | ThreadField::WaitPerWakeupMs => f64::NAN,
+                ThreadField::WakeupsWaiting
+                | ThreadField::WaitPerWakeupMs
+                | ThreadField::LoopBusy
+                | ThreadField::LoopStalls
+                | ThreadField::LoopStallsPerS
+                | ThreadField::LoopLongestStallMs
+                | ThreadField::LoopP95StallMs
+                | ThreadField::LoopBlocked => f64::NAN,
             },
             GroupField::Threads => g.threads as f64,
             GroupField::Samples => g.samples as f64,
@@ -423,7 +481,20 @@ impl Figure {
         match self {
             Figure::Gil(g) => matches!(g, GilFigure::Held | GilFigure::Contended),
             Figure::Count(_) => false,
-            Figure::Thread { field, .. } => *field != ThreadField::WaitPerWakeupMs,
+            Figure::Thread { field, .. } => matches!(
+                field,
+                ThreadField::GilHeld
+                    | ThreadField::GilWait
+                    | ThreadField::NativeNogil
+                    | ThreadField::Idle
+                    | ThreadField::Sleep
+                    | ThreadField::Io
+                    | ThreadField::Lock
+                    | ThreadField::Other
+                    | ThreadField::WakeupsWaiting
+                    | ThreadField::LoopBusy
+                    | ThreadField::LoopBlocked
+            ),
             Figure::Group { field, .. } => matches!(field, GroupField::Share(_)),
         }
     }
@@ -572,10 +643,12 @@ impl<'a> Parser<'a> {
             return Ok(*field);
         }
         let field = self.thread_field()?;
-        if matches!(
-            field,
-            ThreadField::WakeupsWaiting | ThreadField::WaitPerWakeupMs
-        ) {
+        if field.is_event_loop()
+            || matches!(
+                field,
+                ThreadField::WakeupsWaiting | ThreadField::WaitPerWakeupMs
+            )
+        {
             return Err(self.error_at(
                 start,
                 self.pos - start,
@@ -595,6 +668,7 @@ impl<'a> Parser<'a> {
         let table = match name {
             "states" => Some(STATES),
             "idle_reasons" => Some(IDLE_REASONS),
+            "event_loop" => Some(EVENT_LOOP),
             _ => None,
         };
         let field = if let Some(table) = table {
@@ -978,6 +1052,55 @@ mod tests {
     }
 
     #[test]
+    fn event_loop_figures_are_judged_on_loop_threads_only() {
+        let mut rec: Recording = serde_json::from_value(serde_json::json!({
+            "format": "gilscope.recording/1", "pid": 42, "command": [],
+            "python": {"version": "3.12.1", "build": "shared", "free_threaded": false,
+                       "gil": "enabled", "binary": "/usr/bin/python3"},
+            "duration_s": 2.0, "requested_rate_hz": 100.0, "samples": 200,
+            "missed_samples": 0, "torn_samples": 0, "stopped_samples": 0,
+            "stop_reason": "the duration elapsed", "cpus": 2,
+            "gil": {"held": 50, "contended": 0, "waiters": 0, "on_cpu": 50,
+                    "first_switch_number": 1, "last_switch_number": 1, "interval_us": 5000},
+            "threads": [
+                {"tid": 7, "name": "MainThread", "samples": 200,
+                 "states": {"gil_held": 50, "gil_wait": 0, "native_nogil": 0, "idle": 150},
+                 "idle_reasons": {"sleep": 0, "io": 150, "lock": 0, "other": 0}},
+                {"tid": 8, "name": "helper", "samples": 200,
+                 "states": {"gil_held": 0, "gil_wait": 0, "native_nogil": 0, "idle": 200},
+                 "idle_reasons": {"sleep": 200, "io": 0, "lock": 0, "other": 0}}],
+            "stacks": [], "children": [],
+            "event_loops": [{"tid": 7, "kind": "asyncio", "method": "pass_start",
+                "stamped_stretches": 40, "unstamped_stretches": 0,
+                "stall_threshold_ms": 20.0, "samples": 200, "selector_samples": 150,
+                "blocked_in_selector": 150, "blocked_elsewhere": 0,
+                "wall_ns": 2000000000u64, "cpu_ns": 500000000u64, "run_delay_ns": 0,
+                "stalls": 4, "stalls_ms": [41.0, 43.0, 55.5, 42.0], "blocking": []}],
+        }))
+        .unwrap();
+        rec.threads.sort_by_key(|t| t.tid);
+        let report = Report::new(&rec);
+        let eval = |text: &str| Condition::try_parse(text).unwrap().evaluate(&report);
+        let longest = eval("thread[MainThread].event_loop.longest_stall_ms>50");
+        assert!(longest.holds());
+        assert_eq!(
+            longest.values[0].label,
+            "thread[MainThread].event_loop.longest_stall_ms"
+        );
+        assert!((longest.values[0].value - 55.5).abs() < 1e-9);
+        assert!(!eval("thread[MainThread].event_loop.longest_stall_ms>60").holds());
+        assert!(eval("thread[*].event_loop.stalls>=4").holds());
+        assert!((eval("thread[*].event_loop.stalls_per_s==2").values[0].value - 2.0).abs() < 1e-9);
+        // The helper runs no loop: nothing to judge, and a warning says why.
+        let none = eval("thread[helper].event_loop.stalls>0");
+        assert!(!none.holds());
+        assert!(none.values.is_empty());
+        assert!(none.warning.unwrap().contains("event loop"));
+        assert!(Condition::try_parse("thread[x].event_loop.busy>30%").is_ok());
+        assert!(Condition::try_parse("thread[x].event_loop.nope>1").is_err());
+    }
+
+    #[test]
     fn a_group_is_judged_on_its_threads_together() {
         // worker-1 and worker-2 are group `worker-*`: 80 waits in 200 thread-samples.
         let e = eval("group[worker-*].gil_wait>0.3");
@@ -991,6 +1114,8 @@ mod tests {
         assert!(!none.holds());
         assert!(none.warning.unwrap().contains("worker-*"));
         let err = error("group[worker-*].wakeups_waiting_for_gil>0.3");
+        assert!(err.message.contains("thread figure"), "{err}");
+        let err = error("group[worker-*].event_loop.stalls>0");
         assert!(err.message.contains("thread figure"), "{err}");
         assert!(
             error("group[worker-*].samples>10%")

@@ -8,6 +8,7 @@ use crate::classify::{
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
 use crate::python::attach::{Runtime, attach};
+use crate::python::event_loop::{LoopObservation, LoopReader, monotonic_ns};
 use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use crate::target::glibc::{CONDVAR_SIZE, CondvarLayout};
@@ -43,6 +44,8 @@ pub struct ThreadSample {
     /// Innermost first.
     pub frames: Vec<Frame>,
     pub truncated: bool,
+    /// The asyncio event loop this thread runs, as seen at this sample.
+    pub event_loop: Option<LoopObservation>,
 }
 
 /// `PyThreadState.holds_gil` and `gil_requested` as read (3.15+).
@@ -135,12 +138,12 @@ struct GilWaitMark {
     blocked: bool,
 }
 
-/// CPU a thread may use after it was last seen blocked on the GIL and, when found runnable
-/// without it, still count as waiting for it: a woken waiter uses a few µs (timeouts,
-/// re-locking the mutex). Native work runs past this quickly.
 /// How often `--blocking` pauses the target again after a torn read.
 const PAUSE_ATTEMPTS: usize = 20;
 
+/// CPU a thread may use after it was last seen blocked on the GIL and, when found runnable
+/// without it, still count as waiting for it: a woken waiter uses a few µs (timeouts,
+/// re-locking the mutex). Native work runs past this quickly.
 const STILL_WAITING_CPU_NS: u64 = 200_000;
 
 pub struct Target<M = LiveMemory> {
@@ -156,6 +159,9 @@ pub struct Target<M = LiveMemory> {
     kernel_states: Vec<KernelState>,
     /// Thread states whose /proc files were not read (the GIL's holder).
     skipped: Vec<u64>,
+    loops: LoopReader,
+    /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
+    walk_started_ns: u64,
     /// Where the GIL's condition variables count their waiters (None: the target's C
     /// library is not a glibc gilscope knows, so runnable threads are resolved by what they
     /// do next instead).
@@ -240,6 +246,8 @@ impl<M: RemoteMemory> Target<M> {
     pub fn new(pid: i32, mem: M, runtime: Runtime) -> Self {
         Target {
             pid,
+            loops: LoopReader::new(&runtime),
+            walk_started_ns: 0,
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
             names: ThreadNames::default(),
@@ -439,6 +447,7 @@ impl<M: RemoteMemory> Target<M> {
     }
 
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        self.walk_started_ns = monotonic_ns();
         let time = std::time::Instant::now();
         let state = self
             .walker
@@ -528,6 +537,7 @@ impl<M: RemoteMemory> Target<M> {
             let class = classify(holds, kernel_state, gil, waiting)
                 .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder());
             self.track_gil_wait(tid, kernel_state, gil, class);
+            let event_loop = self.observe_loop(tid, &thread.frames, &thread.frame_addresses);
             threads.push(ThreadSample {
                 tid,
                 tstate: thread.tstate,
@@ -552,6 +562,7 @@ impl<M: RemoteMemory> Target<M> {
                 },
                 frames: std::mem::take(&mut thread.frames),
                 truncated: thread.truncated,
+                event_loop,
             });
         }
         if several_flagged_holders(&threads) {
@@ -583,6 +594,30 @@ impl<M: RemoteMemory> Target<M> {
             time,
             flag_check,
         })
+    }
+
+    /// The asyncio loop the thread runs, if its frames show one, with its scheduler counters.
+    fn observe_loop(
+        &mut self,
+        tid: i32,
+        frames: &[Frame],
+        addresses: &[u64],
+    ) -> Option<LoopObservation> {
+        if frames.is_empty() {
+            return None;
+        }
+        let mut observation = self.loops.observe(
+            &self.walker.mem,
+            &self.walker.codes,
+            frames,
+            addresses,
+            None,
+        )?;
+        // Timed from the start of the walk that read these frames: a stamp the loop wrote
+        // after them must not look older than this sample.
+        observation.at_ns = self.walk_started_ns;
+        observation.sched = self.kernel.sched_counters(tid);
+        Some(observation)
     }
 
     /// The runnable threads that are inside a wait on the GIL: woken (by a release, or by
@@ -749,8 +784,12 @@ impl<M: RemoteMemory> Target<M> {
     /// A walk that faults (a thread state freed under the reader as its thread ended) is
     /// tried once more at once: the list is whole again within microseconds.
     fn walk(&mut self, with_frames: bool, state: &mut PythonState) -> Result<(), MemError> {
+        self.walk_started_ns = monotonic_ns();
         match self.walker.read_into(with_frames, state) {
-            Err(MemError::Fault { .. }) => self.walker.read_into(with_frames, state),
+            Err(MemError::Fault { .. }) => {
+                self.walk_started_ns = monotonic_ns();
+                self.walker.read_into(with_frames, state)
+            }
             other => other,
         }
     }
@@ -1001,6 +1040,7 @@ mod tests {
             holds_gil: None,
             gil_requested: None,
             frames: vec![Frame { code: 0, line: 1 }; frames],
+            frame_addresses: vec![0; frames],
             truncated: false,
         }
     }
@@ -1087,6 +1127,7 @@ mod tests {
                 }),
                 frames: Vec::new(),
                 truncated: false,
+                event_loop: None,
             }],
             target_stopped: false,
             gil_waiters: vec![None],

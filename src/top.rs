@@ -255,6 +255,7 @@ impl<'a> Live<'a> {
             stacks: a.stack_counts(&target.walker.codes),
             children: Vec::new(),
             timeline: Default::default(),
+            event_loops: a.event_loops(&target.walker.codes),
             thread_flags: a.thread_flags().cloned(),
         }
     }
@@ -427,6 +428,15 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<Line> {
         ),
     )]);
     let mut tail: Vec<Line> = vec![Vec::new(), legend()];
+    for t in &view.threads {
+        if let Some(l) = &t.event_loop {
+            let name = t.name.clone().unwrap_or_else(|| t.tid.to_string());
+            tail.push(vec![(
+                Tone::Plain,
+                format!("Event loop ({name}): {}", l.describe()),
+            )]);
+        }
+    }
     tail.push(Vec::new());
     tail.push(vec![(
         Tone::Bold,
@@ -675,6 +685,7 @@ mod tests {
                     wakeups: 0,
                     wakeups_waiting_for_gil: 0.0,
                     mean_wait_per_wakeup_ms: 0.0,
+                    event_loop: None,
                 })
                 .collect(),
             groups: Vec::new(),

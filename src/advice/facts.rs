@@ -57,7 +57,8 @@ impl<'a> Facts<'a> {
                     gil_wait_samples: counts.states.gil_wait,
                     wakeup_waits: counts.wakeup_waits,
                     wakeup_wait_samples: counts.wakeup_wait_samples,
-                    event_loop: in_stacks(&loop_samples) >= EVENT_LOOP_SHARE,
+                    event_loop: in_stacks(&loop_samples) >= EVENT_LOOP_SHARE
+                        || fig.event_loop.is_some(),
                     handler: in_stacks(&handler_samples) > 0.0
                         || HANDLER_NAMES.iter().any(|n| name.contains(n)),
                     fig,
@@ -275,6 +276,9 @@ fn group_short_lived(rec: &Recording, threads: Vec<Thread>) -> Vec<Thread> {
                     wakeups: t.fig.wakeups,
                     wakeups_waiting_for_gil: 0.0,
                     mean_wait_per_wakeup_ms: 0.0,
+                    // A loop's stalls are its own thread's: they are judged on threads
+                    // (thread[...].event_loop), and a group has no event_loop figures.
+                    event_loop: None,
                 };
                 out.push(Thread {
                     label: format!("{} ({} threads)", g.name, g.threads),

@@ -25,12 +25,15 @@
 //! Figure names in `evidence` are the ones report.json and `--fail-on` use.
 
 mod blame;
+mod event_loop;
 mod facts;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 use blame::*;
+use event_loop::event_loop_stalled;
+pub use event_loop::{LONG_STALL_FACTOR, MIN_LOOP_STALLS, is_stalled};
 use facts::Facts;
 use rules::*;
 
@@ -111,6 +114,8 @@ pub enum Unit {
     Threads,
     /// Milliseconds.
     Ms,
+    /// Events per second.
+    PerSecond,
 }
 
 impl Evidence {
@@ -121,6 +126,7 @@ impl Evidence {
             Unit::Count => format!("{:.0}", self.value),
             Unit::Threads => format!("{:.2}", self.value),
             Unit::Ms => format!("{:.1} ms", self.value),
+            Unit::PerSecond => format!("{:.1}/s", self.value),
         }
     }
 }
@@ -145,6 +151,8 @@ pub enum Role {
     HoldsGil,
     /// Where threads wait for the GIL.
     WaitsForGil,
+    /// Runs while an event loop is stalled.
+    BlocksLoop,
 }
 
 impl Role {
@@ -153,6 +161,7 @@ impl Role {
         match self {
             Role::HoldsGil => "the time holding the GIL",
             Role::WaitsForGil => "the time waiting for the GIL",
+            Role::BlocksLoop => "the time the event loop was stalled",
         }
     }
 }
@@ -238,7 +247,8 @@ pub fn recommend(rec: &Recording) -> Vec<Recommendation> {
 type Rule = fn(&Facts) -> Option<Recommendation>;
 
 /// Every rule, in ranking order.
-const RULES: [Rule; 12] = [
+const RULES: [Rule; 13] = [
+    event_loop_stalled,
     cpu_threads_contend,
     convoy,
     native_convoy,

@@ -265,6 +265,12 @@ pub(super) fn event_loop_idle(f: &Facts) -> Option<Recommendation> {
         .threads
         .iter()
         .filter(|t| t.event_loop && t.fig.states.idle >= IDLE_THRESHOLD)
+        .filter(|t| {
+            !t.fig
+                .event_loop
+                .as_ref()
+                .is_some_and(super::event_loop::is_stalled)
+        })
         .collect();
     let first = loops.first()?;
     let mut evidence: Vec<Evidence> = loops

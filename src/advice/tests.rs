@@ -41,6 +41,7 @@ impl Rec {
             stacks: Vec::new(),
             children: Vec::new(),
             timeline: Default::default(),
+            event_loops: Vec::new(),
             thread_flags: None,
         })
     }
@@ -472,6 +473,104 @@ fn the_json_names_are_the_contract() {
         serde_json::to_value(Role::WaitsForGil).unwrap(),
         "waits_for_gil"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Event loops (issue 14)
+
+/// The asyncio server, its loop stalled 15 times in 3 s by `function`, which did `state`
+/// during the stalls.
+fn stalled_server(function: &str, state: ThreadState, reason: Option<IdleReason>) -> Recording {
+    use crate::profile::event_loop::{BlockingCount, EventLoopCounts};
+    let mut rec = asyncio_server();
+    let tid = rec.threads[0].tid;
+    let mut states = StateCounts::default();
+    states.add(state, 120);
+    let mut idle_reasons = IdleCounts::default();
+    if let Some(reason) = reason {
+        idle_reasons.add(reason, 120);
+    }
+    rec.event_loops.push(EventLoopCounts {
+        tid,
+        kind: "asyncio".into(),
+        method: "pass_start".into(),
+        stamped_stretches: 60,
+        unstamped_stretches: 0,
+        stall_threshold_ms: 20.0,
+        samples: N,
+        selector_samples: 150,
+        blocked_in_selector: 150,
+        blocked_elsewhere: 0,
+        wall_ns: 3_000_000_000,
+        cpu_ns: 700_000_000,
+        run_delay_ns: 0,
+        stalls: 15,
+        stalls_ms: vec![41.0; 15],
+        blocking: vec![BlockingCount {
+            frame: frame(APP, function, 36),
+            states,
+            idle_reasons,
+            samples: 120,
+        }],
+    });
+    rec
+}
+
+#[test]
+fn a_stalled_loop_is_told_to_move_the_blocking_code_off_it_first() {
+    let rec = stalled_server("crunch", ThreadState::GilHeld, None);
+    let list = recommend(&rec);
+    let first = &list[0];
+    assert_eq!(first.rule, "event_loop_stalled");
+    assert_eq!(first.kind, Kind::Processes);
+    assert!(first.verdict.contains("crunch"), "{}", first.verdict);
+    assert!(
+        first.verdict.contains("run_in_executor"),
+        "{}",
+        first.verdict
+    );
+    assert!(
+        first.verdict.contains("ProcessPoolExecutor"),
+        "{}",
+        first.verdict
+    );
+    let figures: Vec<&str> = first.evidence.iter().map(|e| e.figure.as_str()).collect();
+    for figure in [
+        "thread[MainThread].event_loop.stalls_per_s",
+        "thread[MainThread].event_loop.longest_stall_ms",
+        "thread[MainThread].event_loop.blocked",
+    ] {
+        assert!(figures.contains(&figure), "{figures:?}");
+    }
+    assert_eq!(first.code[0].function, "crunch");
+    assert_eq!(first.code[0].role, Role::BlocksLoop);
+    // The loop is stalled, so "async is already right" must not be said of it.
+    assert!(list.iter().all(|r| r.rule != "event_loop_idle"), "{list:?}");
+}
+
+#[test]
+fn a_loop_stalled_by_sleep_or_io_gets_threads_and_by_native_code_native_offload() {
+    let sleep = stalled_server("nap", ThreadState::Idle, Some(IdleReason::Sleep));
+    assert_eq!(recommend(&sleep)[0].kind, Kind::Threads);
+    let io = stalled_server("fetch", ThreadState::Idle, Some(IdleReason::Io));
+    assert_eq!(recommend(&io)[0].kind, Kind::Threads);
+    let native = stalled_server("compress", ThreadState::NativeNogil, None);
+    let first = &recommend(&native)[0];
+    assert_eq!(first.kind, Kind::NativeOffload);
+    assert!(first.verdict.contains("to_thread"), "{}", first.verdict);
+}
+
+#[test]
+fn a_loop_without_stalls_keeps_the_async_verdict() {
+    let mut rec = stalled_server("crunch", ThreadState::GilHeld, None);
+    let l = &mut rec.event_loops[0];
+    l.stalls = 0;
+    l.stalls_ms.clear();
+    l.blocking.clear();
+    let list = recommend(&rec);
+    assert_eq!(list[0].rule, "event_loop_idle");
+    assert_eq!(list[0].kind, Kind::Async);
+    assert!(list.iter().all(|r| r.rule != "event_loop_stalled"));
 }
 
 // ---------------------------------------------------------------------------------------

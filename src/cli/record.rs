@@ -38,6 +38,10 @@ pub struct RecordArgs {
     /// 'thread[worker-*].gil_wait>0.5' (repeatable). All outputs are still written.
     #[arg(long = "fail-on", value_name = "EXPR", value_parser = Condition::try_parse)]
     pub fail_on: Vec<Condition>,
+    /// An asyncio event loop running code this long (ms) without going back to its
+    /// selector is stalled.
+    #[arg(long, value_name = "MS", default_value_t = crate::profile::event_loop::DEFAULT_STALL_MS, value_parser = parse_stall_ms, allow_negative_numbers = true)]
+    pub stall_ms: f64,
     /// Pause the target for each sample (consistent, but slows it down).
     #[arg(long)]
     pub blocking: bool,
@@ -80,6 +84,16 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(rate)
+}
+
+fn parse_stall_ms(text: &str) -> Result<f64, String> {
+    let ms: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of milliseconds"))?;
+    if !(ms.is_finite() && ms > 0.0) {
+        return Err("the stall threshold must be a positive number of milliseconds".to_string());
+    }
+    Ok(ms)
 }
 
 fn parse_push_url(text: &str) -> Result<String, String> {
@@ -156,6 +170,7 @@ impl RecordArgs {
             subprocesses: self.subprocesses,
             keep_timeline: self.format.contains(&OutputFormat::Trace),
             progress: true,
+            stall_ms: self.stall_ms,
             push,
         }
     }

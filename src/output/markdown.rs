@@ -96,7 +96,60 @@ fn render_process(out: &mut String, r: &Report, level: usize) {
     let _ = writeln!(out, "| CPUs | {} |\n", r.cpus);
     render_gil(out, r, level);
     render_threads(out, &r.threads, &r.thread_groups, level);
+    render_event_loops(out, &r.threads, level);
     render_recommendations(out, &r.recommendations, level);
+}
+
+/// One row per asyncio event loop, and the code that stalled it.
+fn render_event_loops(out: &mut String, threads: &[ThreadFigures], level: usize) {
+    let loops: Vec<_> = threads
+        .iter()
+        .filter_map(|t| t.event_loop.as_ref().map(|l| (t, l)))
+        .collect();
+    if loops.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} Event loops
+",
+        heading(level)
+    );
+    let _ = writeln!(
+        out,
+        "| Thread | Kind | Busy | Stalls (> threshold) | Stalls/s | Longest | p95 | Stalled in |\n\
+         |---|---|---:|---:|---:|---:|---:|---|"
+    );
+    for (t, l) in loops {
+        let blocking: Vec<String> = l
+            .blocking
+            .iter()
+            .take(3)
+            .map(|b| {
+                format!(
+                    "{} ({}, {}) {}",
+                    cell_code(&b.function),
+                    cell_code(&format!("{}:{}", short_path(&b.file), b.line)),
+                    b.cause,
+                    percent(b.fraction)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} (> {:.0} ms) | {:.1} | {:.0} ms | {:.0} ms | {} |",
+            text(t.name.as_deref().unwrap_or("-")),
+            l.kind,
+            percent(l.busy),
+            l.stalls,
+            l.stall_threshold_ms,
+            l.stalls_per_s,
+            l.longest_stall_ms,
+            l.p95_stall_ms,
+            blocking.join(", ")
+        );
+    }
+    out.push('\n');
 }
 
 fn render_gil(out: &mut String, r: &Report, level: usize) {

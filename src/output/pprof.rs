@@ -381,6 +381,7 @@ mod tests {
             stacks,
             children: Vec::new(),
             timeline: Default::default(),
+            event_loops: Vec::new(),
             thread_flags: None,
         }
     }

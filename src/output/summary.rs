@@ -73,6 +73,12 @@ fn render_process(out: &mut String, r: &Report) {
         );
     }
     render_threads(out, r);
+    for t in &r.threads {
+        if let Some(l) = &t.event_loop {
+            let name = t.name.clone().unwrap_or_else(|| format!("tid {}", t.tid));
+            let _ = writeln!(out, "Event loop ({} in {name}): {}.", l.kind, l.describe());
+        }
+    }
     let g = &r.gil;
     let _ = writeln!(
         out,

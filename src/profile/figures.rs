@@ -1,6 +1,7 @@
 //! Fractions and classes computed from a [`Recording`]'s counts: what reports show and what
 //! recommendations and CI conditions are judged on.
 
+use super::event_loop::EventLoopFigures;
 use super::recording::{Recording, StackCount, ThreadCounts};
 use crate::classify::{IdleReason, ThreadState};
 use crate::sample::FlagComparison;
@@ -84,6 +85,9 @@ pub struct ThreadFigures {
     pub wakeups_waiting_for_gil: f64,
     /// Mean time a wake-up spent waiting for the GIL, estimated from samples (ms).
     pub mean_wait_per_wakeup_ms: f64,
+    /// The asyncio event loop this thread runs, if any: busy share and stalls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_loop: Option<EventLoopFigures>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -181,6 +185,11 @@ pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
             wakeups: t.wakeups,
             wakeups_waiting_for_gil: ratio(t.wakeup_waits, t.wakeups),
             mean_wait_per_wakeup_ms: ratio(t.wakeup_wait_samples, t.wakeups) * period_ms,
+            event_loop: rec
+                .event_loops
+                .iter()
+                .find(|l| l.tid == t.tid)
+                .map(|l| EventLoopFigures::new(l, rec.duration_s)),
         })
         .collect()
 }

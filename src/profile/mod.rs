@@ -2,6 +2,7 @@
 //! Memory grows with the number of distinct stacks, never with the number of samples; the
 //! [`timeline`] grows with state changes, up to a fixed number of runs.
 
+pub mod event_loop;
 pub mod figures;
 pub mod recording;
 pub mod timeline;
@@ -79,6 +80,10 @@ pub struct Aggregator {
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
     timeline: Option<timeline::TimelineBuilder>,
+    /// asyncio event loops, by thread.
+    loops: HashMap<i32, event_loop::LoopTracker>,
+    /// `--stall-ms`; the default when unset.
+    stall_ms: Option<f64>,
     /// A second aggregator fed the same samples, taken and restarted at the end of every
     /// `--push` window ([`Aggregator::take_window`]).
     window: Option<Box<Aggregator>>,
@@ -96,14 +101,33 @@ impl Aggregator {
         }
     }
 
-    /// Also counts every sample into a window, taken with [`Aggregator::take_window`].
-    pub fn keep_windows(&mut self) {
-        self.window = Some(Box::default());
+    /// Sets the length above which an event loop's stretch of running code is a stall.
+    pub fn set_stall_threshold_ms(&mut self, ms: f64) {
+        self.stall_ms = Some(ms);
+        if let Some(window) = self.window.as_mut() {
+            window.stall_ms = Some(ms);
+        }
     }
 
-    /// The counts since the window began; a new window begins.
+    /// Also counts every sample into a window, taken with [`Aggregator::take_window`].
+    pub fn keep_windows(&mut self) {
+        self.window = Some(Box::new(self.empty_window()));
+    }
+
+    /// The counts since the window began; a new window begins (with the same stall
+    /// threshold; its event loops are tracked afresh).
     pub fn take_window(&mut self) -> Option<Aggregator> {
-        self.window.as_mut().map(|w| std::mem::take(&mut **w))
+        let next = self.empty_window();
+        self.window
+            .as_mut()
+            .map(|w| std::mem::replace(&mut **w, next))
+    }
+
+    fn empty_window(&self) -> Aggregator {
+        Aggregator {
+            stall_ms: self.stall_ms,
+            ..Default::default()
+        }
     }
 
     pub fn add(&mut self, sample: Sample) {
@@ -123,6 +147,13 @@ impl Aggregator {
             timeline.add(&sample);
         }
         for thread in sample.threads {
+            if let Some(seen) = thread.event_loop {
+                let threshold = self.stall_ms.unwrap_or(event_loop::DEFAULT_STALL_MS);
+                self.loops
+                    .entry(thread.tid)
+                    .or_insert_with(|| event_loop::LoopTracker::new(thread.tid, threshold))
+                    .observe(seen, thread.class, &thread.frames);
+            }
             let tally = self.threads.entry(thread.tid).or_default();
             tally.observe(thread.class);
             let key = StackKey {
@@ -203,6 +234,13 @@ impl Aggregator {
             .collect();
         threads.sort_by_key(|t| t.tid);
         threads
+    }
+
+    /// Every asyncio event loop seen, by thread id, with its blocking code named.
+    pub fn event_loops(&self, codes: &CodeTable) -> Vec<event_loop::EventLoopCounts> {
+        let mut loops: Vec<_> = self.loops.values().map(|l| l.finish(codes)).collect();
+        loops.sort_by_key(|l| l.tid);
+        loops
     }
 
     /// The runs of states per thread, frames resolved; see [`timeline`].

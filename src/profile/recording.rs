@@ -1,6 +1,7 @@
 //! A finished recording: counts only, with every frame resolved to strings. It is what all
 //! outputs read, and it is saved (`recording.json`) so `gilscope report` can re-render later.
 
+use super::event_loop::EventLoopCounts;
 use super::timeline::Timeline;
 use crate::classify::{IdleReason, ThreadState};
 use crate::sample::FlagComparison;
@@ -206,6 +207,9 @@ pub struct Recording {
     /// Runs of states per thread over time (for `trace.json`); empty in older recordings.
     #[serde(default)]
     pub timeline: Timeline,
+    /// asyncio event loops and their stalls; empty in older recordings.
+    #[serde(default)]
+    pub event_loops: Vec<EventLoopCounts>,
     /// The inference checked against the thread states' own GIL flags (3.13+).
     #[serde(default)]
     pub thread_flags: Option<FlagCheckCounts>,

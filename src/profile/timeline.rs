@@ -341,6 +341,7 @@ mod tests {
             gil_flags: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],
             truncated: false,
+            event_loop: None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod code;
 pub mod debug_offsets;
 pub mod dict;
+pub mod event_loop;
 pub mod layout;
 pub mod linetable;
 pub mod names;

@@ -258,21 +258,20 @@ impl StackReader {
             }
             frame = f.u64(layout.frame.previous)?;
         }
-        self.decode_thread(cx, thread.tstate, &mut thread.frames)?;
+        self.decode_thread(cx, thread)?;
         thread.truncated = truncated;
         Ok(())
     }
 
     /// Decodes `self.raw` into `self.decoded`, reusing the previous walk's results for the
     /// frames that did not change (compared from the outermost, where stacks stay put),
-    /// then makes this walk the thread's history. The frames go to `out`.
+    /// then makes this walk the thread's history. The frames go to `thread`.
     fn decode_thread<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
-        tstate: u64,
-        out: &mut Vec<Frame>,
+        thread: &mut ThreadRecord,
     ) -> Result<(), MemError> {
-        let history = self.history.entry(tstate).or_default();
+        let history = self.history.entry(thread.tstate).or_default();
         let same_from_outermost = self
             .raw
             .iter()
@@ -291,8 +290,14 @@ impl StackReader {
         std::mem::swap(&mut history.decoded, &mut self.decoded);
         std::mem::swap(&mut history.outside, &mut self.outside);
         history.generation = self.generation;
-        out.clear();
-        out.extend(history.decoded.iter().flatten().copied());
+        thread.frames.clear();
+        thread.frame_addresses.clear();
+        for (raw, frame) in history.raw.iter().zip(&history.decoded) {
+            if let Some(frame) = frame {
+                thread.frames.push(*frame);
+                thread.frame_addresses.push(raw.addr);
+            }
+        }
         Ok(())
     }
 }

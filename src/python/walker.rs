@@ -70,6 +70,8 @@ pub struct ThreadRecord {
     pub gil_requested: Option<bool>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// Where each of `frames` lives in the target (for readers of frame locals).
+    pub frame_addresses: Vec<u64>,
     pub truncated: bool,
 }
 
@@ -494,15 +496,17 @@ fn thread_record(
         holds_gil,
         gil_requested,
         frames: Vec::new(),
+        frame_addresses: Vec::new(),
         truncated: false,
     })
 }
 
-/// Stores `record` at `threads[index]`, keeping the frames vector already there.
+/// Stores `record` at `threads[index]`, keeping the frame vectors already there.
 fn put_thread(threads: &mut Vec<ThreadRecord>, index: usize, mut record: ThreadRecord) {
     match threads.get_mut(index) {
         Some(slot) => {
             record.frames = std::mem::take(&mut slot.frames);
+            record.frame_addresses = std::mem::take(&mut slot.frame_addresses);
             *slot = record;
         }
         None => threads.push(record),

@@ -15,6 +15,8 @@ pub struct Children {
     /// Descendants that were not Python when last tried, with the executable they had then,
     /// tried again if they exec something else.
     not_python: HashMap<i32, Option<PathBuf>>,
+    /// `--stall-ms`, for the children's event loops.
+    pub stall_ms: f64,
 }
 
 impl Children {
@@ -25,6 +27,7 @@ impl Children {
             push_windows: false,
             profiled: Vec::new(),
             not_python: HashMap::new(),
+            stall_ms: crate::profile::event_loop::DEFAULT_STALL_MS,
         }
     }
 
@@ -50,6 +53,7 @@ impl Children {
                 Ok(target) => {
                     self.not_python.remove(&pid);
                     let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);
+                    child.aggregator.set_stall_threshold_ms(self.stall_ms);
                     if self.push_windows {
                         child.aggregator.keep_windows();
                     }

@@ -35,6 +35,8 @@ pub struct RecordConfig {
     pub keep_timeline: bool,
     /// Show a progress line on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// An event loop's stretch of running code longer than this (ms) is a stall.
+    pub stall_ms: f64,
     /// `--push`: send every window's profile to a Pyroscope server.
     pub push: Option<crate::push::PushConfig>,
 }
@@ -110,7 +112,9 @@ fn record_running(
         TargetSpec::Command(argv) => argv.clone(),
         TargetSpec::Pid(pid) => command_line(*pid),
     };
-    let mut session = Session::new(config, Profiled::new(target, command, config.keep_timeline));
+    let mut main = Profiled::new(target, command, config.keep_timeline);
+    main.aggregator.set_stall_threshold_ms(config.stall_ms);
+    let mut session = Session::new(config, main);
     let stop = session.run(launched)?;
     let push = session.finish_push();
     Ok(RecordOutcome {
@@ -291,6 +295,7 @@ impl Profiled {
             threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: a.timeline(&target.walker.codes),
+            event_loops: a.event_loops(&target.walker.codes),
             thread_flags: a.thread_flags().cloned(),
             children,
         }
@@ -309,6 +314,7 @@ impl<'a> Session<'a> {
     fn new(config: &'a RecordConfig, mut main: Profiled) -> Self {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
         let mut children = children::Children::new(main.target.pid, config.keep_timeline);
+        children.stall_ms = config.stall_ms;
         let windows = config
             .push
             .as_ref()

@@ -104,6 +104,7 @@ impl Profiled {
             threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
             stacks: a.stack_counts(&target.walker.codes),
             timeline: Default::default(),
+            event_loops: a.event_loops(&target.walker.codes),
             children: Vec::new(),
             thread_flags: a.thread_flags().cloned(),
         }

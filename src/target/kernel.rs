@@ -52,6 +52,28 @@ pub fn parse_stat_state(text: &str) -> Option<char> {
     rest.trim_start().chars().next()
 }
 
+/// One thread's scheduler counters since it started (/proc/PID/task/TID/schedstat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedCounters {
+    /// Time on a CPU.
+    pub cpu_ns: u64,
+    /// Time runnable but waiting on a run queue.
+    pub run_delay_ns: u64,
+    /// Times it was put on a CPU (one more after every block or preemption).
+    pub timeslices: u64,
+}
+
+impl SchedCounters {
+    pub fn parse(text: &str) -> Option<SchedCounters> {
+        let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+        Some(SchedCounters {
+            cpu_ns: words.next()??,
+            run_delay_ns: words.next()??,
+            timeslices: words.next()??,
+        })
+    }
+}
+
 struct ThreadFiles {
     syscall: File,
     schedstat: File,
@@ -138,6 +160,13 @@ impl KernelStateReader {
         text.split_whitespace().next()?.parse().ok()
     }
 
+    /// The thread's scheduler counters (/proc/PID/task/TID/schedstat), from the file kept
+    /// open for it; `None` if the thread has not been read yet or is gone.
+    pub fn sched_counters(&mut self, tid: i32) -> Option<SchedCounters> {
+        let files = self.files.get(&tid)?;
+        SchedCounters::parse(pread_text(&files.schedstat, &mut self.buf)?)
+    }
+
     /// Forgets threads that are not in `alive`, closing their files.
     pub fn retain(&mut self, alive: impl Fn(i32) -> bool) {
         self.files.retain(|tid, _| alive(*tid));
@@ -183,6 +212,19 @@ mod tests {
             })
         );
         assert_eq!(KernelState::parse_syscall_file("garbage"), None);
+    }
+
+    #[test]
+    fn parses_the_three_schedstat_counters() {
+        assert_eq!(
+            SchedCounters::parse("123456 789 42\n"),
+            Some(SchedCounters {
+                cpu_ns: 123456,
+                run_delay_ns: 789,
+                timeslices: 42
+            })
+        );
+        assert_eq!(SchedCounters::parse("12 34"), None);
     }
 
     #[test]

@@ -36,6 +36,12 @@ fn rate_zero() {
 }
 
 #[test]
+fn stall_ms_not_positive() {
+    let run = gilscope(["record", "--pid", "1", "--stall-ms", "-3"]);
+    assert_one_line_error(&run, USAGE, &["stall-ms", "positive"]);
+}
+
+#[test]
 fn rate_not_a_number() {
     let run = gilscope(["record", "--pid", "1", "--rate", "abc"]);
     assert_one_line_error(&run, USAGE, &["rate", "abc"]);

@@ -349,6 +349,7 @@ fn synthetic(stacks: Vec<StackCount>) -> Recording {
         stacks,
         children: Vec::new(),
         timeline: Default::default(),
+        event_loops: Vec::new(),
         thread_flags: None,
     }
 }

@@ -8,6 +8,8 @@ mod ci;
 mod cli_misuse;
 mod debug_offsets;
 mod dump;
+mod event_loop;
+mod event_loop_offsets;
 mod faults;
 mod fleet;
 mod formats;

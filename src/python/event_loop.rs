@@ -1,0 +1,261 @@
+//! asyncio event loops as the thread running one shows them: whether the loop waits in its
+//! selector, and when the pass of `BaseEventLoop._run_once` now running came back from it.
+//!
+//! A thread runs an asyncio loop when its stack has `_run_once` from
+//! `asyncio/base_events.py` (3.8 to 3.15 all run the loop in that Python method, whatever
+//! the selector). It waits for events when the frames inside `_run_once` reach the
+//! selector's `select` (selectors.py) and no callback (`Handle._run`, asyncio/events.py).
+//!
+//! Each pass of `_run_once` computes, right after the selector returns, a local
+//! `end_time = self.time() + clock resolution`, with `time.monotonic()`: the same clock as
+//! CLOCK_MONOTONIC here. Reading that local (a float in the frame's locals) tells when the
+//! current stretch of running code began, and two samples with the same value are in one
+//! stretch: the loop did not go back to its selector in between. That is what tells a
+//! 40 ms stall from forty 1 ms passes.
+
+use super::attach::Runtime;
+use super::code::{CodeId, CodeTable};
+use super::layout::ObjectLayout;
+use super::strings::read_unicode;
+use super::version::Version;
+use super::walker::Frame;
+use crate::mem::{MemError, MemoryExt, RemoteMemory};
+use crate::target::kernel::SchedCounters;
+use std::collections::HashMap;
+
+/// Where the loop's pass start lives, for one CPython version (checked against the
+/// headers by tests/it/event_loop_offsets.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopOffsets {
+    /// `PyFrameObject.f_localsplus` (<= 3.10) or `_PyInterpreterFrame.localsplus` (3.11+).
+    pub frame_locals: u64,
+    /// `PyCodeObject.co_varnames` (<= 3.10) or `co_localsplusnames` (3.11+): the names of
+    /// the slots in the frame's locals, a tuple.
+    pub code_local_names: u64,
+    /// `PyVarObject.ob_size`.
+    pub var_size: u64,
+    /// `PyTupleObject.ob_item`.
+    pub tuple_items: u64,
+    /// `PyFloatObject.ob_fval`.
+    pub float_value: u64,
+}
+
+impl LoopOffsets {
+    /// `None` for builds whose layout is not known here (free-threaded builds, versions
+    /// after 3.15): their loops are then told apart by the scheduler's counters only.
+    pub fn for_version(version: Version, free_threaded: bool) -> Option<LoopOffsets> {
+        if free_threaded || version.major != 3 {
+            return None;
+        }
+        let (frame_locals, code_local_names, tuple_items) = match version.minor {
+            8 | 9 => (360, 72, 24),
+            10 => (352, 72, 24),
+            11..=13 => (72, 96, 24),
+            // 3.14 caches the tuple's hash (`ob_hash`) before its items.
+            14 | 15 => (80, 96, 32),
+            _ => return None,
+        };
+        Some(LoopOffsets {
+            frame_locals,
+            code_local_names,
+            var_size: 16,
+            tuple_items,
+            float_value: 16,
+        })
+    }
+}
+
+/// What one thread's event loop looked like at one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoopObservation {
+    /// Waiting for events in the selector (not running a callback).
+    pub in_selector: bool,
+    /// When the current pass came back from the selector (CLOCK_MONOTONIC, ns); `None`
+    /// while in the selector, or where it cannot be read.
+    pub pass_start_ns: Option<u64>,
+    /// When this was read (CLOCK_MONOTONIC, ns).
+    pub at_ns: u64,
+    /// The thread's scheduler counters, read with it.
+    pub sched: Option<SchedCounters>,
+}
+
+/// What a code object is to the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `BaseEventLoop._run_once`.
+    RunOnce,
+    /// A selector's `select` (selectors.py).
+    SelectorSelect,
+    /// `Handle._run`: a callback running.
+    HandleRun,
+    /// `_process_events`: the selector has returned, and the new pass has not stamped its
+    /// start yet.
+    ProcessEvents,
+    Other,
+}
+
+/// Reads event-loop state; keeps what it learned about code objects.
+#[derive(Debug)]
+pub struct LoopReader {
+    offsets: Option<LoopOffsets>,
+    object: ObjectLayout,
+    ob_type: u64,
+    tp_name: u64,
+    tag_mask: u64,
+    code_offset: u64,
+    roles: HashMap<CodeId, Role>,
+    /// Per `_run_once` code object: the slot of `end_time` in its frame's locals.
+    end_time_slot: HashMap<u64, Option<u64>>,
+    /// The address of `float`, once one object was checked to be one by its type's name.
+    float_type: Option<u64>,
+}
+
+/// Locals a `_run_once` has (a dozen); more means the names tuple was misread.
+const MAX_LOCALS: i64 = 256;
+
+impl LoopReader {
+    pub fn new(runtime: &Runtime) -> Self {
+        let layout = &runtime.layout;
+        LoopReader {
+            offsets: LoopOffsets::for_version(layout.version, layout.free_threaded),
+            object: layout.object.clone(),
+            ob_type: layout.object.ob_type,
+            tp_name: layout.object.tp_name,
+            tag_mask: layout.frame.code_tag_mask,
+            code_offset: layout.frame.code,
+            roles: HashMap::new(),
+            end_time_slot: HashMap::new(),
+            float_type: None,
+        }
+    }
+
+    /// The loop as `frames` (innermost first) show it, or `None` if the thread runs no
+    /// asyncio loop. `addresses` are the frames' addresses; `sched` the thread's counters.
+    pub fn observe(
+        &mut self,
+        mem: &impl RemoteMemory,
+        codes: &CodeTable,
+        frames: &[Frame],
+        addresses: &[u64],
+        sched: Option<SchedCounters>,
+    ) -> Option<LoopObservation> {
+        let run_once = frames
+            .iter()
+            .position(|f| self.role(codes, f.code) == Role::RunOnce)?;
+        let inside: Vec<Role> = frames[..run_once]
+            .iter()
+            .map(|f| self.role(codes, f.code))
+            .collect();
+        // `inside` is innermost first: its last frame is the one `_run_once` called. A
+        // selector subclass's own `select` (wrapping the real one) counts as the selector.
+        let called = frames[..run_once]
+            .last()
+            .map(|f| codes.info(f.code).name.as_str());
+        let in_selector = (inside.contains(&Role::SelectorSelect)
+            || inside.last() == Some(&Role::ProcessEvents)
+            || called == Some("select"))
+            && !inside.contains(&Role::HandleRun);
+        let pass_start_ns = if in_selector {
+            None
+        } else {
+            addresses
+                .get(run_once)
+                .and_then(|&frame| self.read_pass_start(mem, frame).ok().flatten())
+        };
+        Some(LoopObservation {
+            in_selector,
+            pass_start_ns,
+            at_ns: monotonic_ns(),
+            sched,
+        })
+    }
+
+    fn role(&mut self, codes: &CodeTable, code: CodeId) -> Role {
+        *self.roles.entry(code).or_insert_with(|| {
+            let info = codes.info(code);
+            let file = info.file.replace('\\', "/");
+            match info.name.as_str() {
+                "_run_once" if file.ends_with("asyncio/base_events.py") => Role::RunOnce,
+                "select" if file.ends_with("/selectors.py") => Role::SelectorSelect,
+                "_run" if file.ends_with("asyncio/events.py") => Role::HandleRun,
+                "_process_events" if file.contains("/asyncio/") => Role::ProcessEvents,
+                _ => Role::Other,
+            }
+        })
+    }
+
+    /// `end_time` of the `_run_once` frame at `frame` (the clock resolution added to it is
+    /// a nanosecond or so).
+    fn read_pass_start(
+        &mut self,
+        mem: &impl RemoteMemory,
+        frame: u64,
+    ) -> Result<Option<u64>, MemError> {
+        let Some(o) = self.offsets else {
+            return Ok(None);
+        };
+        let code = mem.read_u64(frame.wrapping_add(self.code_offset))? & !self.tag_mask;
+        let slot = match self.end_time_slot.get(&code) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.find_local(mem, &o, code, "end_time")?;
+                self.end_time_slot.insert(code, slot);
+                slot
+            }
+        };
+        let Some(slot) = slot else { return Ok(None) };
+        let at = frame.wrapping_add(o.frame_locals + 8 * slot);
+        let value = mem.read_u64(at)? & !self.tag_mask;
+        if value == 0 || !self.is_float(mem, value)? {
+            return Ok(None);
+        }
+        let seconds = f64::from_bits(mem.read_u64(value.wrapping_add(o.float_value))?);
+        Ok((seconds.is_finite() && seconds > 0.0).then_some((seconds * 1e9) as u64))
+    }
+
+    fn find_local(
+        &self,
+        mem: &impl RemoteMemory,
+        o: &LoopOffsets,
+        code: u64,
+        wanted: &str,
+    ) -> Result<Option<u64>, MemError> {
+        let names = mem.read_u64(code.wrapping_add(o.code_local_names))?;
+        let count = mem.read_i64(names.wrapping_add(o.var_size))?;
+        if !(0..=MAX_LOCALS).contains(&count) {
+            return Ok(None);
+        }
+        for index in 0..count as u64 {
+            let name = mem.read_u64(names.wrapping_add(o.tuple_items + 8 * index))?;
+            if self.read_name(mem, name)? == wanted {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_name(&self, mem: &impl RemoteMemory, addr: u64) -> Result<String, MemError> {
+        read_unicode(mem, &self.object, addr)
+    }
+
+    fn is_float(&mut self, mem: &impl RemoteMemory, object: u64) -> Result<bool, MemError> {
+        let ty = mem.read_u64(object.wrapping_add(self.ob_type))?;
+        if let Some(float) = self.float_type {
+            return Ok(ty == float);
+        }
+        let name = mem.read_u64(ty.wrapping_add(self.tp_name))?;
+        let text: [u8; 6] = mem.read_array(name)?;
+        let is_float = &text == b"float\0";
+        if is_float {
+            self.float_type = Some(ty);
+        }
+        Ok(is_float)
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock `time.monotonic()` reads in the target.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
