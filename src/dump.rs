@@ -3,6 +3,7 @@
 use crate::error::Error;
 use crate::sample::{Sample, SampleError, Target, settle_by_thread_flags};
 use crate::snapshot::Snapshot;
+use crate::target::process::{ProgramImage, program_path};
 use anyhow::{Result, anyhow};
 use std::time::{Duration, Instant};
 
@@ -24,17 +25,28 @@ const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Target::attach(config.pid)?;
+    let image = ProgramImage::of(config.pid);
     crate::record::schedule::sample_on_time();
     target.refresh_names();
     let sample = if config.blocking {
         // Paused, nothing is in a handoff; the thread flags still settle holder and waiters.
-        let mut sample = target.sample_paused(true)?;
-        settle_by_thread_flags(&mut sample);
-        sample
+        target.sample_paused(true).map(|mut sample| {
+            settle_by_thread_flags(&mut sample);
+            sample
+        })
     } else {
-        observe(&mut target)?
+        observe(&mut target)
     };
-    Ok(Snapshot::new(&target, &sample))
+    // After an exec() the reads may have reached the new program, or failed because of it.
+    if image.is_some_and(|image| image.replaced_in(config.pid)) {
+        let program = program_path(config.pid);
+        return Err(Error::ProcessExec {
+            pid: config.pid,
+            program,
+        }
+        .into());
+    }
+    Ok(Snapshot::new(&target, &sample?))
 }
 
 /// Samples every [`OBSERVE_EVERY`] for [`OBSERVE_FOR`], so that the sampler has each

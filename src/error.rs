@@ -30,7 +30,8 @@ Exit codes:
   4   permission denied (needs root, CAP_SYS_PTRACE or ptrace_scope 0)
   5   not a Python process
   6   unsupported Python version (3.8 to 3.15 are supported)
-  7   the process exited while being read (record still writes what it sampled)
+  7   the process exited (or, for dump and top, called exec()) while being read
+      (record still writes what it sampled)
   10  record, report: a --fail-on condition held (every output is still written)
   11  diff: a regression beyond the thresholds";
 
@@ -54,6 +55,11 @@ pub enum Error {
     },
     #[error("process {pid} exited while being read")]
     ProcessExited { pid: i32 },
+    #[error(
+        "process {pid} called exec() while being read and now runs {program}; run the \
+         command again to read the new program"
+    )]
+    ProcessExec { pid: i32, program: String },
 }
 
 impl Error {
@@ -63,7 +69,7 @@ impl Error {
             Error::PermissionDenied { .. } => exit_code::PERMISSION_DENIED,
             Error::NotPython { .. } => exit_code::NOT_PYTHON,
             Error::UnsupportedVersion { .. } => exit_code::UNSUPPORTED_VERSION,
-            Error::ProcessExited { .. } => exit_code::PROCESS_EXITED,
+            Error::ProcessExited { .. } | Error::ProcessExec { .. } => exit_code::PROCESS_EXITED,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::profile::recording::{RECORDING_FORMAT, Recording};
 use crate::record::schedule::Schedule;
 use crate::sample::{Sample, SampleError, Target};
 use crate::snapshot::PythonInfo;
+use crate::target::process::ProgramImage;
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
 use crossterm::style::{Attribute, Color, Print, ResetColor, SetAttribute, SetForegroundColor};
@@ -48,11 +49,15 @@ pub struct TopConfig {
 }
 
 /// Why `top` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopEnd {
     /// The user quit (q, Ctrl-C, a signal).
     Quit,
     TargetExited,
+    /// The target called exec() (the new program is not followed): its path.
+    TargetExec {
+        program: String,
+    },
 }
 
 const NAME_REFRESH: Duration = Duration::from_secs(2);
@@ -109,16 +114,20 @@ struct Live<'a> {
     command: String,
     window: VecDeque<Sample>,
     names_read: Instant,
+    /// The program image attached to: exec() replaces it.
+    image: Option<ProgramImage>,
 }
 
 impl<'a> Live<'a> {
     fn new(config: &'a TopConfig, target: Target, command: String) -> Self {
+        let target_pid = target.pid;
         Live {
             config,
             target,
             command,
             window: VecDeque::new(),
             names_read: Instant::now(),
+            image: ProgramImage::of(target_pid),
         }
     }
 
@@ -144,7 +153,7 @@ impl<'a> Live<'a> {
             let now = Instant::now();
             if now >= deadline {
                 if !self.sample()? {
-                    return Ok(TopEnd::TargetExited);
+                    return Ok(self.end());
                 }
                 deadline = schedule.next_deadline(Instant::now());
             }
@@ -168,7 +177,7 @@ impl<'a> Live<'a> {
                 schedule.next_deadline(Instant::now()).min(next_frame),
             );
             if !self.sample()? {
-                return Ok(TopEnd::TargetExited);
+                return Ok(self.end());
             }
             let now = Instant::now();
             if now >= next_frame {
@@ -186,9 +195,31 @@ impl<'a> Live<'a> {
         }
     }
 
-    /// Takes one sample into the window; false once the target is gone.
+    /// Why sampling ended: the target exited, or replaced its program with exec().
+    fn end(&self) -> TopEnd {
+        if self.exec_happened() {
+            TopEnd::TargetExec {
+                program: crate::target::process::program_path(self.target.pid),
+            }
+        } else {
+            TopEnd::TargetExited
+        }
+    }
+
+    fn exec_happened(&self) -> bool {
+        self.image
+            .as_ref()
+            .is_some_and(|image| image.replaced_in(self.target.pid))
+    }
+
+    /// Takes one sample into the window; false once the target is gone or runs another
+    /// program (a sample that may have read the new program is not kept).
     fn sample(&mut self) -> Result<bool> {
-        match self.target.resolved_sample(true, false) {
+        let result = self.target.resolved_sample(true, false);
+        if self.exec_happened() {
+            return Ok(false);
+        }
+        match result {
             Ok(samples) => {
                 let unnamed = samples
                     .iter()
@@ -257,6 +288,7 @@ impl<'a> Live<'a> {
             timeline: Default::default(),
             event_loops: a.event_loops(&target.walker.codes),
             thread_flags: a.thread_flags().cloned(),
+            execs: Vec::new(),
         }
     }
 }

@@ -43,6 +43,7 @@ impl Rec {
             timeline: Default::default(),
             event_loops: Vec::new(),
             thread_flags: None,
+            execs: Vec::new(),
         })
     }
 

@@ -211,8 +211,13 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
     if outcome.stop == StopReason::TargetExec {
         console::err(&format!(
-            "gilscope: pid {pid} called exec(); gilscope does not follow it into the new \
-             program yet (the report covers what ran before)\n"
+            "gilscope: pid {pid} called exec() into {}, which gilscope cannot sample; it is \
+             left running (the report covers the Python program before the exec)\n",
+            outcome
+                .recording
+                .execs
+                .last()
+                .map_or("another program", |e| e.program.as_str())
         ));
     }
     if outcome.stop == StopReason::TargetExited && outcome.attached_by_pid {

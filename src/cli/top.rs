@@ -54,5 +54,13 @@ pub fn run(args: TopArgs) -> Result<i32> {
             ));
             Ok(exit_code::PROCESS_EXITED)
         }
+        TopEnd::TargetExec { program } => {
+            super::console::err(&format!(
+                "gilscope: process {} called exec() and now runs {program}; top stopped \
+                 (run gilscope top again to watch the new program)\n",
+                args.pid
+            ));
+            Ok(exit_code::PROCESS_EXITED)
+        }
     }
 }

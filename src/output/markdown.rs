@@ -93,6 +93,19 @@ fn render_process(out: &mut String, r: &Report, level: usize) {
         );
     }
     let _ = writeln!(out, "| Stopped because | {} |", text(&r.stop_reason));
+    for e in &r.execs {
+        let what = match &e.python {
+            Some(version) => format!("Python {version}, {} samples", e.samples),
+            None => "not sampled".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| exec() at {:.1} s | {} ({what}): {} |",
+            e.at_s,
+            cell_code(&e.program),
+            text(&e.note)
+        );
+    }
     let _ = writeln!(out, "| CPUs | {} |\n", r.cpus);
     render_gil(out, r, level);
     render_threads(out, &r.threads, &r.thread_groups, level);

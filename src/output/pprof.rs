@@ -383,6 +383,7 @@ mod tests {
             timeline: Default::default(),
             event_loops: Vec::new(),
             thread_flags: None,
+            execs: Vec::new(),
         }
     }
 

@@ -36,6 +36,11 @@ pub struct Report {
     /// Threads grouped by job (name without counters, or entry function), most samples
     /// first; each `threads` entry names its `group`.
     pub thread_groups: Vec<GroupFigures>,
+    /// Each exec() the target called while recorded: `at_s`, the new `program` and its
+    /// `command`, `python` (its version, null when it was not sampled), `interpreter` (the
+    /// `python` object of that program: the top-level one describes the first), `samples`
+    /// and a `note`. The other figures cover every program. Empty without an exec.
+    pub execs: Vec<crate::profile::recording::ExecCounts>,
     /// Child processes (with --subprocesses), each a report of its own.
     pub processes: Vec<Report>,
     /// What to do about the GIL, ranked: the first is the primary recommendation. Each has
@@ -76,6 +81,7 @@ impl Report {
             gil: gil_figures(rec),
             threads,
             thread_groups,
+            execs: rec.execs.clone(),
             processes: rec.children.iter().map(Report::new).collect(),
             recommendations: recommend(rec),
             push: None,

@@ -65,6 +65,17 @@ fn render_process(out: &mut String, r: &Report) {
         r.torn_samples,
         r.stop_reason
     );
+    for e in &r.execs {
+        let what = match &e.python {
+            Some(version) => format!("Python {version}, {} samples", e.samples),
+            None => "not sampled".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "exec() at {:.1} s into {} ({what}): {}.",
+            e.at_s, e.program, e.note
+        );
+    }
     if r.stopped_samples > 0 {
         let _ = writeln!(
             out,

@@ -123,6 +123,21 @@ impl Aggregator {
             .map(|w| std::mem::replace(&mut **w, next))
     }
 
+    /// An empty aggregator with the same settings (timeline, stall threshold, windows):
+    /// for the next program when the process calls exec().
+    pub fn empty_like(&self) -> Aggregator {
+        let mut fresh = if self.timeline.is_some() {
+            Aggregator::with_timeline()
+        } else {
+            Aggregator::default()
+        };
+        fresh.stall_ms = self.stall_ms;
+        if self.window.is_some() {
+            fresh.keep_windows();
+        }
+        fresh
+    }
+
     fn empty_window(&self) -> Aggregator {
         Aggregator {
             stall_ms: self.stall_ms,

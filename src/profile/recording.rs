@@ -213,4 +213,28 @@ pub struct Recording {
     /// The inference checked against the thread states' own GIL flags (3.13+).
     #[serde(default)]
     pub thread_flags: Option<FlagCheckCounts>,
+    /// Each exec() the target called while recorded, in order; the counts above cover
+    /// every program it ran (see docs/record.md, "When the target calls exec()").
+    #[serde(default)]
+    pub execs: Vec<ExecCounts>,
+}
+
+/// One exec() of the recorded process: the program it became and what was sampled of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecCounts {
+    /// Seconds since the recording began.
+    pub at_s: f64,
+    /// The new executable (/proc/PID/exe).
+    pub program: String,
+    /// Its argv (/proc/PID/cmdline), when it could be read.
+    pub command: Vec<String>,
+    /// The new interpreter's version; `None` when it is not a Python gilscope could read.
+    pub python: Option<String>,
+    /// The new interpreter in full (the recording's `python` describes the first one).
+    pub interpreter: Option<PythonInfo>,
+    /// Samples taken of this program.
+    pub samples: u64,
+    /// What happened, in words: followed, not Python (and why), exec'd again before its
+    /// interpreter started, ...
+    pub note: String,
 }

@@ -2,6 +2,7 @@
 //! a duration passes, Ctrl-C, or the target exits; then hand the counts to the writers.
 
 mod children;
+mod exec;
 mod launch;
 pub mod schedule;
 mod signals;
@@ -9,9 +10,10 @@ mod window;
 
 use crate::error::Error;
 use crate::profile::Aggregator;
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use crate::profile::recording::{ExecCounts, RECORDING_FORMAT, Recording};
 use crate::sample::{SampleError, Target};
 use crate::snapshot::PythonInfo;
+use crate::target::process::ProgramImage;
 use anyhow::Result;
 use launch::Launched;
 use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
@@ -46,7 +48,9 @@ pub enum StopReason {
     Duration,
     Interrupted,
     TargetExited,
-    /// The target replaced its program with exec(); what ran before it is reported.
+    /// The target (given by pid) exec'd into a program gilscope cannot sample (not Python,
+    /// an unsupported version, no permission); what ran before is reported. An exec into a
+    /// Python program is followed and does not stop the recording.
     TargetExec,
     /// Reading the target failed in a way retrying cannot fix (e.g. permission lost).
     Failed,
@@ -164,21 +168,35 @@ struct Profiled {
     command: Vec<String>,
     torn: u64,
     missed: u64,
+    /// When the recording of this process began.
     started: Instant,
+    /// When the program sampled now was attached (after an exec(), later than `started`).
+    program_started: Instant,
     ended: Option<Instant>,
     /// Why sampling had to stop, when it failed.
     failure: Option<String>,
-    /// /proc/PID/auxv when attached: exec() gives a process a new one (new entry point,
-    /// new random stack), even when it runs the same binary again.
-    auxv: Vec<u8>,
-    /// The program the target exec'd into, once it did.
+    /// The program image attached to: exec() replaces it.
+    image: Option<ProgramImage>,
+    /// The target exec'd into a program gilscope cannot sample (not Python, an unsupported
+    /// version, no permission): its path. Nothing more is sampled of this process.
     exec: Option<String>,
     names_read: Option<Instant>,
+    /// The programs that ran before the last exec(), resolved and folded into one.
+    earlier: Option<Recording>,
+    /// Sampled time and samples (taken or torn) of each program, for the missed deadlines.
+    programs: Vec<(f64, u64)>,
+    /// Each exec() seen, in order.
+    execs: Vec<ExecCounts>,
+    /// Since the last exec(), until the new program's interpreter is attached.
+    awaiting: Option<exec::Awaiting>,
+    /// `--push`: the window's counts of the programs before an exec(), not pushed yet.
+    window_before_exec: Option<Recording>,
 }
 
 impl Profiled {
     fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
-        let auxv = std::fs::read(format!("/proc/{}/auxv", target.pid)).unwrap_or_default();
+        let image = ProgramImage::of(target.pid);
+        let now = Instant::now();
         Profiled {
             target,
             aggregator: if keep_timeline {
@@ -189,12 +207,18 @@ impl Profiled {
             command,
             torn: 0,
             missed: 0,
-            started: Instant::now(),
+            started: now,
+            program_started: now,
             ended: None,
             failure: None,
-            auxv,
+            image,
             exec: None,
             names_read: None,
+            earlier: None,
+            programs: Vec::new(),
+            execs: Vec::new(),
+            awaiting: None,
+            window_before_exec: None,
         }
     }
 
@@ -203,21 +227,40 @@ impl Profiled {
     }
 
     /// Takes and aggregates one sample; a gone process is marked ended, a failure recorded
-    /// (what was sampled so far is kept either way).
+    /// (what was sampled so far is kept either way). After an exec() it looks for the new
+    /// program's interpreter instead.
     fn sample(&mut self, blocking: bool) {
-        match self.target.resolved_sample(true, blocking) {
+        if self.awaiting.is_some() {
+            self.follow_exec();
+            return;
+        }
+        if self.exec.is_some() {
+            return;
+        }
+        let result = self.target.resolved_sample(true, blocking);
+        // Checked after every sample: a static, non-PIE interpreter exec'd again has its
+        // `_PyRuntime` at the same address, so reads of the new image can succeed.
+        if self
+            .image
+            .as_ref()
+            .is_some_and(|image| image.replaced_in(self.target.pid))
+        {
+            let took_one = result.is_ok();
+            if let Ok(samples) = result {
+                // Taken on earlier ticks, before the exec: only the newest is in doubt.
+                for sample in samples {
+                    self.aggregator.add(sample);
+                }
+            }
+            self.on_exec(took_one);
+            return;
+        }
+        match result {
             Ok(samples) => {
                 self.refresh_names_if_due();
                 for sample in samples {
                     self.aggregator.add(sample);
                 }
-            }
-            Err(SampleError::Torn | SampleError::Gone) if self.exec_happened() => {
-                let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|_| "another program".to_string());
-                self.exec = Some(exe);
-                self.ended = Some(Instant::now());
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -228,13 +271,147 @@ impl Profiled {
         }
     }
 
-    /// Whether the target is alive and has called exec() since it was attached: its
-    /// memory is another program's, so reads fault or its threads are gone.
-    fn exec_happened(&self) -> bool {
-        !self.auxv.is_empty()
-            && crate::target::process::is_alive(self.target.pid)
-            && std::fs::read(format!("/proc/{}/auxv", self.target.pid))
-                .is_ok_and(|now| !now.is_empty() && now != self.auxv)
+    /// The target called exec(): what was sampled of the old program is resolved with the
+    /// old program's code tables, and the new image is looked for from now on. `suspect`:
+    /// the newest sample held back may have read the new image, and is dropped.
+    fn on_exec(&mut self, suspect: bool) {
+        let at = Instant::now();
+        let mut held = self.target.last_samples();
+        if suspect {
+            held.pop();
+        }
+        for sample in held {
+            self.aggregator.add(sample);
+        }
+        self.close_program(at);
+        self.expect_program(at);
+    }
+
+    /// A new image: its exec entry, and the wait for its interpreter.
+    fn expect_program(&mut self, at: Instant) {
+        let pid = self.target.pid;
+        self.image = ProgramImage::of(pid);
+        self.execs.push(ExecCounts {
+            at_s: at.duration_since(self.started).as_secs_f64(),
+            program: crate::target::process::program_path(pid),
+            command: command_line(pid),
+            python: None,
+            interpreter: None,
+            samples: 0,
+            note: String::new(),
+        });
+        self.awaiting = Some(exec::Awaiting::new(at));
+    }
+
+    /// One try (bounded, backing off) at attaching to the program the target exec'd into.
+    fn follow_exec(&mut self) {
+        let pid = self.target.pid;
+        let now = Instant::now();
+        let Some(awaiting) = self.awaiting.as_mut() else {
+            return;
+        };
+        if !crate::target::process::is_alive(pid) {
+            self.awaiting = None;
+            self.ended = Some(now);
+            if let Some(entry) = self.execs.last_mut() {
+                entry.note = "it exited before its interpreter could be attached".to_string();
+            }
+            return;
+        }
+        let Some(image) = self.image.as_ref() else {
+            // Read in the middle of the exec: the new image is settled now, or next time.
+            self.image = ProgramImage::of(pid);
+            return;
+        };
+        if image.replaced_in(pid) {
+            // A wrapper (a shell, `env`) that execs again: the next program is the one.
+            if let Some(entry) = self.execs.last_mut() {
+                entry.note = "it called exec() again before an interpreter was found".to_string();
+            }
+            self.expect_program(now);
+            return;
+        }
+        match awaiting.attempt(pid) {
+            exec::Attempt::Waiting => {}
+            exec::Attempt::Attached(target) => {
+                self.awaiting = None;
+                self.target = *target;
+                self.program_started = now;
+                self.names_read = None;
+                if let Some(entry) = self.execs.last_mut() {
+                    entry.program = crate::target::process::program_path(pid);
+                    entry.command = command_line(pid);
+                    let python = PythonInfo::new(self.target.runtime(), None);
+                    entry.python = Some(python.version.clone());
+                    entry.interpreter = Some(python);
+                    entry.note = "followed: the new interpreter was sampled".to_string();
+                }
+            }
+            exec::Attempt::GaveUp(why) => {
+                self.awaiting = None;
+                let entry = self.execs.last_mut().expect("an exec is awaited");
+                entry.program = crate::target::process::program_path(pid);
+                entry.command = command_line(pid);
+                entry.note = format!("not followed: {why}");
+                self.exec = Some(entry.program.clone());
+            }
+        }
+    }
+
+    /// Resolves what was sampled of the current program (up to `end`) and folds it into
+    /// [`Profiled::earlier`]; the aggregator starts afresh for the next program.
+    fn close_program(&mut self, end: Instant) {
+        let fresh = self.aggregator.empty_like();
+        let mut a = std::mem::replace(&mut self.aggregator, fresh);
+        if let Some(window) = a.take_window() {
+            let resolved = self.program_recording(&window, end);
+            match self.window_before_exec.as_mut() {
+                Some(kept) => exec::append_program(kept, resolved),
+                None => self.window_before_exec = Some(resolved),
+            }
+        }
+        let program = self.program_recording(&a, end);
+        self.programs
+            .push((program.duration_s, program.samples + program.torn_samples));
+        self.torn = 0;
+        if let Some(entry) = self.execs.last_mut().filter(|e| e.python.is_some()) {
+            entry.samples = program.samples;
+            entry.interpreter = Some(program.python.clone());
+        }
+        match self.earlier.as_mut() {
+            Some(earlier) => exec::append_program(earlier, program),
+            None => self.earlier = Some(program),
+        }
+    }
+
+    /// The counts of `a` as a recording of the program attached now, from its start to
+    /// `end` (frames resolved with its code tables, threads named by its `threading`).
+    fn program_recording(&self, a: &Aggregator, end: Instant) -> Recording {
+        let target = &self.target;
+        Recording {
+            format: RECORDING_FORMAT.to_string(),
+            pid: target.pid,
+            command: self.command.clone(),
+            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
+            duration_s: end
+                .saturating_duration_since(self.program_started)
+                .as_secs_f64(),
+            requested_rate_hz: 0.0,
+            samples: a.samples,
+            missed_samples: 0,
+            torn_samples: self.torn,
+            stopped_samples: a.stopped_samples,
+            stop_reason: String::new(),
+            cpus: cpus_of(target.pid),
+            gil: a.gil().clone(),
+            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
+            stacks: a.stack_counts(&target.walker.codes),
+            timeline: a.timeline(&target.walker.codes),
+            event_loops: a.event_loops(&target.walker.codes),
+            thread_flags: a.thread_flags().cloned(),
+            children: Vec::new(),
+            execs: Vec::new(),
+        }
     }
 
     /// New threads are named as they appear (see `Target::sample`); this re-reads every
@@ -257,47 +434,45 @@ impl Profiled {
         children: Vec<Recording>,
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
-        let duration_s = end.duration_since(self.started).as_secs_f64();
-        for last in self.target.last_samples() {
-            self.aggregator.add(last);
+        if let Some(awaiting) = self.awaiting.take() {
+            if let Some(entry) = self.execs.last_mut().filter(|e| e.note.is_empty()) {
+                entry.note = awaiting.unfinished();
+            }
+        } else if self.exec.is_none() {
+            for last in self.target.last_samples() {
+                self.aggregator.add(last);
+            }
+            self.close_program(end);
         }
-        let target = &self.target;
-        let a = &self.aggregator;
+        let mut rec = self.earlier.take().expect("the first program was attached");
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
-        let deadlines = (duration_s * config.rate_hz) as u64;
-        let missed = self
-            .missed
-            .max(deadlines.saturating_sub(a.samples + self.torn));
-        let stop_reason = match (&self.failure, self.ended) {
-            (Some(failure), _) => format!("sampling failed: {failure}"),
-            (None, Some(_)) if self.exec.is_some() => format!(
-                "the target called exec() and now runs {}; the recording covers the program \
-                 before the exec",
-                self.exec.as_deref().unwrap_or("another program")
+        let short: u64 = self
+            .programs
+            .iter()
+            .map(|&(seconds, taken)| ((seconds * config.rate_hz) as u64).saturating_sub(taken))
+            .sum();
+        rec.missed_samples = self.missed.max(short);
+        rec.requested_rate_hz = config.rate_hz;
+        rec.stop_reason = self.stop_reason(stop);
+        rec.execs = std::mem::take(&mut self.execs);
+        rec.children = children;
+        rec
+    }
+
+    fn stop_reason(&self, stop: StopReason) -> String {
+        let base = match (&self.failure, self.ended, &self.exec) {
+            (Some(failure), _, _) => format!("sampling failed: {failure}"),
+            (None, Some(_), _) => StopReason::TargetExited.describe().to_string(),
+            (None, None, Some(program)) if stop == StopReason::TargetExec => format!(
+                "the target called exec() and now runs {program}, which gilscope cannot \
+                 sample; the recording covers the Python program before the exec"
             ),
-            (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
-            (None, None) => stop.describe().to_string(),
+            (None, None, _) => stop.describe().to_string(),
         };
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
-            command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
-            duration_s,
-            requested_rate_hz: config.rate_hz,
-            samples: a.samples,
-            missed_samples: missed,
-            torn_samples: self.torn,
-            stopped_samples: a.stopped_samples,
-            stop_reason,
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: a.timeline(&target.walker.codes),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
-            children,
+        if self.execs.is_empty() {
+            base
+        } else {
+            format!("{base}; {}", exec::describe(&self.execs))
         }
     }
 }
@@ -362,7 +537,9 @@ impl<'a> Session<'a> {
             if self.main.failure.is_some() {
                 break StopReason::Failed;
             }
-            if self.main.exec.is_some() {
+            // A program gilscope started is waited for (its lifetime is the recording's);
+            // one attached by pid is left alone from here.
+            if self.main.exec.is_some() && launched.is_none() {
                 break StopReason::TargetExec;
             }
             if !self.main.alive() || launched.as_deref_mut().is_some_and(Launched::has_exited) {

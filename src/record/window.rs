@@ -3,10 +3,9 @@
 //! the [`Pusher`]'s queue; the aggregators that feed the local outputs are not touched.
 
 use super::children::Children;
-use super::{Profiled, RecordConfig, cpus_of};
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use super::{Profiled, RecordConfig};
+use crate::profile::recording::Recording;
 use crate::push::{self, PushConfig, PushCounts, Pusher};
-use crate::snapshot::PythonInfo;
 use std::time::{Instant, SystemTime};
 
 pub struct Windows {
@@ -86,27 +85,14 @@ impl Profiled {
     /// this process keeps no windows).
     fn window_recording(&mut self, config: &RecordConfig, span_s: f64) -> Recording {
         let a = self.aggregator.take_window().unwrap_or_default();
-        let target = &self.target;
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
-            command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
-            duration_s: span_s,
-            requested_rate_hz: config.rate_hz,
-            samples: a.samples,
-            missed_samples: 0,
-            torn_samples: 0,
-            stopped_samples: a.stopped_samples,
-            stop_reason: String::new(),
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: Default::default(),
-            event_loops: a.event_loops(&target.walker.codes),
-            children: Vec::new(),
-            thread_flags: a.thread_flags().cloned(),
+        let mut recording = self.program_recording(&a, Instant::now());
+        if let Some(mut before) = self.window_before_exec.take() {
+            super::exec::append_program(&mut before, recording);
+            recording = before;
         }
+        recording.duration_s = span_s;
+        recording.requested_rate_hz = config.rate_hz;
+        recording.torn_samples = 0;
+        recording
     }
 }

@@ -103,3 +103,35 @@ fn strip_deleted(path: PathBuf) -> PathBuf {
         None => path,
     }
 }
+
+/// The program image a process runs, told apart by its auxiliary vector (/proc/PID/auxv):
+/// exec() gives a process a new one (new random bytes and stack, new loader base) even when
+/// it runs the same binary again. With address randomization off, the same binary exec'd
+/// again gets the same vector, and the exec is not seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramImage {
+    auxv: Vec<u8>,
+}
+
+impl ProgramImage {
+    /// The image `pid` runs now; `None` if it is gone (or has no memory left: a zombie), or
+    /// in the middle of an exec (the new vector is still zeros).
+    pub fn of(pid: i32) -> Option<ProgramImage> {
+        std::fs::read(format!("/proc/{pid}/auxv"))
+            .ok()
+            .filter(|auxv| auxv.iter().any(|&b| b != 0))
+            .map(|auxv| ProgramImage { auxv })
+    }
+
+    /// Whether `pid` is alive and runs another image than this one: it called exec().
+    pub fn replaced_in(&self, pid: i32) -> bool {
+        ProgramImage::of(pid).is_some_and(|now| now != *self)
+    }
+}
+
+/// The path of the program `pid` runs, for messages ("another program" if unreadable).
+pub fn program_path(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "another program".to_string())
+}

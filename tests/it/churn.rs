@@ -202,39 +202,3 @@ fn a_closed_pipe_ends_every_command_quietly() {
         assert!(!first.is_empty(), "{args:?} printed nothing");
     }
 }
-
-#[test]
-fn an_exec_mid_recording_is_reported_as_an_exec() {
-    let py = python();
-    let scratch = ScratchDir::new("exec");
-    let go = scratch.join("go");
-    let child = Child::fixture(&py, "exec_midway.py", &[go.to_str().unwrap()]);
-    let dir = scratch.join("out");
-    let mut profiler = Child::spawn(gilscope_command([
-        "record",
-        "--pid",
-        &child.pid().to_string(),
-        "--duration",
-        "30",
-        "--output",
-        dir.to_str().unwrap(),
-    ]));
-    wait_for_samples(&mut profiler, child.pid(), 50);
-    std::fs::write(&go, b"").unwrap();
-    let status = profiler.wait_exit(COMMAND_TIMEOUT);
-    assert_eq!(status.code(), Some(0), "{}", profiler.stderr());
-    let report = read_report(&dir);
-    let reason = report["stop_reason"].as_str().unwrap();
-    assert!(reason.contains("exec()"), "{reason}");
-    assert!(
-        profiler.stderr().contains("called exec()"),
-        "{}",
-        profiler.stderr()
-    );
-    let spinner = report["threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "spinner");
-    assert!(spinner.is_some(), "the program before the exec is reported");
-}

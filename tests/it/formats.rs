@@ -351,6 +351,7 @@ fn synthetic(stacks: Vec<StackCount>) -> Recording {
         timeline: Default::default(),
         event_loops: Vec::new(),
         thread_flags: None,
+        execs: Vec::new(),
     }
 }
 

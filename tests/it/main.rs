@@ -10,6 +10,7 @@ mod debug_offsets;
 mod dump;
 mod event_loop;
 mod event_loop_offsets;
+mod exec;
 mod faults;
 mod fleet;
 mod formats;

@@ -335,6 +335,8 @@ pub struct Child {
     stderr: Arc<Mutex<String>>,
     /// Lines of stdout printed before the READY line.
     early_stdout: Vec<String>,
+    /// Lines of stdout after the READY line, for [`Child::wait_for_line`].
+    later_stdout: Option<mpsc::Receiver<String>>,
 }
 
 impl Child {
@@ -368,6 +370,7 @@ impl Child {
                             panic!("{}: bad READY line {line:?}: {e}", child.what)
                         });
                         child.ready = Some(value);
+                        child.later_stdout = Some(rx);
                         return child;
                     }
                     child.early_stdout.push(line);
@@ -425,6 +428,7 @@ impl Child {
             ready: None,
             stderr,
             early_stdout: Vec::new(),
+            later_stdout: None,
         }
     }
 
@@ -437,6 +441,34 @@ impl Child {
         self.ready
             .as_ref()
             .unwrap_or_else(|| panic!("{} was not spawned with a READY line", self.what))
+    }
+
+    /// Waits (at most [`READY_TIMEOUT`]) for a later stdout line `PREFIX <json>` (a second
+    /// readiness line, e.g. from the program the child exec'd into) and returns the JSON.
+    pub fn wait_for_line(&mut self, prefix: &str) -> Value {
+        let lines = self
+            .later_stdout
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} was not spawned with a READY line", self.what));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(json) = line.strip_prefix(prefix).and_then(|l| l.strip_prefix(' '))
+                    {
+                        return serde_json::from_str(json).unwrap_or_else(|e| {
+                            panic!("{}: bad {prefix} line {line:?}: {e}", self.what)
+                        });
+                    }
+                }
+                Err(e) => panic!(
+                    "{} printed no {prefix} line ({e:?}); stderr {:?}",
+                    self.what,
+                    self.stderr()
+                ),
+            }
+        }
     }
 
     /// What the child wrote to stderr so far.
