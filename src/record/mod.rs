@@ -11,6 +11,7 @@ mod window;
 use crate::error::Error;
 use crate::profile::Aggregator;
 use crate::profile::recording::{ExecCounts, RECORDING_FORMAT, Recording};
+use crate::python::attach::Build;
 use crate::sample::{SampleError, Target};
 use crate::snapshot::PythonInfo;
 use crate::target::process::ProgramImage;
@@ -83,6 +84,8 @@ const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 const NAME_REFRESH: Duration = Duration::from_secs(2);
 const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// How often a shared build's target is checked for an exec() when its samples succeed.
+const EXEC_CHECK: Duration = Duration::from_millis(100);
 
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
@@ -191,6 +194,7 @@ struct Profiled {
     awaiting: Option<exec::Awaiting>,
     /// `--push`: the window's counts of the programs before an exec(), not pushed yet.
     window_before_exec: Option<Recording>,
+    exec_checked: Instant,
 }
 
 impl Profiled {
@@ -219,6 +223,7 @@ impl Profiled {
             execs: Vec::new(),
             awaiting: None,
             window_before_exec: None,
+            exec_checked: now,
         }
     }
 
@@ -238,12 +243,11 @@ impl Profiled {
             return;
         }
         let result = self.target.resolved_sample(true, blocking);
-        // Checked after every sample: a static, non-PIE interpreter exec'd again has its
-        // `_PyRuntime` at the same address, so reads of the new image can succeed.
-        if self
-            .image
-            .as_ref()
-            .is_some_and(|image| image.replaced_in(self.target.pid))
+        if self.exec_check_due(result.is_err())
+            && self
+                .image
+                .as_ref()
+                .is_some_and(|image| image.replaced_in(self.target.pid))
         {
             let took_one = result.is_ok();
             if let Ok(samples) = result {
@@ -269,6 +273,21 @@ impl Profiled {
                 self.ended = Some(Instant::now());
             }
         }
+    }
+
+    /// Whether to look for an exec() after this sample (a read of /proc/PID/auxv, ~10 µs).
+    /// After every sample of a static build: a non-PIE interpreter exec'd again has its
+    /// `_PyRuntime` at the same address, so reads of the new image can succeed. Otherwise
+    /// the old addresses are not mapped in the new image (they are randomized), reads fail,
+    /// and a failed sample or one every [`EXEC_CHECK`] is enough.
+    fn exec_check_due(&mut self, failed: bool) -> bool {
+        let due = failed
+            || self.target.runtime().binary.build == Build::Static
+            || self.exec_checked.elapsed() >= EXEC_CHECK;
+        if due {
+            self.exec_checked = Instant::now();
+        }
+        due
     }
 
     /// The target called exec(): what was sampled of the old program is resolved with the
@@ -593,12 +612,20 @@ impl Progress {
         self.shown = Instant::now();
         let a = &p.aggregator;
         let held = crate::profile::figures::ratio(a.gil().held, a.samples) * 100.0;
-        let line = format!(
-            "gilscope: recording pid {} | {:.1} s | {} samples | GIL held {held:.0}% | Ctrl-C to stop",
-            p.target.pid,
-            p.started.elapsed().as_secs_f64(),
-            a.samples
-        );
+        let line = match &p.exec {
+            Some(program) => format!(
+                "gilscope: pid {} exec'd {program}, which gilscope cannot sample | {:.1} s | \
+                 waiting for it to exit | Ctrl-C to stop",
+                p.target.pid,
+                p.started.elapsed().as_secs_f64()
+            ),
+            None => format!(
+                "gilscope: recording pid {} | {:.1} s | {} samples | GIL held {held:.0}% | Ctrl-C to stop",
+                p.target.pid,
+                p.started.elapsed().as_secs_f64(),
+                a.samples + p.earlier.as_ref().map_or(0, |e| e.samples)
+            ),
+        };
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[K{line}");
         let _ = err.flush();

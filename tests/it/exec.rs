@@ -71,15 +71,15 @@ fn record_pid(pid: i32, dir: &Path) -> Child {
     ]))
 }
 
-/// Functions in the recording's stacks.
-fn functions(dir: &Path) -> BTreeSet<String> {
+/// Functions in the recording's stacks of the threads `keep` accepts.
+fn functions(dir: &Path, keep: impl Fn(i64) -> bool) -> BTreeSet<String> {
     let text = std::fs::read_to_string(dir.join("recording.json")).unwrap();
     let recording: Value = serde_json::from_str(&text).unwrap();
     recording["stacks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["count"].as_u64() > Some(0))
+        .filter(|s| s["count"].as_u64() > Some(0) && keep(s["tid"].as_i64().unwrap()))
         .flat_map(|s| s["frames"].as_array().unwrap().clone())
         .filter_map(|f| f["function"].as_str().map(str::to_string))
         .collect()
@@ -148,10 +148,20 @@ fn record_follows_an_exec_into_python_of_the_same_or_another_version() {
             reason.starts_with("interrupted") && reason.contains("followed it into"),
             "{what}: {reason}"
         );
-        let seen = functions(&dir);
+        let seen = functions(&dir, |_| true);
         for function in ["before_exec_work", "after_exec_work"] {
             assert!(seen.contains(function), "{what}: no {function} in {seen:?}");
         }
+        // The new program's spinner is read with the new program's code tables only.
+        let of_spinner = functions(&dir, |tid| tid == spinner);
+        assert!(
+            of_spinner.contains("after_exec_work"),
+            "{what}: {of_spinner:?}"
+        );
+        assert!(
+            !of_spinner.contains("before_exec_work"),
+            "{what}: {of_spinner:?}"
+        );
         // The exec'ing process keeps its pid: its main thread is one thread of the report.
         let main_threads = report["threads"]
             .as_array()
@@ -210,7 +220,10 @@ fn record_says_when_the_target_execs_a_program_that_is_not_python_and_leaves_it_
         );
         let note = execs[0]["note"].as_str().unwrap();
         assert!(note.contains("not a Python process"), "{what}: {note}");
-        assert!(functions(&dir).contains("before_exec_work"), "{what}");
+        assert!(
+            functions(&dir, |_| true).contains("before_exec_work"),
+            "{what}"
+        );
         assert!(
             stderr.contains(&format!("pid {pid} called exec() into")),
             "{what}: {stderr}"
