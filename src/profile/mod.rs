@@ -4,16 +4,19 @@
 
 pub mod event_loop;
 pub mod figures;
-pub mod recording;
 pub mod timeline;
 
-use crate::classify::{Classification, ThreadState};
+use crate::classify::Classification;
+
+use crate::model::event_loop::EventLoopCounts;
+use crate::model::recording::{
+    FlagCheckCounts, GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts,
+};
+use crate::model::state::ThreadState;
+use crate::model::timeline::Timeline;
 use crate::python::code::CodeTable;
 use crate::python::walker::Frame;
 use crate::sample::Sample;
-use crate::snapshot::FrameInfo;
-use crate::snapshot::GilMode;
-use recording::{FlagCheckCounts, GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -209,7 +212,7 @@ impl Aggregator {
         g.first_switch_number.get_or_insert(gil.switch_number);
         g.last_switch_number = Some(gil.switch_number);
         g.interval_us = gil.interval_us;
-        g.modes.add(GilMode::of(gil));
+        g.modes.add(gil.mode());
     }
 
     pub fn gil(&self) -> &GilCounts {
@@ -237,17 +240,17 @@ impl Aggregator {
     }
 
     /// Every asyncio event loop seen, by thread id, with its blocking code named.
-    pub fn event_loops(&self, codes: &CodeTable) -> Vec<event_loop::EventLoopCounts> {
+    pub fn event_loops(&self, codes: &CodeTable) -> Vec<EventLoopCounts> {
         let mut loops: Vec<_> = self.loops.values().map(|l| l.finish(codes)).collect();
         loops.sort_by_key(|l| l.tid);
         loops
     }
 
     /// The runs of states per thread, frames resolved; see [`timeline`].
-    pub fn timeline(&self, codes: &CodeTable) -> timeline::Timeline {
+    pub fn timeline(&self, codes: &CodeTable) -> Timeline {
         match &self.timeline {
-            Some(timeline) => timeline.finish(|f| FrameInfo::new(codes, f)),
-            None => timeline::Timeline::default(),
+            Some(timeline) => timeline.finish(|f| codes.frame_info(f)),
+            None => Timeline::default(),
         }
     }
 
@@ -264,7 +267,7 @@ impl Aggregator {
                     .frames
                     .iter()
                     .rev()
-                    .map(|f| FrameInfo::new(codes, f))
+                    .map(|f| codes.frame_info(f))
                     .collect(),
                 truncated: key.truncated,
                 waiters: tally.waiters,

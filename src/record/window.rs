@@ -4,9 +4,9 @@
 
 use super::children::Children;
 use super::{Profiled, RecordConfig, cpus_of};
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::push::{self, PushConfig, PushCounts, Pusher};
-use crate::snapshot::PythonInfo;
+use crate::model::recording::{RECORDING_FORMAT, Recording};
+use crate::model::report::PushCounts;
+use crate::push::{self, PushConfig, Pusher};
 use std::time::{Instant, SystemTime};
 
 pub struct Windows {
@@ -91,7 +91,7 @@ impl Profiled {
             format: RECORDING_FORMAT.to_string(),
             pid: target.pid,
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
+            python: target.runtime().python_info(a.gil().modes.most_seen()),
             duration_s: span_s,
             requested_rate_hz: config.rate_hz,
             samples: a.samples,

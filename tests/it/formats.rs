@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use gilscope::classify::{IdleReason, ThreadState};
-use gilscope::output::collapsed::{Roots, in_state, lines};
-use gilscope::output::flamegraph::{blame_graph, render};
-use gilscope::profile::recording::{
+use gilscope::model::python::{Build, FrameInfo, PythonInfo};
+use gilscope::model::recording::{
     GilCounts, IdleCounts, RECORDING_FORMAT, Recording, StackCount, StateCounts, ThreadCounts,
 };
-use gilscope::python::attach::Build;
-use gilscope::snapshot::{FrameInfo, PythonInfo};
+use gilscope::model::state::{IdleReason, ThreadState};
+use gilscope::output::collapsed::{Roots, in_state, lines};
+use gilscope::output::flamegraph::{blame_graph, render};
 
 use crate::support::{self, COMMAND_TIMEOUT, Child, Interpreter, THREAD_STATES};
 
