@@ -14,11 +14,11 @@
 //! plain-text frame per refresh ([`render_text`]) is appended to stdout, like `top -b`, until
 //! the target exits or a signal ends it.
 
-use crate::model::recording::{RECORDING_FORMAT, Recording};
+use crate::model::recording::Recording;
 use crate::model::report::{GilFigures, GroupFigures, ThreadFigures};
 use crate::model::state::ThreadState;
-use crate::profile::Aggregator;
 use crate::profile::figures::{Row, gil_figures, ratio, rows, thread_figures, thread_groups};
+use crate::profile::{Aggregator, RunInfo};
 use crate::record::schedule::Schedule;
 use crate::sample::{Sample, SampleError, Sampler};
 use anyhow::{Context, Result};
@@ -233,28 +233,12 @@ impl<'a> Live<'a> {
             (Some(first), Some(last)) => last.time.duration_since(first.time),
             _ => Duration::ZERO,
         };
-        let target = &self.target;
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
-            command: Vec::new(),
-            python: target.runtime().python_info(a.gil().modes.most_seen()),
+        let run = RunInfo {
             duration_s: span.as_secs_f64(),
             requested_rate_hz: self.config.rate_hz,
-            samples: a.samples,
-            missed_samples: 0,
-            torn_samples: 0,
-            stopped_samples: a.stopped_samples,
-            stop_reason: String::new(),
-            cpus: 0,
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            children: Vec::new(),
-            timeline: Default::default(),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
-        }
+            ..RunInfo::default()
+        };
+        a.recording(&self.target, run)
     }
 }
 

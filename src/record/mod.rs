@@ -8,8 +8,8 @@ mod signals;
 mod window;
 
 use crate::error::Error;
-use crate::model::recording::{RECORDING_FORMAT, Recording};
-use crate::profile::Aggregator;
+use crate::model::recording::Recording;
+use crate::profile::{Aggregator, RunInfo};
 use crate::sample::{SampleError, Sampler};
 use anyhow::Result;
 use launch::Launched;
@@ -260,7 +260,6 @@ impl Profiled {
         for last in self.target.last_samples() {
             self.aggregator.add(last);
         }
-        let target = &self.target;
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
@@ -277,26 +276,18 @@ impl Profiled {
             (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
             (None, None) => stop.describe().to_string(),
         };
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
+        let run = RunInfo {
             command: self.command.clone(),
-            python: target.runtime().python_info(a.gil().modes.most_seen()),
             duration_s,
             requested_rate_hz: config.rate_hz,
-            samples: a.samples,
             missed_samples: missed,
             torn_samples: self.torn,
-            stopped_samples: a.stopped_samples,
             stop_reason,
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: a.timeline(&target.walker.codes),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
+            cpus: cpus_of(self.target.pid),
+        };
+        Recording {
             children,
+            ..a.recording(&self.target, run)
         }
     }
 }
