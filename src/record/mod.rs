@@ -9,12 +9,11 @@ mod signals;
 mod window;
 
 use crate::error::Error;
-use crate::profile::Aggregator;
-use crate::profile::recording::{ExecCounts, RECORDING_FORMAT, Recording};
-use crate::python::attach::Build;
-use crate::sample::{SampleError, Target};
-use crate::snapshot::PythonInfo;
-use crate::target::process::ProgramImage;
+use crate::model::python::Build;
+use crate::model::recording::{ExecCounts, Recording};
+use crate::process::maps::{ProgramImage, is_alive, program_path};
+use crate::profile::{Aggregator, RunInfo};
+use crate::sample::{SampleError, Sampler};
 use anyhow::Result;
 use launch::Launched;
 use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
@@ -75,7 +74,7 @@ pub struct RecordOutcome {
     /// The target was given by --pid (its exit ends the recording early, an error for CI).
     pub attached_by_pid: bool,
     /// What `--push` got to the server.
-    pub push: Option<crate::push::PushCounts>,
+    pub push: Option<crate::model::report::PushCounts>,
 }
 
 /// How long a launched program may take to become a Python process with a live interpreter.
@@ -113,7 +112,7 @@ fn record_running(
     };
     let target = match launched.as_deref_mut() {
         Some(program) => attach_launched(program)?,
-        None => Target::attach(pid)?,
+        None => Sampler::attach(pid)?,
     };
     let command = match &config.target {
         TargetSpec::Command(argv) => argv.clone(),
@@ -133,7 +132,7 @@ fn record_running(
 }
 
 /// Attaches to a program gilscope just started, once its interpreter is up.
-fn attach_launched(program: &mut Launched) -> Result<Target> {
+fn attach_launched(program: &mut Launched) -> Result<Sampler> {
     let pid = program.pid();
     let give_up = Instant::now() + LAUNCH_ATTACH_TIMEOUT;
     let mut wait = Duration::from_millis(1);
@@ -141,7 +140,7 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
         if program.has_exited() {
             return Err(Error::ProcessExited { pid }.into());
         }
-        match Target::attach(pid) {
+        match Sampler::attach(pid) {
             Ok(mut target) => {
                 if target
                     .walker
@@ -166,7 +165,7 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 
 /// One process being recorded.
 struct Profiled {
-    target: Target,
+    target: Sampler,
     aggregator: Aggregator,
     command: Vec<String>,
     torn: u64,
@@ -198,7 +197,7 @@ struct Profiled {
 }
 
 impl Profiled {
-    fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
+    fn new(target: Sampler, command: Vec<String>, keep_timeline: bool) -> Self {
         let image = ProgramImage::of(target.pid);
         let now = Instant::now();
         Profiled {
@@ -312,7 +311,7 @@ impl Profiled {
         self.image = ProgramImage::of(pid);
         self.execs.push(ExecCounts {
             at_s: at.duration_since(self.started).as_secs_f64(),
-            program: crate::target::process::program_path(pid),
+            program: program_path(pid),
             command: command_line(pid),
             python: None,
             interpreter: None,
@@ -329,7 +328,7 @@ impl Profiled {
         let Some(awaiting) = self.awaiting.as_mut() else {
             return;
         };
-        if !crate::target::process::is_alive(pid) {
+        if !is_alive(pid) {
             self.awaiting = None;
             self.ended = Some(now);
             if let Some(entry) = self.execs.last_mut() {
@@ -358,9 +357,9 @@ impl Profiled {
                 self.program_started = now;
                 self.names_read = None;
                 if let Some(entry) = self.execs.last_mut() {
-                    entry.program = crate::target::process::program_path(pid);
+                    entry.program = program_path(pid);
                     entry.command = command_line(pid);
-                    let python = PythonInfo::new(self.target.runtime(), None);
+                    let python = self.target.runtime().python_info(None);
                     entry.python = Some(python.version.clone());
                     entry.interpreter = Some(python);
                     entry.note = "followed: the new interpreter was sampled".to_string();
@@ -369,7 +368,7 @@ impl Profiled {
             exec::Attempt::GaveUp(why) => {
                 self.awaiting = None;
                 let entry = self.execs.last_mut().expect("an exec is awaited");
-                entry.program = crate::target::process::program_path(pid);
+                entry.program = program_path(pid);
                 entry.command = command_line(pid);
                 entry.note = format!("not followed: {why}");
                 self.exec = Some(entry.program.clone());
@@ -406,34 +405,19 @@ impl Profiled {
     /// The counts of `a` as a recording of the program attached now, from its start to
     /// `end` (frames resolved with its code tables, threads named by its `threading`).
     fn program_recording(&self, a: &Aggregator, end: Instant) -> Recording {
-        let target = &self.target;
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
+        let run = RunInfo {
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s: end
                 .saturating_duration_since(self.program_started)
                 .as_secs_f64(),
-            requested_rate_hz: 0.0,
-            samples: a.samples,
-            missed_samples: 0,
             torn_samples: self.torn,
-            stopped_samples: a.stopped_samples,
-            stop_reason: String::new(),
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: a.timeline(&target.walker.codes),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
-            children: Vec::new(),
-            execs: Vec::new(),
-        }
+            cpus: cpus_of(self.target.pid),
+            ..RunInfo::default()
+        };
+        a.recording(&self.target, run)
     }
 
-    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// New threads are named as they appear (see `Sampler::sample`); this re-reads every
     /// name now and then, for threads renamed while they run.
     fn refresh_names_if_due(&mut self) {
         let due = self
@@ -523,7 +507,7 @@ impl<'a> Session<'a> {
     }
 
     /// Pushes the last window and waits (a bounded time) for the sender.
-    fn finish_push(&mut self) -> Option<crate::push::PushCounts> {
+    fn finish_push(&mut self) -> Option<crate::model::report::PushCounts> {
         let windows = self.windows.take()?;
         Some(windows.finish(self.config, &mut self.main, &mut self.children))
     }

@@ -4,8 +4,9 @@
 
 use super::children::Children;
 use super::{Profiled, RecordConfig};
-use crate::profile::recording::Recording;
-use crate::push::{self, PushConfig, PushCounts, Pusher};
+use crate::model::recording::Recording;
+use crate::model::report::PushCounts;
+use crate::push::{self, PushConfig, Pusher};
 use std::time::{Instant, SystemTime};
 
 pub struct Windows {

@@ -9,9 +9,9 @@
 //! apart because their frames name different code.
 
 use crate::error::{OneLine, exit_code, exit_code_of};
-use crate::profile::recording::{ExecCounts, Recording, StackCount, ThreadCounts};
-use crate::profile::timeline::Timeline;
-use crate::sample::Target;
+use crate::model::recording::{ExecCounts, Recording, StackCount, ThreadCounts};
+use crate::model::timeline::Timeline;
+use crate::sample::Sampler;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub(super) struct Awaiting {
 
 /// What one look at the new image found.
 pub(super) enum Attempt {
-    Attached(Box<Target>),
+    Attached(Box<Sampler>),
     /// Not yet: try again on a later tick.
     Waiting,
     /// The new program cannot be sampled: why.
@@ -62,7 +62,7 @@ impl Awaiting {
         self.next_try = now + self.wait;
         self.wait = (self.wait * 2).min(RETRY_AT_MOST);
         let mut not_python = false;
-        match Target::attach(pid) {
+        match Sampler::attach(pid) {
             Ok(mut target) => {
                 if target
                     .walker
@@ -150,7 +150,7 @@ pub(super) fn append_program(into: &mut Recording, later: Recording) {
 /// Switch numbers of two interpreters cannot be compared: the hand-offs of each program
 /// are added on top of the first program's first value.
 fn append_gil(into: &mut Recording, later: &Recording) {
-    let switches = |g: &crate::profile::recording::GilCounts| match (
+    let switches = |g: &crate::model::recording::GilCounts| match (
         g.first_switch_number,
         g.last_switch_number,
     ) {
@@ -184,10 +184,10 @@ fn merge_threads(earlier: Vec<ThreadCounts>, later: Vec<ThreadCounts>) -> Vec<Th
             Some(e) => {
                 e.name = t.name.or(e.name.take());
                 e.samples += t.samples;
-                for state in crate::classify::ThreadState::ALL {
+                for state in crate::model::state::ThreadState::ALL {
                     e.states.add(state, t.states.get(state));
                 }
-                for reason in crate::classify::IdleReason::ALL {
+                for reason in crate::model::state::IdleReason::ALL {
                     e.idle_reasons.add(reason, t.idle_reasons.get(reason));
                 }
                 e.wakeups += t.wakeups;
