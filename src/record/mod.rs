@@ -9,11 +9,10 @@ mod signals;
 mod window;
 
 use crate::error::Error;
-use crate::model::python::Build;
 use crate::model::recording::{ExecCounts, Recording};
 use crate::process::maps::{ProgramImage, is_alive, program_path};
 use crate::profile::{Aggregator, RunInfo};
-use crate::sample::{SampleError, Sampler};
+use crate::sample::{Sample, SampleError, Sampler};
 use anyhow::Result;
 use launch::Launched;
 use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
@@ -83,8 +82,9 @@ const LAUNCH_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 const NAME_REFRESH: Duration = Duration::from_secs(2);
 const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// How often a shared build's target is checked for an exec() when its samples succeed.
-const EXEC_CHECK: Duration = Duration::from_millis(100);
+/// How often the target is checked for an exec() while its samples succeed (samples are
+/// counted once a check after them finds the same program).
+const EXEC_CHECK: Duration = Duration::from_millis(20);
 
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
@@ -193,7 +193,10 @@ struct Profiled {
     awaiting: Option<exec::Awaiting>,
     /// `--push`: the window's counts of the programs before an exec(), not pushed yet.
     window_before_exec: Option<Recording>,
-    exec_checked: Instant,
+    /// When a check last found the program attached to (see [`Profiled::confirm_program`]).
+    confirmed_at: Instant,
+    /// Samples taken since then.
+    unconfirmed: Vec<Sample>,
 }
 
 impl Profiled {
@@ -222,7 +225,8 @@ impl Profiled {
             execs: Vec::new(),
             awaiting: None,
             window_before_exec: None,
-            exec_checked: now,
+            confirmed_at: now,
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -242,27 +246,16 @@ impl Profiled {
             return;
         }
         let result = self.target.resolved_sample(true, blocking);
-        if self.exec_check_due(result.is_err())
-            && self
-                .image
-                .as_ref()
-                .is_some_and(|image| image.replaced_in(self.target.pid))
+        if (result.is_err() || self.confirmed_at.elapsed() >= EXEC_CHECK) && !self.confirm_program()
         {
-            let took_one = result.is_ok();
-            if let Ok(samples) = result {
-                // Taken on earlier ticks, before the exec: only the newest is in doubt.
-                for sample in samples {
-                    self.aggregator.add(sample);
-                }
-            }
-            self.on_exec(took_one);
+            self.on_exec(result.unwrap_or_default());
             return;
         }
         match result {
             Ok(samples) => {
                 self.refresh_names_if_due();
                 for sample in samples {
-                    self.aggregator.add(sample);
+                    self.add_unless_unconfirmed(sample);
                 }
             }
             Err(SampleError::Torn) => self.torn += 1,
@@ -274,31 +267,49 @@ impl Profiled {
         }
     }
 
-    /// Whether to look for an exec() after this sample (a read of /proc/PID/auxv, ~10 µs).
-    /// After every sample of a static build: a non-PIE interpreter exec'd again has its
-    /// `_PyRuntime` at the same address, so reads of the new image can succeed. Otherwise
-    /// the old addresses are not mapped in the new image (they are randomized), reads fail,
-    /// and a failed sample or one every [`EXEC_CHECK`] is enough.
-    fn exec_check_due(&mut self, failed: bool) -> bool {
-        let due = failed
-            || self.target.runtime().binary.build == Build::Static
-            || self.exec_checked.elapsed() >= EXEC_CHECK;
-        if due {
-            self.exec_checked = Instant::now();
+    /// Whether the target still runs the program attached to (a read of /proc/PID/auxv:
+    /// an open, a read and a close, so not after every sample). If it does, every sample taken so far is
+    /// confirmed and counted.
+    fn confirm_program(&mut self) -> bool {
+        let checked_at = Instant::now();
+        if self
+            .image
+            .as_ref()
+            .is_some_and(|image| image.replaced_in(self.target.pid))
+        {
+            return false;
         }
-        due
+        self.confirmed_at = checked_at;
+        for sample in std::mem::take(&mut self.unconfirmed) {
+            self.aggregator.add(sample);
+        }
+        true
     }
 
-    /// The target called exec(): what was sampled of the old program is resolved with the
-    /// old program's code tables, and the new image is looked for from now on. `suspect`:
-    /// the newest sample held back may have read the new image, and is dropped.
-    fn on_exec(&mut self, suspect: bool) {
-        let at = Instant::now();
-        let mut held = self.target.last_samples();
-        if suspect {
-            held.pop();
+    /// Counts a sample taken before the last check that the program is the same; holds back
+    /// a later one until the next check. A static, non-PIE interpreter exec'd again has its
+    /// `_PyRuntime` at the same address, so reads of the new image can succeed: such samples
+    /// must not be counted as the old program's.
+    fn add_unless_unconfirmed(&mut self, sample: Sample) {
+        if sample.time <= self.confirmed_at {
+            self.aggregator.add(sample);
+        } else {
+            self.unconfirmed.push(sample);
         }
-        for sample in held {
+    }
+
+    /// The target called exec(): the samples taken before the last check that found the old
+    /// program are counted (resolved with its code tables and names), later ones dropped,
+    /// and the new image is looked for from now on. `released`: what the sampler gave back
+    /// on this tick.
+    fn on_exec(&mut self, released: Vec<Sample>) {
+        let at = Instant::now();
+        let held = self.target.last_samples();
+        let taken = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .chain(released)
+            .chain(held);
+        for sample in taken.filter(|s| s.time <= self.confirmed_at) {
             self.aggregator.add(sample);
         }
         self.close_program(at);
@@ -355,6 +366,7 @@ impl Profiled {
                 self.awaiting = None;
                 self.target = *target;
                 self.program_started = now;
+                self.confirmed_at = now;
                 self.names_read = None;
                 if let Some(entry) = self.execs.last_mut() {
                     entry.program = program_path(pid);
@@ -437,15 +449,20 @@ impl Profiled {
         children: Vec<Recording>,
     ) -> Recording {
         let end = self.ended.unwrap_or(now);
+        if self.awaiting.is_none() && self.exec.is_none() {
+            if self.confirm_program() {
+                for last in self.target.last_samples() {
+                    self.aggregator.add(last);
+                }
+                self.close_program(end);
+            } else {
+                self.on_exec(Vec::new());
+            }
+        }
         if let Some(awaiting) = self.awaiting.take() {
             if let Some(entry) = self.execs.last_mut().filter(|e| e.note.is_empty()) {
                 entry.note = awaiting.unfinished();
             }
-        } else if self.exec.is_none() {
-            for last in self.target.last_samples() {
-                self.aggregator.add(last);
-            }
-            self.close_program(end);
         }
         let mut rec = self.earlier.take().expect("the first program was attached");
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
