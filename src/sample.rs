@@ -152,6 +152,9 @@ pub struct Sampler<M = LiveMemory> {
     /// Read /proc for threads the interpreter's GIL flags settle too (3.15+), to compare
     /// the inference with the flags.
     verify_flags: bool,
+    /// The GILs' switch counts at the latest sample: a count that moved since says the
+    /// target ran in between, without asking /proc whether it is stopped.
+    last_switches: Vec<u64>,
     loops: LoopReader,
     /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
     walk_started_ns: u64,
@@ -250,6 +253,7 @@ impl<M: RemoteMemory> Sampler<M> {
             kernel_states: Vec::new(),
             skipped: Vec::new(),
             verify_flags: false,
+            last_switches: Vec::new(),
             conds: None,
             last_state: HashMap::new(),
             turn: 0,
@@ -350,12 +354,23 @@ impl<M: RemoteMemory> Sampler<M> {
         let time = std::time::Instant::now();
         let mut kernel = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
-        // in the same read, the count of its waiters and its mutexes' owners.
+        // in the same read, the count of its waiters and its mutexes' owners. Not needed
+        // when no thread runs but those the GIL flags settle (3.15+): the count and the
+        // holder only ever decide runnable threads.
         let conds = self.conds;
-        let reread = self.walker.reread_gils_with(&state.interpreters, |bytes| {
-            let conds = conds?;
-            conds.parse(bytes.get(conds.cond as usize..)?)
-        });
+        let reread = if kernel.iter().any(|k| *k == KernelState::NotRead)
+            && !kernel.contains(&KernelState::Running)
+        {
+            Ok((
+                state.interpreters.clone(),
+                vec![None; state.interpreters.len()],
+            ))
+        } else {
+            self.walker.reread_gils_with(&state.interpreters, |bytes| {
+                let conds = conds?;
+                conds.parse(bytes.get(conds.cond as usize..)?)
+            })
+        };
         let (interpreters, waiters) = match reread {
             Ok(reread) => reread,
             Err(e) => {
@@ -403,7 +418,8 @@ impl<M: RemoteMemory> Sampler<M> {
     /// the GIL names as holder is running Python (its /proc file could only contradict the
     /// read: [`Sampler::sample`] asks after all when the second GIL read names another
     /// holder or finds a handoff under way); and /proc/PID/stat is read only when no thread
-    /// is running (a stopped process has none).
+    /// is running (a stopped process has none) and no GIL changed hands since the last
+    /// sample (a stopped process hands over none).
     fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
         let mut kernel = std::mem::take(&mut self.kernel_states);
         kernel.clear();
@@ -432,7 +448,17 @@ impl<M: RemoteMemory> Sampler<M> {
             running |= !holds && kernel_state == KernelState::Running;
             kernel.push(kernel_state);
         }
-        if !running && self.kernel.process_stopped() {
+        let switched = state
+            .interpreters
+            .iter()
+            .map(|i| i.gil.switch_number)
+            .ne(self.last_switches.iter().copied());
+        if switched {
+            self.last_switches.clear();
+            self.last_switches
+                .extend(state.interpreters.iter().map(|i| i.gil.switch_number));
+        }
+        if !running && !switched && self.kernel.process_stopped() {
             for kernel_state in &mut kernel {
                 if *kernel_state != KernelState::Gone {
                     *kernel_state = KernelState::Stopped;

@@ -92,8 +92,10 @@ fn threads_the_gil_flags_settle_are_not_read_in_proc() {
         eprintln!("{label}: {reads:.2} /proc thread reads per sample, {threads} threads");
         assert_eq!(threads, 5, "{label}: MainThread and 4 workers");
         if flags_exported {
-            // MainThread, and now and then a worker between its flag writes.
-            assert!(reads <= 1.5, "{label}: {reads:.2} /proc reads per sample");
+            // MainThread, and now and then a worker between dropping the GIL and asking for
+            // it again (longer when the machine is busy and it is preempted there): well
+            // under the 4 of reading every thread but the holder.
+            assert!(reads < 2.5, "{label}: {reads:.2} /proc reads per sample");
             target.set_verify_flags(true);
             let (verified, _) = per_sample(&mut target);
             eprintln!("{label}: {verified:.2} with --verify-flags");
