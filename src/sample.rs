@@ -358,19 +358,18 @@ impl<M: RemoteMemory> Sampler<M> {
         // when no thread runs but those the GIL flags settle (3.15+): the count and the
         // holder only ever decide runnable threads.
         let conds = self.conds;
-        let reread = if kernel.iter().any(|k| *k == KernelState::NotRead)
-            && !kernel.contains(&KernelState::Running)
-        {
-            Ok((
-                state.interpreters.clone(),
-                vec![None; state.interpreters.len()],
-            ))
-        } else {
-            self.walker.reread_gils_with(&state.interpreters, |bytes| {
-                let conds = conds?;
-                conds.parse(bytes.get(conds.cond as usize..)?)
-            })
-        };
+        let reread =
+            if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
+                Ok((
+                    state.interpreters.clone(),
+                    vec![None; state.interpreters.len()],
+                ))
+            } else {
+                self.walker.reread_gils_with(&state.interpreters, |bytes| {
+                    let conds = conds?;
+                    conds.parse(bytes.get(conds.cond as usize..)?)
+                })
+            };
         let (interpreters, waiters) = match reread {
             Ok(reread) => reread,
             Err(e) => {
