@@ -270,9 +270,9 @@ impl Profiled {
         }
     }
 
-    /// Whether the target still runs the program attached to (a read of /proc/PID/auxv:
-    /// an open, a read and a close, so not after every sample). If it does, every sample taken so far is
-    /// confirmed and counted.
+    /// Whether the target still runs the program attached to (a read of /proc/PID/auxv: an
+    /// open, a read and a close, so not after every sample). If it does, every sample taken
+    /// so far is confirmed and counted.
     fn confirm_program(&mut self) -> bool {
         let checked_at = Instant::now();
         if self
@@ -462,10 +462,10 @@ impl Profiled {
                 self.on_exec(Vec::new());
             }
         }
-        if let Some(awaiting) = self.awaiting.take() {
-            if let Some(entry) = self.execs.last_mut().filter(|e| e.note.is_empty()) {
-                entry.note = awaiting.unfinished();
-            }
+        if let Some(awaiting) = self.awaiting.take()
+            && let Some(entry) = self.execs.last_mut().filter(|e| e.note.is_empty())
+        {
+            entry.note = awaiting.unfinished();
         }
         let mut rec = self.earlier.take().expect("the first program was attached");
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
