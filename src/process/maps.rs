@@ -117,10 +117,17 @@ impl ProgramImage {
     /// The image `pid` runs now; `None` if it is gone (or has no memory left: a zombie), or
     /// in the middle of an exec (the new vector is still zeros).
     pub fn of(pid: i32) -> Option<ProgramImage> {
-        std::fs::read(format!("/proc/{pid}/auxv"))
-            .ok()
-            .filter(|auxv| auxv.iter().any(|&b| b != 0))
-            .map(|auxv| ProgramImage { auxv })
+        use std::io::Read;
+        // One read of a buffer larger than any auxiliary vector (about 20 entries of 16
+        // bytes): three syscalls, where `fs::read` makes five.
+        let mut buf = [0u8; 2048];
+        let n = std::fs::File::open(format!("/proc/{pid}/auxv"))
+            .and_then(|mut f| f.read(&mut buf))
+            .ok()?;
+        let auxv = &buf[..n];
+        auxv.iter().any(|&b| b != 0).then(|| ProgramImage {
+            auxv: auxv.to_vec(),
+        })
     }
 
     /// Whether `pid` is alive and runs another image than this one: it called exec().

@@ -86,7 +86,7 @@ const CHILD_SCAN: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How often the target is checked for an exec() while its samples succeed (samples are
 /// counted once a check after them finds the same program).
-const EXEC_CHECK: Duration = Duration::from_millis(20);
+const EXEC_CHECK: Duration = Duration::from_millis(50);
 
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
@@ -530,6 +530,12 @@ impl<'a> Session<'a> {
     /// Pushes the last window and waits (a bounded time) for the sender.
     fn finish_push(&mut self) -> Option<crate::model::report::PushCounts> {
         let windows = self.windows.take()?;
+        // Samples still waiting for an exec() check go into the last window too.
+        for process in std::iter::once(&mut self.main).chain(self.children.profiled_mut()) {
+            if process.awaiting.is_none() && process.exec.is_none() {
+                process.confirm_program();
+            }
+        }
         Some(windows.finish(self.config, &mut self.main, &mut self.children))
     }
 
