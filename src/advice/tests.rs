@@ -511,6 +511,7 @@ fn stalled_server(function: &str, state: ThreadState, reason: Option<IdleReason>
             states,
             idle_reasons,
             samples: 120,
+            tasks: Vec::new(),
         }],
     });
     rec

@@ -73,7 +73,21 @@ pub struct BlockingCount {
     pub states: StateCounts,
     pub idle_reasons: IdleCounts,
     pub samples: u64,
+    /// Of those samples, how many ran in each asyncio task (by name), most first; samples
+    /// whose task could not be read are not counted.
+    #[serde(default)]
+    pub tasks: Vec<TaskCount>,
 }
+
+/// Samples of a blocking function in one asyncio task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCount {
+    pub name: String,
+    pub samples: u64,
+}
+
+/// What the stall samples are kept by: the stack, its class and the running task.
+type StallKey = (Vec<Frame>, Classification, Option<String>);
 
 /// One stretch of running code, open until the loop is seen out of it.
 #[derive(Debug)]
@@ -87,7 +101,7 @@ struct Stretch {
     last_on_cpu: bool,
     /// CPU plus run-queue time at the last sample in it.
     last_cpu_ns: Option<u64>,
-    samples: Vec<(Vec<Frame>, Classification)>,
+    samples: Vec<StallKey>,
 }
 
 /// Follows one loop thread across samples.
@@ -99,7 +113,7 @@ pub struct LoopTracker {
     open: Option<Stretch>,
     /// When the loop was last seen in its selector.
     last_selector_ns: Option<u64>,
-    stall_stacks: HashMap<(Vec<Frame>, Classification), u64>,
+    stall_stacks: HashMap<StallKey, u64>,
 }
 
 impl LoopTracker {
@@ -141,8 +155,10 @@ impl LoopTracker {
         c.blocked_elsewhere += u64::from(
             (blocked && !seen.in_selector) || (class.state == ThreadState::GilWait && !blocked),
         );
-        if let (Some(before), Some(now)) = (self.previous.and_then(|p| p.sched), seen.sched) {
-            let previous_at = self.previous.map_or(seen.at_ns, |p| p.at_ns);
+        if let (Some(before), Some(now)) =
+            (self.previous.as_ref().and_then(|p| p.sched), seen.sched)
+        {
+            let previous_at = self.previous.as_ref().map_or(seen.at_ns, |p| p.at_ns);
             c.wall_ns += seen.at_ns.saturating_sub(previous_at);
             c.cpu_ns += now.cpu_ns.saturating_sub(before.cpu_ns);
             c.run_delay_ns += now.run_delay_ns.saturating_sub(before.run_delay_ns);
@@ -191,7 +207,8 @@ impl LoopTracker {
             open.last_on_cpu = on_cpu;
             open.last_cpu_ns = busy_time;
             if open.samples.len() < MAX_STRETCH_SAMPLES {
-                open.samples.push((frames.to_vec(), class));
+                open.samples
+                    .push((frames.to_vec(), class, seen.task.clone()));
             }
         }
         self.previous = Some(seen);
@@ -199,7 +216,7 @@ impl LoopTracker {
 
     /// Both samples on a CPU with no switch in between.
     fn never_left_cpu(&self, seen: &LoopObservation) -> bool {
-        match (self.previous.and_then(|p| p.sched), seen.sched) {
+        match (self.previous.as_ref().and_then(|p| p.sched), seen.sched) {
             (Some(before), Some(now)) => before.timeslices == now.timeslices,
             _ => false,
         }
@@ -258,8 +275,16 @@ impl LoopTracker {
             }
         }
         let mut by_frame: HashMap<FrameInfo, BlockingCount> = HashMap::new();
-        for ((frames, class), n) in tracker_stalls {
+        let mut tasks: HashMap<FrameInfo, HashMap<String, u64>> = HashMap::new();
+        for ((frames, class, task), n) in tracker_stalls {
             let frame = blocking_frame(codes, &frames);
+            if let Some(task) = task {
+                *tasks
+                    .entry(frame.clone())
+                    .or_default()
+                    .entry(task)
+                    .or_default() += n;
+            }
             let entry = by_frame
                 .entry(frame.clone())
                 .or_insert_with(|| BlockingCount {
@@ -267,11 +292,24 @@ impl LoopTracker {
                     states: StateCounts::default(),
                     idle_reasons: IdleCounts::default(),
                     samples: 0,
+                    tasks: Vec::new(),
                 });
             entry.samples += n;
             entry.states.add(class.state, n);
             if let Some(reason) = class.idle_reason {
                 entry.idle_reasons.add(reason, n);
+            }
+        }
+        for (frame, named) in tasks {
+            if let Some(entry) = by_frame.get_mut(&frame) {
+                entry.tasks = named
+                    .into_iter()
+                    .map(|(name, samples)| TaskCount { name, samples })
+                    .collect();
+                entry
+                    .tasks
+                    .sort_by(|a, b| b.samples.cmp(&a.samples).then(a.name.cmp(&b.name)));
+                entry.tasks.truncate(MAX_TASKS);
             }
         }
         counts.blocking = by_frame.into_values().collect();
@@ -343,7 +381,8 @@ pub struct BlockingFigure {
     /// What it did: "python" (running Python, holding the GIL), "native" (native code
     /// without the GIL), "gil_wait", "sleep", "io", "lock" or "other" (blocked).
     pub cause: String,
-    /// The asyncio task's name, where it could be read.
+    /// The asyncio task that ran it most during stalls, by name, where it could be read
+    /// (docs/event-loops.md says on which versions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
 }
@@ -384,6 +423,8 @@ impl EventLoopFigures {
 
 /// Functions listed in `blocking`.
 const MAX_BLOCKING: usize = 5;
+/// Tasks kept per blocking function in recording.json.
+const MAX_TASKS: usize = 20;
 
 impl EventLoopFigures {
     /// `duration_s` is the recording's, used when the loop's own time was not measured.
@@ -482,7 +523,7 @@ fn blocking_figures(counts: &[BlockingCount]) -> Vec<BlockingFigure> {
                 line,
                 fraction: super::figures::ratio(samples, total),
                 cause: cause(&states, &reasons).into(),
-                task: None,
+                task: main_task(&list),
             }
         })
         .collect();
@@ -493,6 +534,18 @@ fn blocking_figures(counts: &[BlockingCount]) -> Vec<BlockingFigure> {
     });
     figures.truncate(MAX_BLOCKING);
     figures
+}
+
+/// The task that ran a function's stall samples most (summed over its lines).
+fn main_task(list: &[&BlockingCount]) -> Option<String> {
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for t in list.iter().flat_map(|b| &b.tasks) {
+        *by_name.entry(&t.name).or_default() += t.samples;
+    }
+    by_name
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(name, _)| name.to_string())
 }
 
 /// What a function mostly did during stalls.
@@ -550,6 +603,7 @@ mod tests {
                     run_delay_ns: 0,
                     timeslices: i as u64,
                 }),
+                task: None,
             };
             let class = if pass.is_some() { HELD } else { WAITING };
             tracker.observe(seen, class, &[]);

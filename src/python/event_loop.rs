@@ -16,6 +16,7 @@
 use super::attach::Runtime;
 use super::code::{CodeId, CodeTable};
 use super::layout::ObjectLayout;
+use super::loop_task::TaskReader;
 use super::strings::read_unicode;
 use super::version::Version;
 use super::walker::Frame;
@@ -66,7 +67,7 @@ impl LoopOffsets {
 }
 
 /// What one thread's event loop looked like at one sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoopObservation {
     /// Waiting for events in the selector (not running a callback).
     pub in_selector: bool,
@@ -77,6 +78,15 @@ pub struct LoopObservation {
     pub at_ns: u64,
     /// The thread's scheduler counters, read with it.
     pub sched: Option<SchedCounters>,
+    /// The name of the asyncio task running, where it can be read (docs/event-loops.md).
+    pub task: Option<String>,
+}
+
+/// Where a thread's state and its interpreter's live in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadAddresses {
+    pub tstate: u64,
+    pub interpreter: u64,
 }
 
 /// What a code object is to the loop.
@@ -108,6 +118,7 @@ pub struct LoopReader {
     end_time_slot: HashMap<u64, Option<u64>>,
     /// The address of `float`, once one object was checked to be one by its type's name.
     float_type: Option<u64>,
+    tasks: TaskReader,
 }
 
 /// Locals a `_run_once` has (a dozen); more means the names tuple was misread.
@@ -126,11 +137,13 @@ impl LoopReader {
             roles: HashMap::new(),
             end_time_slot: HashMap::new(),
             float_type: None,
+            tasks: TaskReader::new(runtime),
         }
     }
 
     /// The loop as `frames` (innermost first) show it, or `None` if the thread runs no
-    /// asyncio loop. `addresses` are the frames' addresses; `sched` the thread's counters.
+    /// asyncio loop. `addresses` are the frames' addresses; `sched` the thread's counters;
+    /// `thread` the addresses of its thread state and interpreter (for the running task).
     pub fn observe(
         &mut self,
         mem: &impl RemoteMemory,
@@ -138,6 +151,7 @@ impl LoopReader {
         frames: &[Frame],
         addresses: &[u64],
         sched: Option<SchedCounters>,
+        thread: ThreadAddresses,
     ) -> Option<LoopObservation> {
         let run_once = frames
             .iter()
@@ -155,19 +169,36 @@ impl LoopReader {
             || inside.last() == Some(&Role::ProcessEvents)
             || called == Some("select"))
             && !inside.contains(&Role::HandleRun);
-        let pass_start_ns = if in_selector {
-            None
-        } else {
-            addresses
-                .get(run_once)
-                .and_then(|&frame| self.read_pass_start(mem, frame).ok().flatten())
+        let frame = addresses.get(run_once).copied();
+        let (pass_start_ns, task) = match frame {
+            Some(frame) if !in_selector => {
+                let start = self.read_pass_start(mem, frame).ok().flatten();
+                let event_loop = self.read_self(mem, frame).unwrap_or(0);
+                let task = self.tasks.running_task_name(
+                    mem,
+                    thread.interpreter,
+                    thread.tstate,
+                    event_loop,
+                );
+                (start, task)
+            }
+            _ => (None, None),
         };
         Some(LoopObservation {
             in_selector,
             pass_start_ns,
             at_ns: monotonic_ns(),
             sched,
+            task,
         })
+    }
+
+    /// `self` of the `_run_once` frame at `frame` (its first local): the loop object.
+    fn read_self(&self, mem: &impl RemoteMemory, frame: u64) -> Result<u64, MemError> {
+        let Some(o) = self.offsets else {
+            return Ok(0);
+        };
+        Ok(mem.read_u64(frame.wrapping_add(o.frame_locals))? & !self.tag_mask)
     }
 
     fn role(&mut self, codes: &CodeTable, code: CodeId) -> Role {

@@ -55,6 +55,7 @@ fn event_loop_blocked_by_cpu_work_in_a_handler() {
         run.check_stalls_match_truth(f);
         run.check_busy(f);
         run.check_blocking("crunch", "python", f);
+        run.check_task(f);
         run.check_advice("processes", f);
         let code = run.gilscope.code;
         f.check(code == Some(10), || {
@@ -110,6 +111,7 @@ fn event_loop_blocked_by_time_sleep_in_a_handler() {
     for_each_python(Mode::Sleep, |run, f| {
         run.check_stalls_match_truth(f);
         run.check_blocking("block", "sleep", f);
+        run.check_task(f);
         run.check_advice("threads", f);
     });
 }
@@ -119,6 +121,7 @@ fn event_loop_blocked_by_a_blocking_socket_in_a_handler() {
     for_each_python(Mode::Socket, |run, f| {
         run.check_stalls_match_truth(f);
         run.check_blocking("blocking_fetch", "io", f);
+        run.check_task(f);
         run.check_advice("threads", f);
     });
 }
@@ -385,6 +388,31 @@ impl LoopRun {
         let fraction = top["fraction"].as_f64().unwrap_or(0.0);
         f.check(fraction >= 0.8, || {
             format!("{function} has {fraction:.2} of stall time, expected >= 0.8")
+        });
+    }
+
+    /// `blocking[0].task`: the task that made most of the fixture's blocking calls, by the
+    /// name the fixture read in-process ("client-1" in --mode cpu, which names its handler
+    /// tasks; asyncio's default "Task-N" in the other modes). Every interpreter tested has
+    /// task offsets (docs/event-loops.md), so the name must be there.
+    fn check_task(&self, f: &mut Failures) {
+        let Some(top) = self.event_loop().map(|l| &l["blocking"][0]) else {
+            return;
+        };
+        let mut names: Vec<&str> = self.truth["blocking_tasks"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        names.sort();
+        let most = names
+            .chunk_by(|a, b| a == b)
+            .max_by_key(|run| run.len())
+            .and_then(|run| run.first().copied());
+        f.check(most.is_some() && top["task"].as_str() == most, || {
+            format!(
+                "blocking[0].task is {}, the fixture's blocking calls ran in {most:?}",
+                top["task"]
+            )
         });
     }
 
