@@ -135,6 +135,19 @@ fn render_event_loops(out: &mut String, threads: &[ThreadFigures], level: usize)
                 )
             })
             .collect();
+        if !l.stalls_measured {
+            // uvloop: stalls cannot be measured (docs/event-loops.md); the code is what ran
+            // while the loop was busy.
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | not measured | - | - | - | busy in {} |",
+                text(t.name.as_deref().unwrap_or("-")),
+                l.kind,
+                percent(l.busy),
+                blocking.join(", ")
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} (> {:.0} ms) | {:.1} | {:.0} ms | {:.0} ms | {} |",

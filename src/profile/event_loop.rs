@@ -19,7 +19,7 @@
 use super::recording::{IdleCounts, StateCounts};
 use crate::classify::{Classification, IdleReason, ThreadState};
 use crate::python::code::CodeTable;
-use crate::python::event_loop::LoopObservation;
+use crate::python::event_loop::{LoopKind, LoopObservation};
 use crate::python::walker::Frame;
 use crate::snapshot::FrameInfo;
 use serde::{Deserialize, Serialize};
@@ -62,8 +62,17 @@ pub struct EventLoopCounts {
     pub stalls: u64,
     /// Each stall's length (ms), in order.
     pub stalls_ms: Vec<f64>,
-    /// The code running during stalls: samples per innermost user frame and state.
+    /// The code running during stalls: samples per innermost user frame and state. Where
+    /// stalls are not measured (uvloop), the code running while the loop was busy.
     pub blocking: Vec<BlockingCount>,
+    /// Whether stalls were measured: false for uvloop, whose passes leave no trace gilscope
+    /// can read (docs/event-loops.md); `stalls` and `stalls_ms` are then empty.
+    #[serde(default = "stalls_measured_by_default")]
+    pub stalls_measured: bool,
+}
+
+fn stalls_measured_by_default() -> bool {
+    true
 }
 
 /// Samples taken during stalls with one function innermost (user code, not asyncio's).
@@ -137,6 +146,7 @@ impl LoopTracker {
                 stalls: 0,
                 stalls_ms: Vec::new(),
                 blocking: Vec::new(),
+                stalls_measured: true,
             },
             previous: None,
             open: None,
@@ -162,6 +172,20 @@ impl LoopTracker {
             c.wall_ns += seen.at_ns.saturating_sub(previous_at);
             c.cpu_ns += now.cpu_ns.saturating_sub(before.cpu_ns);
             c.run_delay_ns += now.run_delay_ns.saturating_sub(before.run_delay_ns);
+        }
+        if seen.kind == LoopKind::Uvloop {
+            // No stretches: the code running while the loop is busy is kept instead.
+            c.kind = seen.kind.name().into();
+            c.method = "none".into();
+            c.stalls_measured = false;
+            if !seen.in_selector && self.stall_stacks.len() < MAX_STRETCH_SAMPLES {
+                *self
+                    .stall_stacks
+                    .entry((frames.to_vec(), class, seen.task.clone()))
+                    .or_default() += 1;
+            }
+            self.previous = Some(seen);
+            return;
         }
         let on_cpu = matches!(class.state, ThreadState::GilHeld | ThreadState::NativeNogil);
         let busy_time = seen.sched.map(|s| s.cpu_ns + s.run_delay_ns);
@@ -260,7 +284,7 @@ impl LoopTracker {
     /// resolved to names.
     pub fn finish(&self, codes: &CodeTable) -> EventLoopCounts {
         let mut counts = self.counts.clone();
-        if counts.unstamped_stretches > counts.stamped_stretches {
+        if counts.stalls_measured && counts.unstamped_stretches > counts.stamped_stretches {
             counts.method = "timeslices".into();
         }
         let mut tracker_stalls = self.stall_stacks.clone();
@@ -349,8 +373,10 @@ fn is_loop_machinery(file: &str) -> bool {
     file.contains("/asyncio/") || file.ends_with("/selectors.py")
 }
 
-/// An event loop's figures, as report.json shows them (`threads[].event_loop`).
+/// An event loop's figures, as report.json shows them (`threads[].event_loop`). Where
+/// stalls are not measured (uvloop), report.json has `null` for the stall figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "EventLoopJson")]
 pub struct EventLoopFigures {
     /// "asyncio".
     pub kind: String,
@@ -366,8 +392,45 @@ pub struct EventLoopFigures {
     pub blocked: f64,
     /// "pass_start" or "timeslices" (docs/event-loops.md).
     pub method: String,
-    /// The code running during stalls, most first.
+    /// The code running during stalls, most first (while busy, where stalls are not
+    /// measured).
     pub blocking: Vec<BlockingFigure>,
+    /// False where stalls cannot be measured (uvloop): the stall figures are then 0 here
+    /// and `null` in report.json.
+    pub stalls_measured: bool,
+}
+
+/// [`EventLoopFigures`] as report.json has it.
+#[derive(Serialize)]
+struct EventLoopJson {
+    kind: String,
+    busy: f64,
+    stall_threshold_ms: f64,
+    stalls: Option<u64>,
+    stalls_per_s: Option<f64>,
+    longest_stall_ms: Option<f64>,
+    p95_stall_ms: Option<f64>,
+    blocked: Option<f64>,
+    method: String,
+    blocking: Vec<BlockingFigure>,
+}
+
+impl From<EventLoopFigures> for EventLoopJson {
+    fn from(f: EventLoopFigures) -> Self {
+        let known = |x| f.stalls_measured.then_some(x);
+        EventLoopJson {
+            stalls: f.stalls_measured.then_some(f.stalls),
+            stalls_per_s: known(f.stalls_per_s),
+            longest_stall_ms: known(f.longest_stall_ms),
+            p95_stall_ms: known(f.p95_stall_ms),
+            blocked: known(f.blocked),
+            kind: f.kind,
+            busy: f.busy,
+            stall_threshold_ms: f.stall_threshold_ms,
+            method: f.method,
+            blocking: f.blocking,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -391,6 +454,24 @@ impl EventLoopFigures {
     /// One line for summaries: "busy 31%, 24 stalls over 20 ms (4.8/s), longest 43 ms,
     /// p95 41 ms; blocked by crunch (handlers.py:36) 92% of stall time".
     pub fn describe(&self) -> String {
+        if !self.stalls_measured {
+            let mut text = format!(
+                "busy {:.0}%, stalls not measured ({} loops leave no trace of their passes)",
+                self.busy * 100.0,
+                self.kind
+            );
+            if let Some(b) = self.blocking.first() {
+                let file = b.file.rsplit('/').next().unwrap_or(&b.file);
+                text += &format!(
+                    "; busy in {} ({file}:{}, {}) {:.0}% of that time",
+                    b.function,
+                    b.line,
+                    b.cause,
+                    b.fraction * 100.0
+                );
+            }
+            return text;
+        }
         let mut text = format!(
             "busy {:.0}%, {} stall{} over {:.0} ms",
             self.busy * 100.0,
@@ -460,6 +541,7 @@ impl EventLoopFigures {
             },
             method: c.method.clone(),
             blocking: blocking_figures(&c.blocking),
+            stalls_measured: c.stalls_measured,
         }
     }
 }
@@ -604,6 +686,7 @@ mod tests {
                     timeslices: i as u64,
                 }),
                 task: None,
+                kind: LoopKind::Asyncio,
             };
             let class = if pass.is_some() { HELD } else { WAITING };
             tracker.observe(seen, class, &[]);

@@ -80,7 +80,42 @@ pub struct LoopObservation {
     pub sched: Option<SchedCounters>,
     /// The name of the asyncio task running, where it can be read (docs/event-loops.md).
     pub task: Option<String>,
+    pub kind: LoopKind,
 }
+
+/// Which loop a thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopKind {
+    /// asyncio's own loop: `BaseEventLoop._run_once` in Python.
+    #[default]
+    Asyncio,
+    /// uvloop: the loop runs in C (Cython); only the callbacks have frames.
+    Uvloop,
+}
+
+impl LoopKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoopKind::Asyncio => "asyncio",
+            LoopKind::Uvloop => "uvloop",
+        }
+    }
+}
+
+/// What the reader knows of a thread with no `_run_once` frame: whether a uvloop runs on
+/// it, and the fewest frames it was seen with while it did (the frames below the loop).
+#[derive(Debug, Clone, Copy)]
+struct RunningLoop {
+    uvloop: Option<u64>,
+    /// Loop samples until the running loop is read again (for threads not running uvloop).
+    recheck_in: u32,
+    base_depth: usize,
+}
+
+/// The C type every uvloop loop is an instance of (`uvloop.Loop` subclasses it in Python).
+const UVLOOP_TYPE: &str = "uvloop.loop.Loop";
+/// Samples of a thread running no uvloop between two reads of its running loop.
+const RUNNING_LOOP_RECHECK: u32 = 100;
 
 /// Where a thread's state and its interpreter's live in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +154,8 @@ pub struct LoopReader {
     /// The address of `float`, once one object was checked to be one by its type's name.
     float_type: Option<u64>,
     tasks: TaskReader,
+    /// Per thread state, for threads without a `_run_once` frame.
+    running: HashMap<u64, RunningLoop>,
 }
 
 /// Locals a `_run_once` has (a dozen); more means the names tuple was misread.
@@ -138,6 +175,7 @@ impl LoopReader {
             end_time_slot: HashMap::new(),
             float_type: None,
             tasks: TaskReader::new(runtime),
+            running: HashMap::new(),
         }
     }
 
@@ -153,9 +191,12 @@ impl LoopReader {
         sched: Option<SchedCounters>,
         thread: ThreadAddresses,
     ) -> Option<LoopObservation> {
-        let run_once = frames
+        let Some(run_once) = frames
             .iter()
-            .position(|f| self.role(codes, f.code) == Role::RunOnce)?;
+            .position(|f| self.role(codes, f.code) == Role::RunOnce)
+        else {
+            return self.observe_uvloop(mem, frames, sched, thread);
+        };
         let inside: Vec<Role> = frames[..run_once]
             .iter()
             .map(|f| self.role(codes, f.code))
@@ -190,6 +231,66 @@ impl LoopReader {
             at_ns: monotonic_ns(),
             sched,
             task,
+            kind: LoopKind::Asyncio,
+        })
+    }
+
+    /// A thread whose running loop is a `uvloop.Loop`. Its stack has the frames below the
+    /// loop (the caller of `run_until_complete`), and a callback's frames on top while one
+    /// runs; the loop's own C code has none. So it is taken to wait in its selector at the
+    /// fewest frames seen while the loop ran (the tracker counts only blocked samples
+    /// there as waiting).
+    fn observe_uvloop(
+        &mut self,
+        mem: &impl RemoteMemory,
+        frames: &[Frame],
+        sched: Option<SchedCounters>,
+        thread: ThreadAddresses,
+    ) -> Option<LoopObservation> {
+        let known = self.running.get(&thread.tstate).copied();
+        let recheck = match known {
+            Some(r) if r.uvloop.is_none() && r.recheck_in > 0 => {
+                if let Some(r) = self.running.get_mut(&thread.tstate) {
+                    r.recheck_in -= 1;
+                }
+                return None;
+            }
+            _ => true,
+        };
+        let mut uvloop = None;
+        if recheck
+            && let Ok(Some((event_loop, types))) = self.tasks.running_loop(mem, thread.tstate)
+            && types.iter().any(|t| t == UVLOOP_TYPE)
+        {
+            uvloop = Some(event_loop);
+        }
+        let base_depth = match (known, uvloop) {
+            (Some(r), Some(l)) if r.uvloop == Some(l) => r.base_depth.min(frames.len()),
+            _ => frames.len(),
+        };
+        self.running.insert(
+            thread.tstate,
+            RunningLoop {
+                uvloop,
+                recheck_in: RUNNING_LOOP_RECHECK,
+                base_depth,
+            },
+        );
+        let event_loop = uvloop?;
+        let in_selector = frames.len() <= base_depth;
+        let task = if in_selector {
+            None
+        } else {
+            self.tasks
+                .running_task_name(mem, thread.interpreter, thread.tstate, event_loop)
+        };
+        Some(LoopObservation {
+            in_selector,
+            pass_start_ns: None,
+            at_ns: monotonic_ns(),
+            sched,
+            task,
+            kind: LoopKind::Uvloop,
         })
     }
 

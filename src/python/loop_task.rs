@@ -13,8 +13,8 @@
 //!
 //! The name: the C `Task`'s `task_name` field, a `str` (set by the program, or "Task-N"
 //! before 3.12) or an `int` N, rendered "Task-N" as `Task.get_name()` does (3.12+ make the
-//! name lazily). A pure-Python task (a `Task` subclass of `asyncio.tasks._PyTask`) keeps it
-//! in its `_name` attribute. Offsets per version are checked against live interpreters and
+//! name lazily), also in subclasses of the C `Task`. A pure-Python task
+//! (`asyncio.tasks._PyTask`) keeps it in its `_name` attribute. Offsets per version are checked against live interpreters and
 //! their headers by tests/it/event_loop_offsets.rs.
 
 use super::attach::Runtime;
@@ -39,6 +39,13 @@ pub struct TaskOffsets {
     /// 3.14+: `_PyThreadStateImpl.asyncio_running_task`; `None` where the running task is
     /// kept in `_current_tasks`.
     pub running_task: Option<u64>,
+    /// 3.14+: `_PyThreadStateImpl.asyncio_running_loop`.
+    pub running_loop: Option<u64>,
+    /// 3.8-3.12: `PyThreadState.dict`, where `_asyncio` keeps the running loop (under
+    /// `__asyncio_running_event_loop__`: a `_RunningLoopHolder` before 3.12, the loop in
+    /// 3.12). 3.13 moved it to `_PyThreadStateImpl`, at an offset that changed between
+    /// 3.13 patch releases (304 in 3.13.0, 312 in 3.13.18): not read.
+    pub thread_dict: Option<u64>,
 }
 
 impl TaskOffsets {
@@ -47,19 +54,22 @@ impl TaskOffsets {
         if free_threaded || version.major != 3 {
             return None;
         }
-        let (task_name, running_task) = match version.minor {
-            8 => (120, None),
-            9 => (160, None),
-            10 => (168, None),
-            11 | 12 => (144, None),
-            13 => (128, None),
-            14 => (136, Some(872)),
-            15 => (136, Some(1032)),
+        let (task_name, running_task, running_loop, thread_dict) = match version.minor {
+            8 => (120, None, None, Some(152)),
+            9 => (160, None, None, Some(152)),
+            10 => (168, None, None, Some(152)),
+            11 => (144, None, None, Some(128)),
+            12 => (144, None, None, Some(112)),
+            13 => (128, None, None, None),
+            14 => (136, Some(872), Some(864), None),
+            15 => (136, Some(1032), Some(1024), None),
             _ => return None,
         };
         Some(TaskOffsets {
             task_name,
             running_task,
+            running_loop,
+            thread_dict,
         })
     }
 }
@@ -107,6 +117,12 @@ impl AsyncioDebugOffsets {
 const DEBUG_SECTION_RETRY: u32 = 500;
 /// Looks for the section before settling for the compiled-in offsets.
 const DEBUG_SECTION_LOOKS: u32 = 20;
+/// `PyTypeObject.tp_base`, the same from 3.8 to 3.15 (checked against the headers).
+pub const TP_BASE: u64 = 256;
+/// Types looked at from an object's type up through its bases.
+const MAX_BASES: usize = 6;
+/// `_RunningLoopHolder.rl_loop` (3.8-3.11): right after the object header.
+const RUNNING_LOOP_HOLDER_LOOP: u64 = 16;
 /// Characters of a task name kept.
 const MAX_NAME: usize = 200;
 
@@ -264,6 +280,74 @@ impl TaskReader {
         }
     }
 
+    /// The loop running on the thread whose state is at `tstate` (`asyncio.get_running_loop()`
+    /// there), and the names of its type and bases; `None` if none runs or it cannot be read
+    /// here.
+    pub fn running_loop(
+        &mut self,
+        mem: &impl RemoteMemory,
+        tstate: u64,
+    ) -> Result<Option<(u64, Vec<String>)>, MemError> {
+        let Some(offsets) = self.offsets else {
+            return Ok(None);
+        };
+        let event_loop = if let Some(table) = offsets.running_loop {
+            self.look_for_exported_offsets(mem);
+            let at = self.exported.map_or(table, |e| e.running_loop);
+            mem.read_u64(tstate.wrapping_add(at))?
+        } else if let Some(at) = offsets.thread_dict {
+            let dict = mem.read_u64(tstate.wrapping_add(at))?;
+            if dict == 0 {
+                return Ok(None);
+            }
+            let key = "__asyncio_running_event_loop__";
+            let Some(value) = dict_get_str_indexed(mem, &self.layout, dict, key, &mut self.index)?
+            else {
+                return Ok(None);
+            };
+            if self.layout.version.minor < 12 {
+                if !self.type_name(mem, value)?.ends_with("_RunningLoopHolder") {
+                    return Ok(None);
+                }
+                mem.read_u64(value.wrapping_add(RUNNING_LOOP_HOLDER_LOOP))?
+            } else {
+                value
+            }
+        } else {
+            return Ok(None);
+        };
+        if event_loop == 0 {
+            return Ok(None);
+        }
+        let names = self.type_names(mem, event_loop)?;
+        Ok(Some((event_loop, names)))
+    }
+
+    fn type_name(&self, mem: &impl RemoteMemory, object: u64) -> Result<String, MemError> {
+        let ol = &self.layout.object;
+        let ty = mem.read_u64(object.wrapping_add(ol.ob_type))?;
+        let tp_name = mem.read_u64(ty.wrapping_add(ol.tp_name))?;
+        read_c_string(mem, tp_name, 64)
+    }
+
+    /// The names of the object's type and its bases (`tp_base`, a few levels): a Python
+    /// subclass of a C type is named by its class name alone ("Loop" for `uvloop.Loop`).
+    pub fn type_names(
+        &self,
+        mem: &impl RemoteMemory,
+        object: u64,
+    ) -> Result<Vec<String>, MemError> {
+        let ol = &self.layout.object;
+        let mut ty = mem.read_u64(object.wrapping_add(ol.ob_type))?;
+        let mut names = Vec::new();
+        while ty != 0 && names.len() < MAX_BASES {
+            let tp_name = mem.read_u64(ty.wrapping_add(ol.tp_name))?;
+            names.push(read_c_string(mem, tp_name, 64)?);
+            ty = mem.read_u64(ty.wrapping_add(TP_BASE))?;
+        }
+        Ok(names)
+    }
+
     fn task_name(
         &mut self,
         mem: &impl RemoteMemory,
@@ -274,8 +358,10 @@ impl TaskReader {
         let is_c_task = match self.c_task_types.get(&ty) {
             Some(&known) => known,
             None => {
-                let tp_name = mem.read_u64(ty.wrapping_add(ol.tp_name))?;
-                let known = read_c_string(mem, tp_name, 64)? == "_asyncio.Task";
+                let known = self
+                    .type_names(mem, task)?
+                    .iter()
+                    .any(|n| n == "_asyncio.Task");
                 self.c_task_types.insert(ty, known);
                 known
             }

@@ -9,7 +9,7 @@ use gilscope::mem::LiveMemory;
 use gilscope::python::Version;
 use gilscope::python::event_loop::LoopOffsets;
 use gilscope::python::loop_task::{
-    ASYNCIO_DEBUG_SIZE, AsyncioDebugOffsets, TaskOffsets, find_asyncio_debug,
+    ASYNCIO_DEBUG_SIZE, AsyncioDebugOffsets, TP_BASE, TaskOffsets, find_asyncio_debug,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +44,12 @@ int main(void) {
     printf("float_value=%zu\n", offsetof(PyFloatObject, ob_fval));
 #if PY_VERSION_HEX >= 0x030E0000
     printf("running_task=%zu\n", offsetof(_PyThreadStateImpl, asyncio_running_task));
+    printf("running_loop=%zu\n", offsetof(_PyThreadStateImpl, asyncio_running_loop));
 #endif
+#if PY_VERSION_HEX < 0x030D0000
+    printf("thread_dict=%zu\n", offsetof(PyThreadState, dict));
+#endif
+    printf("tp_base=%zu\n", offsetof(PyTypeObject, tp_base));
     return 0;
 }
 "#;
@@ -59,15 +64,20 @@ fn event_loop_offsets_match_the_headers() {
             continue;
         };
         let probed = probe(&version, &include, &base);
-        let running_task = TaskOffsets::for_version(version, false).and_then(|t| t.running_task);
-        let got = probed
-            .iter()
-            .find(|(n, _)| n == "running_task")
-            .map(|(_, v)| *v);
-        if got != running_task {
-            mismatches.push(format!(
-                "{version}: asyncio_running_task is {running_task:?}, headers say {got:?}"
-            ));
+        let tasks = TaskOffsets::for_version(version, false);
+        let optional = [
+            ("running_task", tasks.and_then(|t| t.running_task)),
+            ("running_loop", tasks.and_then(|t| t.running_loop)),
+            ("thread_dict", tasks.and_then(|t| t.thread_dict)),
+            ("tp_base", Some(TP_BASE)),
+        ];
+        for (name, value) in optional {
+            let got = probed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+            if got != value {
+                mismatches.push(format!(
+                    "{version}: {name} is {value:?}, headers say {got:?}"
+                ));
+            }
         }
         let want = [
             ("frame_locals", expected.frame_locals),
@@ -204,7 +214,9 @@ fn asyncio_task_offsets_match_live_interpreters() {
                 find_asyncio_debug(child.pid(), &python.path, &LiveMemory::new(child.pid()));
             for (what, o) in [("file", in_file), ("process", in_process)] {
                 let agrees = o.is_some_and(|o| {
-                    o.task_name == table.task_name && Some(o.running_task) == table.running_task
+                    o.task_name == table.task_name
+                        && Some(o.running_task) == table.running_task
+                        && Some(o.running_loop) == table.running_loop
                 });
                 if !agrees {
                     mismatches.push(format!(
