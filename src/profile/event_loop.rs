@@ -674,6 +674,15 @@ mod tests {
     /// A loop sampled every 10 ms: `passes` gives, per sample, None for "in the
     /// selector" or the pass stamp (ms), with the CPU time used so far (ms).
     fn run(passes: &[(Option<u64>, u64)]) -> EventLoopCounts {
+        run_in(passes, LoopKind::Asyncio, |_| None)
+    }
+
+    /// [`run`] on a loop of `kind`, the task of sample `i` named by `task(i)`.
+    fn run_in(
+        passes: &[(Option<u64>, u64)],
+        kind: LoopKind,
+        task: impl Fn(usize) -> Option<&'static str>,
+    ) -> EventLoopCounts {
         let mut tracker = LoopTracker::new(1, DEFAULT_STALL_MS);
         for (i, &(pass, cpu_ms)) in passes.iter().enumerate() {
             let seen = LoopObservation {
@@ -685,8 +694,8 @@ mod tests {
                     run_delay_ns: 0,
                     timeslices: i as u64,
                 }),
-                task: None,
-                kind: LoopKind::Asyncio,
+                task: task(i).map(String::from),
+                kind,
             };
             let class = if pass.is_some() { HELD } else { WAITING };
             tracker.observe(seen, class, &[]);
@@ -756,5 +765,61 @@ mod tests {
         ];
         let counts = run(&passes);
         assert_eq!(counts.stalls, 0, "{counts:?}");
+    }
+
+    /// One 40 ms stall: three samples in task "client-3", one in "client-4" (a task switch
+    /// read between the frames and the task).
+    const STALL: [(Option<u64>, u64); 7] = [
+        (None, 0),
+        (Some(1002), 8),
+        (Some(1002), 18),
+        (Some(1002), 28),
+        (Some(1002), 38),
+        (None, 41),
+        (None, 41),
+    ];
+
+    #[test]
+    fn the_blocking_code_is_named_with_the_task_that_ran_it_most() {
+        let counts = run_in(&STALL, LoopKind::Asyncio, |i| match i {
+            4 => Some("client-4"),
+            _ => Some("client-3"),
+        });
+        assert_eq!(counts.stalls, 1);
+        let tasks = &counts.blocking[0].tasks;
+        assert_eq!(tasks[0].name, "client-3");
+        assert_eq!((tasks[0].samples, tasks[1].samples), (3, 1));
+        let figures = EventLoopFigures::new(&counts, 1.0);
+        assert_eq!(figures.blocking[0].task.as_deref(), Some("client-3"));
+        let json = serde_json::to_value(&figures).unwrap();
+        assert_eq!(json["blocking"][0]["task"], "client-3");
+        assert_eq!(json["stalls"], 1);
+    }
+
+    #[test]
+    fn uvloop_stalls_are_not_guessed_from_busy_samples() {
+        // The same samples on uvloop: four busy samples in a row are no proof of a stall.
+        let counts = run_in(&STALL, LoopKind::Uvloop, |_| Some("client-3"));
+        assert_eq!(counts.kind, "uvloop");
+        assert!(!counts.stalls_measured);
+        assert_eq!(counts.stalls, 0);
+        assert_eq!(
+            counts.blocking[0].samples, 4,
+            "the busy samples name the code"
+        );
+        let figures = EventLoopFigures::new(&counts, 1.0);
+        let json = serde_json::to_value(&figures).unwrap();
+        for key in [
+            "stalls",
+            "stalls_per_s",
+            "longest_stall_ms",
+            "p95_stall_ms",
+            "blocked",
+        ] {
+            assert!(json[key].is_null(), "{key}: {}", json[key]);
+        }
+        assert_eq!(json["kind"], "uvloop");
+        assert_eq!(json["blocking"][0]["task"], "client-3");
+        assert!(figures.describe().contains("stalls not measured"));
     }
 }

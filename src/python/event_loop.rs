@@ -114,6 +114,8 @@ struct RunningLoop {
 
 /// The C type every uvloop loop is an instance of (`uvloop.Loop` subclasses it in Python).
 const UVLOOP_TYPE: &str = "uvloop.loop.Loop";
+/// Thread states remembered; past this the reader starts over (threads come and go).
+const MAX_THREADS_KEPT: usize = 4096;
 /// Samples of a thread running no uvloop between two reads of its running loop.
 const RUNNING_LOOP_RECHECK: u32 = 100;
 
@@ -248,21 +250,23 @@ impl LoopReader {
         thread: ThreadAddresses,
     ) -> Option<LoopObservation> {
         let known = self.running.get(&thread.tstate).copied();
-        let recheck = match known {
-            Some(r) if r.uvloop.is_none() && r.recheck_in > 0 => {
-                if let Some(r) = self.running.get_mut(&thread.tstate) {
-                    r.recheck_in -= 1;
-                }
-                return None;
+        if let Some(r) = known
+            && r.uvloop.is_none()
+            && r.recheck_in > 0
+        {
+            if let Some(r) = self.running.get_mut(&thread.tstate) {
+                r.recheck_in -= 1;
             }
-            _ => true,
-        };
+            return None;
+        }
         let mut uvloop = None;
-        if recheck
-            && let Ok(Some((event_loop, types))) = self.tasks.running_loop(mem, thread.tstate)
+        if let Ok(Some((event_loop, types))) = self.tasks.running_loop(mem, thread.tstate)
             && types.iter().any(|t| t == UVLOOP_TYPE)
         {
             uvloop = Some(event_loop);
+        }
+        if self.running.len() >= MAX_THREADS_KEPT {
+            self.running.clear();
         }
         let base_depth = match (known, uvloop) {
             (Some(r), Some(l)) if r.uvloop == Some(l) => r.base_depth.min(frames.len()),
