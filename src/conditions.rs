@@ -218,7 +218,14 @@ impl Condition {
             } else {
                 names.join(", ")
             };
+            let unmeasured = judged
+                .iter()
+                .flat_map(|(r, _)| &r.threads)
+                .any(|t| t.event_loop.as_ref().is_some_and(|l| !l.stalls_measured));
             let what = match field {
+                f if f.is_event_loop() && unmeasured => {
+                    "runs an event loop whose stalls are measured (uvloop's are not)"
+                }
                 f if f.is_event_loop() => "runs an event loop",
                 _ => "matches",
             };

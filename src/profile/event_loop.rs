@@ -179,9 +179,11 @@ impl LoopTracker {
             c.method = "none".into();
             c.stalls_measured = false;
             if !seen.in_selector && self.stall_stacks.len() < MAX_STRETCH_SAMPLES {
+                // The callback's frames only: the loop's caller is not what keeps it busy.
+                let callback = &frames[..frames.len().saturating_sub(seen.caller_frames)];
                 *self
                     .stall_stacks
-                    .entry((frames.to_vec(), class, seen.task.clone()))
+                    .entry((callback.to_vec(), class, seen.task.clone()))
                     .or_default() += 1;
             }
             self.previous = Some(seen);
@@ -696,6 +698,7 @@ mod tests {
                 }),
                 task: task(i).map(String::from),
                 kind,
+                caller_frames: 0,
             };
             let class = if pass.is_some() { HELD } else { WAITING };
             tracker.observe(seen, class, &[]);

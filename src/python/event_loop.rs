@@ -81,6 +81,9 @@ pub struct LoopObservation {
     /// The name of the asyncio task running, where it can be read (docs/event-loops.md).
     pub task: Option<String>,
     pub kind: LoopKind,
+    /// uvloop: how many of the outermost frames belong to the loop's caller, not to the
+    /// callback running (0 for asyncio).
+    pub caller_frames: usize,
 }
 
 /// Which loop a thread runs.
@@ -234,6 +237,7 @@ impl LoopReader {
             sched,
             task,
             kind: LoopKind::Asyncio,
+            caller_frames: 0,
         })
     }
 
@@ -295,6 +299,7 @@ impl LoopReader {
             sched,
             task,
             kind: LoopKind::Uvloop,
+            caller_frames: base_depth,
         })
     }
 

@@ -186,6 +186,19 @@ fn event_loop_on_uvloop_reports_busy_and_blocking_code_without_stalls() {
         f.check(!stalled, || {
             "stall advice without measured stalls".to_string()
         });
+        // The async verdict (a loop mostly waiting) must not claim there is nothing to
+        // offload: it names the busy code instead.
+        let verdicts = run.report["recommendations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(idle) = verdicts.iter().find(|r| r["rule"] == "event_loop_idle") {
+            let text = idle["verdict"].as_str().unwrap_or_default();
+            f.check(
+                text.contains("not measured") && text.contains("crunch"),
+                || format!("the uvloop verdict hides what keeps the loop busy: {text}"),
+            );
+        }
         run.print();
         if f.0.is_empty() {
             return;
