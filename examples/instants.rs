@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
 
-use gilscope::sample::{Sample, SampleError, Target};
+use gilscope::sample::{Sample, SampleError, Sampler};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     let pid: i32 = args[1].parse()?;
     let rate: f64 = args[2].parse()?;
     let seconds: f64 = args[3].parse()?;
-    let mut target = Target::attach(pid)?;
+    let mut target = Sampler::attach(pid)?;
     gilscope::record::schedule::sample_on_time();
     let (origin, origin_ns) = (Instant::now(), monotonic_ns());
     let period = Duration::from_secs_f64(1.0 / rate);

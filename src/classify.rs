@@ -2,72 +2,9 @@
 //! (memory) and what the scheduler says it is doing (/proc). A pure function, so every
 //! rule is tested without a process.
 
+use crate::model::state::{IdleReason, ThreadState};
+use crate::process::KernelState;
 use crate::python::walker::GilState;
-use crate::target::KernelState;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum ThreadState {
-    /// Holds the GIL (running Python, or C code that kept the GIL).
-    GilHeld,
-    /// Blocked taking the GIL (or handing it over).
-    GilWait,
-    /// On a CPU or runnable without the GIL: C code that released it, or any running thread
-    /// of a free-threaded build with the GIL disabled.
-    NativeNogil,
-    /// Blocked in the kernel on something other than the GIL.
-    Idle,
-}
-
-impl ThreadState {
-    pub const ALL: [ThreadState; 4] = [
-        ThreadState::GilHeld,
-        ThreadState::GilWait,
-        ThreadState::NativeNogil,
-        ThreadState::Idle,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ThreadState::GilHeld => "gil_held",
-            ThreadState::GilWait => "gil_wait",
-            ThreadState::NativeNogil => "native_nogil",
-            ThreadState::Idle => "idle",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum IdleReason {
-    /// time.sleep and friends.
-    Sleep,
-    /// Sockets, files, pipes, and poll/epoll/select on descriptors.
-    Io,
-    /// A futex that is not the GIL: threading locks, conditions, queues, joins.
-    Lock,
-    /// Anything else (waiting for a child, a signal, a stopped thread).
-    Other,
-}
-
-impl IdleReason {
-    pub const ALL: [IdleReason; 4] = [
-        IdleReason::Sleep,
-        IdleReason::Io,
-        IdleReason::Lock,
-        IdleReason::Other,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            IdleReason::Sleep => "sleep",
-            IdleReason::Io => "io",
-            IdleReason::Lock => "lock",
-            IdleReason::Other => "other",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Classification {

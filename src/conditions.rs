@@ -25,8 +25,8 @@
 //! name, e.g. `group[Thread-* (process_request_thread)]` (a `*` in the name matches itself). A condition over a GLOB holds if it holds for ANY
 //! thread (or process) the GLOB matches; if none matches it does not hold, with a warning.
 
-use crate::output::report_json::Report;
-use crate::profile::figures::{GroupFigures, ThreadFigures};
+use crate::model::report::Report;
+use crate::model::report::{GroupFigures, ThreadFigures};
 use std::fmt;
 
 /// One parsed `--fail-on` expression.
@@ -835,7 +835,7 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::recording::Recording;
+    use crate::model::recording::Recording;
 
     /// A report of 100 samples: two workers fighting over the GIL, one unnamed idle thread.
     fn report() -> Report {

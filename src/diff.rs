@@ -1,14 +1,12 @@
 //! Comparing two recordings: GIL figures, per-thread classes and states, and the functions
 //! that hold the GIL, judged against thresholds so CI can fail on a regression.
 
-use crate::classify::ThreadState;
-use crate::profile::figures::{
-    StateFractions, ThreadClass, ThreadFigures, gil_figures, ratio, thread_figures,
-};
-use crate::profile::recording::Recording;
+use crate::model::recording::Recording;
+use crate::model::report::{StateFractions, ThreadClass, ThreadFigures};
+use crate::model::state::ThreadState;
+use crate::profile::figures::{gil_figures, ratio, thread_figures};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write;
 
 pub const DIFF_SCHEMA: &str = "gilscope.diff/1";
 
@@ -376,153 +374,21 @@ pub fn thread_label(t: &ThreadDiff) -> String {
     }
 }
 
-fn percent(fraction: f64) -> String {
+pub(crate) fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
 /// A change of a fraction in percentage points, signed.
-fn points(change: f64) -> String {
+pub(crate) fn points(change: f64) -> String {
     let value = change * 100.0;
     let value = if value.abs() < 0.05 { 0.0 } else { value };
     format!("{value:+.1} pp")
 }
 
-/// The diff as a table for the terminal.
-pub fn render(diff: &Diff) -> String {
-    let mut out = String::new();
-    for (what, s) in [("base", &diff.base), ("new", &diff.new)] {
-        let _ = writeln!(
-            out,
-            "{what:<4}  {}: pid {}, Python {}, {} samples over {:.1} s",
-            s.source.as_deref().unwrap_or("-"),
-            s.pid,
-            s.python,
-            s.samples,
-            s.duration_s
-        );
-    }
-    let g = &diff.gil;
-    let _ = writeln!(
-        out,
-        "\n{:<14} {:>9} {:>9} {:>10}",
-        "GIL", "BASE", "NEW", "CHANGE"
-    );
-    for (name, c) in [("held", &g.held), ("contended", &g.contended)] {
-        let _ = writeln!(
-            out,
-            "{name:<14} {:>9} {:>9} {:>10}",
-            percent(c.base),
-            percent(c.new),
-            points(c.change)
-        );
-    }
-    for (name, c, decimals) in [
-        ("mean waiters", &g.mean_waiters, 2),
-        ("switches/s", &g.switches_per_s, 0),
-        ("parallelism", &g.parallelism, 2),
-    ] {
-        let _ = writeln!(
-            out,
-            "{name:<14} {:>9.decimals$} {:>9.decimals$} {:>+10.decimals$}",
-            c.base, c.new, c.change
-        );
-    }
-    render_threads(&mut out, diff);
-    render_functions(&mut out, diff);
-    let t = &diff.thresholds;
-    let limit = |l: Option<f64>| l.map_or("off".to_string(), points);
-    let _ = writeln!(
-        out,
-        "\nThresholds: contended {}, held {}, thread wait {}, class changes {}.",
-        limit(t.max_contended_increase),
-        limit(t.max_held_increase),
-        limit(t.max_wait_increase),
-        if t.fail_on_class_change {
-            "fail"
-        } else {
-            "ignored"
-        }
-    );
-    let _ = match diff.regressions.len() {
-        0 => writeln!(out, "No regression beyond the thresholds."),
-        n => writeln!(out, "{n} regression(s) beyond the thresholds."),
-    };
-    out
-}
-
-fn render_threads(out: &mut String, diff: &Diff) {
-    let whole = |f: f64| format!("{:.0}%", f * 100.0);
-    let arrow = |c: &Change| format!("{} -> {}", whole(c.base), whole(c.new));
-    let rows: Vec<[String; 6]> = diff
-        .threads
-        .iter()
-        .map(|t| {
-            let class = match (&t.base, &t.new) {
-                (Some(b), Some(n)) if b.class == n.class => b.class.name().to_string(),
-                (Some(b), Some(n)) => format!("{} -> {}", b.class.name(), n.class.name()),
-                (Some(b), None) => format!("{} (base only)", b.class.name()),
-                (None, Some(n)) => format!("{} (new only)", n.class.name()),
-                (None, None) => String::new(),
-            };
-            let states = match (&t.states, t.base.as_ref().or(t.new.as_ref())) {
-                (Some(s), _) => [&s.gil_held, &s.gil_wait, &s.native_nogil, &s.idle].map(arrow),
-                (None, Some(one)) => {
-                    let s = &one.states;
-                    [s.gil_held, s.gil_wait, s.native_nogil, s.idle].map(whole)
-                }
-                (None, None) => Default::default(),
-            };
-            let [held, wait, native, idle] = states;
-            [thread_label(t), class, held, wait, native, idle]
-        })
-        .collect();
-    let header = ["THREAD", "CLASS", "HELD", "WAIT", "NATIVE", "IDLE"].map(String::from);
-    let mut widths = [0usize; 6];
-    for row in rows.iter().chain([&header]) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    widths[0] = widths[0].min(40);
-    out.push('\n');
-    for row in [&header].into_iter().chain(&rows) {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(widths) {
-            let cell: String = cell.chars().take(width).collect();
-            let _ = write!(line, "{cell:<width$}  ");
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-}
-
-fn render_functions(out: &mut String, diff: &Diff) {
-    if diff.top_functions.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\n{:<48} {:>9} {:>9} {:>10}",
-        "HOLDING THE GIL", "BASE", "NEW", "CHANGE"
-    );
-    for f in &diff.top_functions {
-        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
-        let name: String = format!("{} ({file})", f.function)
-            .chars()
-            .take(48)
-            .collect();
-        let _ = writeln!(
-            out,
-            "{name:<48} {:>9} {:>9} {:>10}",
-            percent(f.held.base),
-            percent(f.held.new),
-            points(f.held.change)
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::diff_text::render;
 
     /// A recording of 100 samples; each thread is (name, held, wait, native, idle).
     fn recording(

@@ -1,8 +1,11 @@
 //! `gilscope dump`: one snapshot of every Python thread.
 
 use crate::error::Error;
-use crate::sample::{Sample, SampleError, Target, settle_by_thread_flags};
-use crate::snapshot::Snapshot;
+use crate::mem::RemoteMemory;
+use crate::model::snapshot::{GilInfo, InterpreterInfo, Snapshot, ThreadInfo};
+use crate::model::state::{FlagComparison, ThreadState};
+use crate::python::walker::GilState;
+use crate::sample::{FlagCheck, Sample, SampleError, Sampler, settle_by_thread_flags};
 use anyhow::{Result, anyhow};
 use std::time::{Duration, Instant};
 
@@ -23,7 +26,7 @@ const OBSERVE_FOR: Duration = Duration::from_millis(20);
 const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
-    let mut target = Target::attach(config.pid)?;
+    let mut target = Sampler::attach(config.pid)?;
     crate::record::schedule::sample_on_time();
     target.refresh_names();
     let sample = if config.blocking {
@@ -34,13 +37,13 @@ pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     } else {
         observe(&mut target)?
     };
-    Ok(Snapshot::new(&target, &sample))
+    Ok(snapshot(&target, &sample))
 }
 
 /// Samples every [`OBSERVE_EVERY`] for [`OBSERVE_FOR`], so that the sampler has each
 /// thread's recent history, and reports the last sample it resolved (the sampler resolves
 /// threads caught in a GIL handoff by the sample after, as for `record` and `top`).
-fn observe(target: &mut Target) -> Result<Sample> {
+fn observe(target: &mut Sampler) -> Result<Sample> {
     let until = Instant::now() + OBSERVE_FOR;
     while Instant::now() < until {
         resolved_until_consistent(target)?;
@@ -58,7 +61,7 @@ fn observe(target: &mut Target) -> Result<Sample> {
     }
 }
 
-fn resolved_until_consistent(target: &mut Target) -> Result<Vec<Sample>> {
+fn resolved_until_consistent(target: &mut Sampler) -> Result<Vec<Sample>> {
     for _ in 0..MAX_ATTEMPTS {
         match target.resolved_sample(true, false) {
             Ok(sample) => return Ok(sample),
@@ -70,4 +73,82 @@ fn resolved_until_consistent(target: &mut Target) -> Result<Vec<Sample>> {
     Err(anyhow!(
         "the target's memory kept changing under the reader; try --blocking"
     ))
+}
+
+/// `sample` resolved into names and strings.
+pub fn snapshot<M: RemoteMemory>(target: &Sampler<M>, sample: &Sample) -> Snapshot {
+    let interpreters: Vec<InterpreterInfo> = sample
+        .interpreters
+        .iter()
+        .enumerate()
+        .map(|(index, i)| InterpreterInfo {
+            id: i.id,
+            gil: gil_info(index, &i.gil, sample),
+        })
+        .collect();
+    let threads = sample
+        .threads
+        .iter()
+        .map(|t| ThreadInfo {
+            tid: t.tid,
+            name: target.thread_name(t.tid).map(str::to_string),
+            state: t.class.state,
+            idle_reason: t.class.idle_reason,
+            interpreter_id: sample.interpreters[t.interpreter].id,
+            ident: t.ident,
+            frames: t
+                .frames
+                .iter()
+                .map(|f| target.walker.codes.frame_info(f))
+                .collect(),
+            truncated: t.truncated,
+        })
+        .collect();
+    let main_gil = sample.main_gil();
+    Snapshot {
+        pid: target.pid,
+        python: target.runtime().python_info(main_gil.map(GilState::mode)),
+        gil: interpreters
+            .last()
+            .map(|i| i.gil.clone())
+            .unwrap_or(GilInfo {
+                locked: false,
+                holder_tid: None,
+                source: GIL_STRUCT,
+                switch_number: 0,
+                interval_us: 0,
+            }),
+        threads,
+        interpreters,
+        target_stopped: sample.target_stopped,
+    }
+}
+
+const GIL_STRUCT: &str = "gil_struct";
+const THREAD_FLAGS: &str = "thread_flags";
+
+fn gil_info(interpreter: usize, gil: &GilState, sample: &Sample) -> GilInfo {
+    let by_flags = matches!(
+        sample.flag_check,
+        Some(FlagCheck {
+            compared: FlagComparison::State,
+            ..
+        })
+    );
+    let holder = if by_flags {
+        sample
+            .threads
+            .iter()
+            .find(|t| t.interpreter == interpreter && t.class.state == ThreadState::GilHeld)
+    } else {
+        gil.holder()
+            .and_then(|h| sample.threads.iter().find(|t| t.tstate == h))
+    };
+    GilInfo {
+        locked: gil.locked,
+        holder_tid: holder.map(|t| t.tid),
+        source: if by_flags { THREAD_FLAGS } else { GIL_STRUCT },
+        switch_number: gil.switch_number,
+        interval_us: gil.interval_us,
+    }
 }

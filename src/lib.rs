@@ -1,7 +1,9 @@
 //! gilscope: reads a running CPython from outside and tells whether the GIL is what slows
 //! it down. The pipeline, one module per stage:
-//! attach ([`target`], [`python::attach`]) -> read ([`python`]) -> classify ([`classify`])
-//! -> report ([`output`]).
+//! attach ([`process`], [`python::attach`]) -> read ([`python`]) -> sample and classify
+//! ([`sample`], [`classify`]) -> aggregate ([`profile`]) -> advise ([`advice`]) -> write
+//! ([`output`]). The data handed on between stages is in [`model`]; docs/ARCHITECTURE.md
+//! draws the whole picture.
 
 pub mod advice;
 pub mod classify;
@@ -11,12 +13,12 @@ pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod mem;
+pub mod model;
 pub mod output;
+pub mod process;
 pub mod profile;
 pub mod push;
 pub mod python;
 pub mod record;
 pub mod sample;
-pub mod snapshot;
-pub mod target;
 pub mod top;

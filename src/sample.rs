@@ -1,19 +1,20 @@
 //! One sample of a live target: the Python state from memory, each thread's kernel state
-//! from /proc, joined and classified. [`Target`] keeps everything that can be reused across
+//! from /proc, joined and classified. [`Sampler`] keeps everything that can be reused across
 //! samples (open /proc files, code objects, thread names).
 
-use crate::classify::{
-    Classification, Contradiction, ThreadState, classify, classify_without_gil, is_gil_wait,
-};
+use crate::classify::{Classification, Contradiction, classify, classify_without_gil, is_gil_wait};
+
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
+use crate::model::state::FlagComparison;
+use crate::model::state::ThreadState;
+use crate::process::glibc::{CONDVAR_SIZE, CondvarLayout};
+use crate::process::pause::PausedProcess;
+use crate::process::{KernelState, KernelStateReader, Process};
 use crate::python::attach::{Runtime, attach};
 use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, monotonic_ns};
 use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
-use crate::target::glibc::{CONDVAR_SIZE, CondvarLayout};
-use crate::target::pause::PausedProcess;
-use crate::target::{KernelState, KernelStateReader, Process};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 
@@ -85,17 +86,6 @@ pub struct FlagCheck {
     pub agreeing: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlagComparison {
-    /// 3.13 and 3.14: whether each thread holds the GIL, by the GIL struct and by the
-    /// thread's `holds_gil` flag (pinned from the headers; the struct stays the source).
-    Holder,
-    /// 3.15+: holding, waiting or neither, by the inference and by the exported
-    /// `holds_gil` / `gil_requested` flags (the flags are the source).
-    State,
-}
-
 impl Sample {
     /// The main interpreter's GIL (the oldest interpreter is last in the list).
     pub fn main_gil(&self) -> Option<&crate::python::walker::GilState> {
@@ -146,7 +136,7 @@ const PAUSE_ATTEMPTS: usize = 20;
 /// re-locking the mutex). Native work runs past this quickly.
 const STILL_WAITING_CPU_NS: u64 = 200_000;
 
-pub struct Target<M = LiveMemory> {
+pub struct Sampler<M = LiveMemory> {
     pub pid: i32,
     pub walker: Walker<M>,
     kernel: KernelStateReader,
@@ -168,7 +158,7 @@ pub struct Target<M = LiveMemory> {
     conds: Option<GilConds>,
     /// Each thread's state at the latest sample.
     last_state: HashMap<i32, ThreadState>,
-    /// Turns to pick among equally likely woken waiters (see [`Target::woken_waiters`]).
+    /// Turns to pick among equally likely woken waiters (see [`Sampler::woken_waiters`]).
     turn: usize,
     /// A sample held back until the next one resolves its runnable threads (only without
     /// `conds`).
@@ -229,22 +219,22 @@ impl GilConds {
     }
 }
 
-impl Target<LiveMemory> {
+impl Sampler<LiveMemory> {
     /// Attaches to a live process: checks it, finds the interpreter, reads nothing else yet.
     pub fn attach(pid: i32) -> Result<Self> {
         let process = Process::open(pid)?;
         let mem = LiveMemory::new(pid);
         let runtime = attach(&process, &mem)?;
-        let mut target = Target::new(pid, mem, runtime);
+        let mut target = Sampler::new(pid, mem, runtime);
         target.conds = CondvarLayout::of_process(&process)
             .and_then(|layout| GilConds::new(layout, &target.walker.runtime.layout.gil));
         Ok(target)
     }
 }
 
-impl<M: RemoteMemory> Target<M> {
+impl<M: RemoteMemory> Sampler<M> {
     pub fn new(pid: i32, mem: M, runtime: Runtime) -> Self {
-        Target {
+        Sampler {
             pid,
             loops: LoopReader::new(&runtime),
             walk_started_ns: 0,
@@ -285,9 +275,10 @@ impl<M: RemoteMemory> Target<M> {
 
     /// Re-reads `threading`'s thread names (not on every sample: it is many reads).
     pub fn refresh_names(&mut self) {
-        let Ok(state) = self.walker.read(false) else {
+        let Ok(mut state) = self.walker.read(false) else {
             return;
         };
+        self.calibrate_tids(&mut state);
         let threads: Vec<LiveThread> = state
             .threads
             .iter()
@@ -318,7 +309,7 @@ impl<M: RemoteMemory> Target<M> {
     ) -> Result<Vec<Sample>, SampleError> {
         let sample = if paused {
             self.sample_paused(with_frames).map_err(|e| {
-                if crate::target::process::is_alive(self.pid) {
+                if crate::process::maps::is_alive(self.pid) {
                     SampleError::Fatal(e)
                 } else {
                     SampleError::Gone
@@ -330,7 +321,7 @@ impl<M: RemoteMemory> Target<M> {
         Ok(self.pending.push(sample))
     }
 
-    /// The samples [`Target::resolved_sample`] holds back, as they stand (when sampling
+    /// The samples [`Sampler::resolved_sample`] holds back, as they stand (when sampling
     /// ends: their undecided threads stay native).
     pub fn last_samples(&mut self) -> Vec<Sample> {
         self.pending.finish()
@@ -338,7 +329,7 @@ impl<M: RemoteMemory> Target<M> {
 
     /// Takes one sample without stopping the target, as seen at that instant: threads that
     /// need the next sample to be resolved are left `native_nogil`. Use
-    /// [`Target::resolved_sample`] unless that is what you want.
+    /// [`Sampler::resolved_sample`] unless that is what you want.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
         self.names
             .read_ahead(&self.walker.mem, &self.walker.runtime);
@@ -393,7 +384,7 @@ impl<M: RemoteMemory> Target<M> {
 
     /// Each thread's state from /proc, except what memory already tells: the thread the
     /// GIL names as holder is running Python (its /proc file could only contradict the
-    /// read: [`Target::sample`] asks after all when the second GIL read names another
+    /// read: [`Sampler::sample`] asks after all when the second GIL read names another
     /// holder or finds a handoff under way), and /proc/PID/stat is read only when no thread
     /// is running (a stopped process has none).
     fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
@@ -430,7 +421,7 @@ impl<M: RemoteMemory> Target<M> {
         // A pause can land inside take_gil between its `locked` and `last_holder` stores,
         // freezing a contradiction in place: let the target run a moment and pause again.
         for _ in 0..PAUSE_ATTEMPTS {
-            let tids = crate::target::process::list_tids(self.pid)?;
+            let tids = crate::process::maps::list_tids(self.pid)?;
             let paused = PausedProcess::pause(self.pid, &tids)?;
             let result = self.sample_while_paused(with_frames);
             drop(paused);
@@ -449,10 +440,11 @@ impl<M: RemoteMemory> Target<M> {
     fn sample_while_paused(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
         self.walk_started_ns = monotonic_ns();
         let time = std::time::Instant::now();
-        let state = self
+        let mut state = self
             .walker
             .read(with_frames)
             .map_err(|e| self.mem_error(e))?;
+        self.calibrate_tids(&mut state);
         let kernel: Vec<KernelState> = state
             .threads
             .iter()
@@ -466,7 +458,6 @@ impl<M: RemoteMemory> Target<M> {
             .collect();
         let interpreters = state.interpreters.clone();
         let waiters = self.read_gil_waiters(&interpreters);
-        let mut state = state;
         self.join(&mut state, interpreters, &kernel, waiters, time, true)
     }
 
@@ -757,7 +748,7 @@ impl<M: RemoteMemory> Target<M> {
     fn mem_error(&self, e: MemError) -> SampleError {
         match e {
             MemError::Fault { .. } => {
-                if crate::target::process::is_alive(self.pid) {
+                if crate::process::maps::is_alive(self.pid) {
                     SampleError::Torn
                 } else {
                     SampleError::Gone
@@ -784,7 +775,7 @@ fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
     holders.len() < flagged
 }
 
-impl<M: RemoteMemory> Target<M> {
+impl<M: RemoteMemory> Sampler<M> {
     /// A walk that faults (a thread state freed under the reader as its thread ended) is
     /// tried once more at once: the list is whole again within microseconds.
     fn walk(&mut self, with_frames: bool, state: &mut PythonState) -> Result<(), MemError> {
@@ -792,9 +783,20 @@ impl<M: RemoteMemory> Target<M> {
         match self.walker.read_into(with_frames, state) {
             Err(MemError::Fault { .. }) => {
                 self.walk_started_ns = monotonic_ns();
-                self.walker.read_into(with_frames, state)
+                self.walker.read_into(with_frames, state)?;
             }
-            other => other,
+            other => other?,
+        }
+        self.calibrate_tids(state);
+        Ok(())
+    }
+
+    /// Before 3.11 the walk gives kernel tids only once the walker knows where glibc keeps
+    /// them, found by matching against the target's tids in /proc.
+    fn calibrate_tids(&mut self, state: &mut PythonState) {
+        if self.walker.needs_tid_calibration(&state.threads) {
+            let tids = crate::process::maps::list_tids(self.pid).unwrap_or_default();
+            self.walker.calibrate_tids(&mut state.threads, &tids);
         }
     }
 

@@ -14,16 +14,13 @@
 //! plain-text frame per refresh ([`render_text`]) is appended to stdout, like `top -b`, until
 //! the target exits or a signal ends it.
 
-use crate::classify::ThreadState;
-use crate::profile::Aggregator;
-use crate::profile::figures::{
-    GilFigures, GroupFigures, Row, ThreadFigures, gil_figures, ratio, rows, thread_figures,
-    thread_groups,
-};
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use crate::model::recording::Recording;
+use crate::model::report::{GilFigures, GroupFigures, ThreadFigures};
+use crate::model::state::ThreadState;
+use crate::profile::figures::{Row, gil_figures, ratio, rows, thread_figures, thread_groups};
+use crate::profile::{Aggregator, RunInfo};
 use crate::record::schedule::Schedule;
-use crate::sample::{Sample, SampleError, Target};
-use crate::snapshot::PythonInfo;
+use crate::sample::{Sample, SampleError, Sampler};
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
 use crossterm::style::{Attribute, Color, Print, ResetColor, SetAttribute, SetForegroundColor};
@@ -61,7 +58,7 @@ const TOP_FUNCTIONS: usize = 10;
 
 /// Runs the live view until the user quits or the target exits.
 pub fn run(config: &TopConfig) -> Result<TopEnd> {
-    let mut target = Target::attach(config.pid)?;
+    let mut target = Sampler::attach(config.pid)?;
     let batch = config.batch || !std::io::stdout().is_terminal();
     target.refresh_names();
     let command = std::fs::read(format!("/proc/{}/cmdline", config.pid))
@@ -105,14 +102,14 @@ fn size_from_env(columns: Option<&str>, lines: Option<&str>) -> (usize, usize) {
 /// The sampling loop and what it keeps.
 struct Live<'a> {
     config: &'a TopConfig,
-    target: Target,
+    target: Sampler,
     command: String,
     window: VecDeque<Sample>,
     names_read: Instant,
 }
 
 impl<'a> Live<'a> {
-    fn new(config: &'a TopConfig, target: Target, command: String) -> Self {
+    fn new(config: &'a TopConfig, target: Sampler, command: String) -> Self {
         Live {
             config,
             target,
@@ -236,28 +233,12 @@ impl<'a> Live<'a> {
             (Some(first), Some(last)) => last.time.duration_since(first.time),
             _ => Duration::ZERO,
         };
-        let target = &self.target;
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
-            command: Vec::new(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
+        let run = RunInfo {
             duration_s: span.as_secs_f64(),
             requested_rate_hz: self.config.rate_hz,
-            samples: a.samples,
-            missed_samples: 0,
-            torn_samples: 0,
-            stopped_samples: a.stopped_samples,
-            stop_reason: String::new(),
-            cpus: 0,
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            children: Vec::new(),
-            timeline: Default::default(),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
-        }
+            ..RunInfo::default()
+        };
+        a.recording(&self.target, run)
     }
 }
 
@@ -659,7 +640,7 @@ fn install_signal_handlers() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::figures::{IdleFractions, StateFractions, ThreadClass};
+    use crate::model::report::{IdleFractions, StateFractions, ThreadClass};
 
     fn view(threads: usize) -> View {
         View {

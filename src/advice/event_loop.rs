@@ -3,7 +3,7 @@
 
 use super::facts::*;
 use super::*;
-use crate::profile::event_loop::EventLoopFigures;
+use crate::model::event_loop::EventLoopFigures;
 
 /// Stalls needed before a loop is called stalled (one could be the machine's doing)...
 pub const MIN_LOOP_STALLS: u64 = 3;

@@ -1,7 +1,8 @@
 //! What the rules look at: per-thread facts derived once from a recording.
 
 use super::*;
-use crate::profile::figures::{GroupFigures, thread_groups};
+use crate::model::report::GroupFigures;
+use crate::profile::figures::thread_groups;
 
 /// A recording's figures, computed once, with what the rules ask of each thread.
 pub(super) struct Facts<'a> {

@@ -37,134 +37,16 @@ pub use event_loop::{LONG_STALL_FACTOR, MIN_LOOP_STALLS, is_stalled};
 use facts::Facts;
 use rules::*;
 
-use crate::classify::ThreadState;
-use crate::profile::figures::{
-    GilFigures, IDLE_THRESHOLD, ThreadClass, ThreadFigures, gil_figures, ratio, thread_figures,
+use crate::model::recording::{Recording, StackCount};
+use crate::model::report::{
+    CodeRef, Evidence, GilFigures, Kind, Recommendation, Role, ThreadClass, ThreadFigures, Unit,
 };
-use crate::profile::recording::{Recording, StackCount};
-use serde::{Deserialize, Serialize};
+use crate::model::state::ThreadState;
+use crate::profile::figures::{IDLE_THRESHOLD, gil_figures, ratio, thread_figures};
 use std::collections::HashMap;
 
 // ---------------------------------------------------------------------------------------
 // What a recommendation is (the report.json contract, docs/report-schema.md)
-
-/// What to change. The first three are changes; `threads` and `async` may also mean "keep".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// Run the work in processes (multiprocessing, ProcessPoolExecutor).
-    Processes,
-    /// Move the hot code into native code that releases the GIL.
-    NativeOffload,
-    /// Threads (already) suit this work.
-    Threads,
-    /// asyncio suits this work (better, or already).
-    Async,
-    /// Nothing to change about concurrency.
-    None,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Processes => "processes",
-            Kind::NativeOffload => "native_offload",
-            Kind::Threads => "threads",
-            Kind::Async => "async",
-            Kind::None => "none",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recommendation {
-    pub kind: Kind,
-    /// One line, readable without the figures.
-    pub verdict: String,
-    /// The figures the verdict rests on.
-    pub evidence: Vec<Evidence>,
-    /// The code to look at, most important first.
-    pub code: Vec<CodeRef>,
-    /// How much faster the change could make the work (throughput), where it can be computed.
-    pub expected_speedup: Option<f64>,
-    /// Stable id of the rule that fired, e.g. "cpu_threads_contend".
-    pub rule: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// A report.json figure: "gil.contended", "thread[worker-0].gil_wait", "cpus"...
-    pub figure: String,
-    pub value: f64,
-    pub unit: Unit,
-    /// What the figure means here, in words that read after the value: "98%" + " of the
-    /// time the GIL was held while another thread waited for it".
-    pub note: String,
-}
-
-/// How to read an [`Evidence`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    /// A fraction between 0 and 1.
-    Share,
-    /// A whole number of things (samples, wake-ups, CPUs, threads).
-    Count,
-    /// A mean number of threads.
-    Threads,
-    /// Milliseconds.
-    Ms,
-    /// Events per second.
-    PerSecond,
-}
-
-impl Evidence {
-    /// The value as a reader expects it: "98%", "12", "1.95", "4.8 ms".
-    pub fn value_text(&self) -> String {
-        match self.unit {
-            Unit::Share => format!("{:.0}%", self.value * 100.0),
-            Unit::Count => format!("{:.0}", self.value),
-            Unit::Threads => format!("{:.2}", self.value),
-            Unit::Ms => format!("{:.1} ms", self.value),
-            Unit::PerSecond => format!("{:.1}/s", self.value),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CodeRef {
-    /// The qualified name where the interpreter records one.
-    pub function: String,
-    pub file: String,
-    /// The line sampled most often inside the function.
-    pub line: u32,
-    /// Share of the rule's threads' samples in `role`'s state (GIL held, or waiting for it)
-    /// whose innermost Python frame was this function.
-    pub fraction: f64,
-    pub role: Role,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Runs while holding the GIL.
-    HoldsGil,
-    /// Where threads wait for the GIL.
-    WaitsForGil,
-    /// Runs while an event loop is stalled.
-    BlocksLoop,
-}
-
-impl Role {
-    /// What a [`CodeRef`]'s fraction is a share of, in words.
-    pub fn share_of(self) -> &'static str {
-        match self {
-            Role::HoldsGil => "the time holding the GIL",
-            Role::WaitsForGil => "the time waiting for the GIL",
-            Role::BlocksLoop => "the time the event loop was stalled",
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Thresholds

@@ -1,11 +1,11 @@
 //! Every rule on synthetic recordings shaped like the workloads it is for.
 
 use super::*;
-use crate::classify::IdleReason;
-use crate::profile::recording::{GilCounts, IdleCounts, RECORDING_FORMAT, StateCounts};
-use crate::profile::recording::{StackCount, ThreadCounts};
-use crate::python::attach::Build;
-use crate::snapshot::{FrameInfo, PythonInfo};
+use crate::model::python::{Build, FrameInfo, PythonInfo};
+use crate::model::recording::{
+    GilCounts, IdleCounts, RECORDING_FORMAT, StackCount, StateCounts, ThreadCounts,
+};
+use crate::model::state::IdleReason;
 
 /// Samples in every synthetic recording, at 200 Hz (5 ms apart).
 const N: u64 = 200;
@@ -481,7 +481,7 @@ fn the_json_names_are_the_contract() {
 /// The asyncio server, its loop stalled 15 times in 3 s by `function`, which did `state`
 /// during the stalls.
 fn stalled_server(function: &str, state: ThreadState, reason: Option<IdleReason>) -> Recording {
-    use crate::profile::event_loop::{BlockingCount, EventLoopCounts};
+    use crate::model::event_loop::{BlockingCount, EventLoopCounts};
     let mut rec = asyncio_server();
     let tid = rec.threads[0].tid;
     let mut states = StateCounts::default();

@@ -2,8 +2,9 @@
 
 use super::console;
 use super::report::load;
-use crate::diff::{Thresholds, compare, render};
+use crate::diff::{Thresholds, compare};
 use crate::error::exit_code;
+use crate::output::diff_text::render;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 use super::console;
 use crate::conditions::{self, Condition};
 use crate::error::{Error, exit_code};
-use crate::output::{self, OutputFormat, report_json::Report, summary};
+use crate::model::report::Report;
+use crate::output::{self, OutputFormat, summary};
 use crate::push::{PushConfig, ingest};
 use crate::record::{RecordConfig, StopReason, TargetSpec};
 use anyhow::Result;

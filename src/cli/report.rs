@@ -3,8 +3,9 @@
 use super::console;
 use crate::conditions::{self, Condition};
 use crate::error::exit_code;
-use crate::output::{self, OutputFormat, RECORDING_FILE, report_json::Report, summary};
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
+use crate::model::recording::{RECORDING_FORMAT, Recording};
+use crate::model::report::Report;
+use crate::output::{self, OutputFormat, RECORDING_FILE, summary};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};

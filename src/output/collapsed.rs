@@ -1,9 +1,9 @@
 //! Collapsed stacks ("a;b;c 12"), the lingua franca of flamegraph tools: `stacks.txt`, and
 //! the input gilscope feeds to inferno.
 
-use crate::classify::ThreadState;
-use crate::profile::recording::{Recording, StackCount};
-use crate::snapshot::FrameInfo;
+use crate::model::python::FrameInfo;
+use crate::model::recording::{Recording, StackCount};
+use crate::model::state::ThreadState;
 use std::collections::BTreeMap;
 
 /// How a thread is named at the root of its stacks: "worker-0 (tid 1234)".

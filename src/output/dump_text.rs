@@ -1,6 +1,6 @@
 //! The human-readable form of `gilscope dump`.
 
-use crate::snapshot::{Snapshot, ThreadInfo};
+use crate::model::snapshot::{Snapshot, ThreadInfo};
 use std::fmt::Write;
 
 pub fn render(snapshot: &Snapshot) -> String {

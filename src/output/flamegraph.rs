@@ -11,9 +11,10 @@
 
 use super::collapsed::{Roots, in_state, lines, thread_label};
 use super::palette::{self, CLASSES, NEUTRAL, Rgb};
-use crate::classify::ThreadState;
-use crate::profile::figures::{ThreadClass, classify_thread};
-use crate::profile::recording::{Recording, StackCount};
+use crate::model::recording::{Recording, StackCount};
+use crate::model::report::ThreadClass;
+use crate::model::state::ThreadState;
+use crate::profile::figures::classify_thread;
 use anyhow::{Context, Result};
 use inferno::flamegraph::color::{BackgroundColor, Color, PaletteMap};
 use inferno::flamegraph::{self, Options};

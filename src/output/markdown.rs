@@ -2,9 +2,8 @@
 //! recommendation first, then the process's GIL figures, a table of threads, every
 //! recommendation with its evidence and code, the flamegraphs beside it, and child processes.
 
-use super::report_json::Report;
-use crate::advice::Recommendation;
-use crate::profile::figures::{GroupFigures, ThreadFigures, rows};
+use crate::model::report::{GroupFigures, Recommendation, Report, ThreadFigures};
+use crate::profile::figures::rows;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -364,7 +363,7 @@ fn cell_code(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::recording::Recording;
+    use crate::model::recording::Recording;
     use serde_json::json;
 
     fn thread(tid: i32, name: &str, held: u64, wait: u64, idle: u64) -> serde_json::Value {

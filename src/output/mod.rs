@@ -1,6 +1,7 @@
 //! Writers: each turns a recording or snapshot into one output format.
 
 pub mod collapsed;
+pub mod diff_text;
 pub mod dump_text;
 pub mod flamegraph;
 pub mod html;
@@ -12,9 +13,9 @@ pub mod speedscope;
 pub mod summary;
 pub mod trace;
 
-use crate::profile::recording::Recording;
+use crate::model::recording::Recording;
+use crate::model::report::Report;
 use anyhow::{Context, Result};
-use report_json::Report;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;

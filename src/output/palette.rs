@@ -5,8 +5,8 @@
 //! The flamegraph SVGs, report.html, trace.json (through Chrome's named colours) and `top`
 //! (through the terminal's) follow the same families.
 
-use crate::classify::ThreadState;
-use crate::profile::figures::ThreadClass;
+use crate::model::report::ThreadClass;
+use crate::model::state::ThreadState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rgb {

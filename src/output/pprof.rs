@@ -5,8 +5,8 @@
 
 pub mod proto;
 
-use crate::profile::recording::{Recording, StackCount};
-use crate::snapshot::FrameInfo;
+use crate::model::python::FrameInfo;
+use crate::model::recording::{Recording, StackCount};
 use anyhow::Result;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -320,10 +320,9 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{IdleReason, ThreadState};
-    use crate::profile::recording::{GilCounts, ThreadCounts};
-    use crate::python::attach::Build;
-    use crate::snapshot::PythonInfo;
+    use crate::model::python::{Build, PythonInfo};
+    use crate::model::recording::{GilCounts, ThreadCounts};
+    use crate::model::state::{IdleReason, ThreadState};
     use std::io::Read;
 
     fn frame(function: &str, line: u32) -> FrameInfo {
@@ -349,7 +348,7 @@ mod tests {
 
     fn recording(stacks: Vec<StackCount>) -> Recording {
         Recording {
-            format: crate::profile::recording::RECORDING_FORMAT.to_string(),
+            format: crate::model::recording::RECORDING_FORMAT.to_string(),
             pid: 42,
             command: vec!["python3".into(), "app.py".into()],
             python: PythonInfo {

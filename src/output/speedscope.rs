@@ -4,7 +4,7 @@
 //! sleep") so states show as the first level of every view.
 
 use super::collapsed::{state_label, thread_label};
-use crate::profile::recording::{Recording, StackCount};
+use crate::model::recording::{Recording, StackCount};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::HashMap;

@@ -1,9 +1,9 @@
 //! The terminal summary printed at the end of a recording.
 
-use super::report_json::Report;
-use crate::advice::Recommendation;
+use crate::model::report::Recommendation;
+use crate::model::report::Report;
+use crate::model::state::FlagComparison;
 use crate::profile::figures::rows;
-use crate::sample::FlagComparison;
 use std::fmt::Write;
 
 /// The summary of `report`; `written` names the directory and the files written into it.
@@ -24,7 +24,7 @@ pub fn render(report: &Report, written: Option<(&str, &[String])>) -> String {
 }
 
 /// What `--push` got to the server.
-fn render_push(out: &mut String, p: &crate::push::PushCounts) {
+fn render_push(out: &mut String, p: &crate::model::report::PushCounts) {
     let _ = write!(
         out,
         "\nPushed: {} of {} windows sent, {} dropped ({} failed requests)",

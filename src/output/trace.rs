@@ -8,9 +8,10 @@
 
 use super::collapsed::{frame_label, thread_label};
 use super::palette::trace_cname;
-use crate::classify::ThreadState;
-use crate::profile::recording::Recording;
-use crate::profile::timeline::{MAX_RUNS, Run, Timeline};
+use crate::model::recording::Recording;
+use crate::model::state::ThreadState;
+use crate::model::timeline::{Run, Timeline};
+use crate::profile::timeline::MAX_RUNS;
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
@@ -219,7 +220,7 @@ pub fn waiter_counts(timeline: &Timeline) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::timeline::ThreadTimeline;
+    use crate::model::timeline::ThreadTimeline;
 
     fn run(state: ThreadState, start_us: u64, end_us: u64) -> Run {
         Run {

@@ -1,40 +1,14 @@
 //! Fractions and classes computed from a [`Recording`]'s counts: what reports show and what
 //! recommendations and CI conditions are judged on.
 
-use super::event_loop::EventLoopFigures;
-use super::recording::{Recording, StackCount, ThreadCounts};
-use crate::classify::{IdleReason, ThreadState};
-use crate::sample::FlagComparison;
-use serde::Serialize;
+use crate::model::event_loop::EventLoopFigures;
+use crate::model::recording::{Recording, StackCount, ThreadCounts};
+use crate::model::report::{
+    GilFigures, GroupFigures, IdleFractions, StateFractions, ThreadClass, ThreadFigures,
+    ThreadFlagFigures, TopFrame,
+};
+use crate::model::state::{FlagComparison, IdleReason, ThreadState};
 use std::collections::HashMap;
-
-/// What a thread mostly did. The thresholds are documented in docs/report-schema.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThreadClass {
-    /// Busy, and rarely waiting for the GIL.
-    CpuBound,
-    /// Busy, but a large share of that spent waiting for the GIL.
-    GilBound,
-    /// Mostly idle in I/O or sleep.
-    IoBound,
-    /// Busy mostly in native code without the GIL.
-    Native,
-    /// Mostly idle on locks or other waits.
-    Idle,
-}
-
-impl ThreadClass {
-    pub fn name(self) -> &'static str {
-        match self {
-            ThreadClass::CpuBound => "cpu_bound",
-            ThreadClass::GilBound => "gil_bound",
-            ThreadClass::IoBound => "io_bound",
-            ThreadClass::Native => "native",
-            ThreadClass::Idle => "idle",
-        }
-    }
-}
 
 /// A thread idle in at least this share of its samples is `io_bound` or `idle`.
 pub const IDLE_THRESHOLD: f64 = 0.5;
@@ -42,85 +16,6 @@ pub const IDLE_THRESHOLD: f64 = 0.5;
 pub const GIL_BOUND_WAIT_SHARE: f64 = 0.3;
 /// A busy thread native in at least this share of its busy samples is `native`.
 pub const NATIVE_SHARE: f64 = 0.5;
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct StateFractions {
-    pub gil_held: f64,
-    pub gil_wait: f64,
-    pub native_nogil: f64,
-    pub idle: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct IdleFractions {
-    pub sleep: f64,
-    pub io: f64,
-    pub lock: f64,
-    pub other: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TopFrame {
-    pub function: String,
-    pub file: String,
-    pub line: u32,
-    /// Share of the thread's samples in which this was the innermost Python frame.
-    pub fraction: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ThreadFigures {
-    pub tid: i32,
-    pub name: Option<String>,
-    /// The thread's group (see [`group_of`]): the `name` of its entry in `thread_groups`.
-    pub group: String,
-    pub samples: u64,
-    pub class: ThreadClass,
-    pub states: StateFractions,
-    pub idle_reasons: IdleFractions,
-    pub top_frames: Vec<TopFrame>,
-    /// Idle-to-busy transitions seen.
-    pub wakeups: u64,
-    /// Share of wake-ups that began with a wait for the GIL.
-    pub wakeups_waiting_for_gil: f64,
-    /// Mean time a wake-up spent waiting for the GIL, estimated from samples (ms).
-    pub mean_wait_per_wakeup_ms: f64,
-    /// The asyncio event loop this thread runs, if any: busy share and stalls.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_loop: Option<EventLoopFigures>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct GilFigures {
-    /// Share of samples in which some thread held the GIL.
-    pub held: f64,
-    /// Share of samples in which the GIL was held and at least one thread waited for it.
-    pub contended: f64,
-    /// Threads waiting for the GIL, on average per sample.
-    pub mean_waiters: f64,
-    /// GIL hand-offs per second (from the interpreter's own `switch_number`).
-    pub switches_per_s: f64,
-    /// Threads on a CPU (holding the GIL or native without it), on average per sample.
-    pub parallelism: f64,
-    pub interval_us: u64,
-    /// Where who holds and who waits comes from: "thread_flags" (3.15+: the thread states'
-    /// own `holds_gil` / `gil_requested`) or "gil_struct" (the GIL struct and /proc).
-    pub source: &'static str,
-    /// The /proc inference checked against the thread states' own GIL flags (3.13+).
-    pub thread_flags: Option<ThreadFlagFigures>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ThreadFlagFigures {
-    /// "state" (3.15+: holding / waiting / neither, per thread) or "holder" (3.13, 3.14:
-    /// whether each thread holds the GIL, the GIL struct against `holds_gil`).
-    pub compared: FlagComparison,
-    pub samples: u64,
-    /// Share of samples in which every thread agreed.
-    pub sample_agreement: f64,
-    /// Share of (thread, sample) pairs that agreed.
-    pub thread_agreement: f64,
-}
 
 pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
@@ -238,30 +133,6 @@ pub fn classify_thread(t: &ThreadCounts) -> ThreadClass {
 
 // ---------------------------------------------------------------------------------------
 // Thread groups
-
-/// Threads that do the same job, as one row: a thread-per-request server's thousands of
-/// short threads, or a pool's workers.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct GroupFigures {
-    /// The threads' name with its counters taken out (`req-*`), see [`group_of`].
-    pub name: String,
-    /// Threads of the group seen in at least one sample.
-    pub threads: u64,
-    /// Thread-samples of the group (each sample counts each of its threads once).
-    pub samples: u64,
-    /// Shares of the group's thread-samples.
-    pub states: StateFractions,
-    pub idle_reasons: IdleFractions,
-    /// The class of the group's summed counts, by the thread rules.
-    pub class: ThreadClass,
-    /// How long a thread of the group lived on average, estimated as its samples times the
-    /// sampling period (ms). Threads shorter than one period read as one period or unseen.
-    pub mean_life_ms: f64,
-    /// Innermost frames over the group's samples, as for a thread.
-    pub top_frames: Vec<TopFrame>,
-    /// Reports show the group as one row instead of its threads (see [`SHORT_LIVED`]).
-    pub short_lived: bool,
-}
 
 /// A group is shown as one row when its threads lived on average less than this share of
 /// the recording (they come and go), or when it has more than [`MANY_THREADS`] threads.
@@ -497,7 +368,7 @@ fn top_frames(counts: &HashMap<FrameKey, u64>, samples: u64) -> Vec<TopFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::recording::{IdleCounts, StateCounts};
+    use crate::model::recording::{IdleCounts, StateCounts};
 
     fn thread(held: u64, wait: u64, native: u64, idle: u64, io: u64) -> ThreadCounts {
         ThreadCounts {

@@ -4,16 +4,21 @@
 
 pub mod event_loop;
 pub mod figures;
-pub mod recording;
 pub mod timeline;
 
-use crate::classify::{Classification, ThreadState};
+use crate::classify::Classification;
+
+use crate::mem::RemoteMemory;
+use crate::model::event_loop::EventLoopCounts;
+use crate::model::recording::{
+    FlagCheckCounts, GilCounts, IdleCounts, RECORDING_FORMAT, Recording, StackCount, StateCounts,
+    ThreadCounts,
+};
+use crate::model::state::ThreadState;
+use crate::model::timeline::Timeline;
 use crate::python::code::CodeTable;
 use crate::python::walker::Frame;
-use crate::sample::Sample;
-use crate::snapshot::FrameInfo;
-use crate::snapshot::GilMode;
-use recording::{FlagCheckCounts, GilCounts, IdleCounts, StackCount, StateCounts, ThreadCounts};
+use crate::sample::{Sample, Sampler};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +74,18 @@ impl ThreadTally {
         self.wakeup_wait_samples += u64::from(self.waiting_since_wakeup);
         self.previous = Some(class.state);
     }
+}
+
+/// What a [`Recording`] says beyond the counts: the run they were taken in.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub command: Vec<String>,
+    pub duration_s: f64,
+    pub requested_rate_hz: f64,
+    pub missed_samples: u64,
+    pub torn_samples: u64,
+    pub stop_reason: String,
+    pub cpus: u32,
 }
 
 /// Counts for one process, fed one [`Sample`] at a time.
@@ -209,7 +226,7 @@ impl Aggregator {
         g.first_switch_number.get_or_insert(gil.switch_number);
         g.last_switch_number = Some(gil.switch_number);
         g.interval_us = gil.interval_us;
-        g.modes.add(GilMode::of(gil));
+        g.modes.add(gil.mode());
     }
 
     pub fn gil(&self) -> &GilCounts {
@@ -237,17 +254,44 @@ impl Aggregator {
     }
 
     /// Every asyncio event loop seen, by thread id, with its blocking code named.
-    pub fn event_loops(&self, codes: &CodeTable) -> Vec<event_loop::EventLoopCounts> {
+    pub fn event_loops(&self, codes: &CodeTable) -> Vec<EventLoopCounts> {
         let mut loops: Vec<_> = self.loops.values().map(|l| l.finish(codes)).collect();
         loops.sort_by_key(|l| l.tid);
         loops
     }
 
+    /// The counts so far as a [`Recording`] of `run`, with names and frames resolved by
+    /// `sampler` (children none: the caller adds them).
+    pub fn recording<M: RemoteMemory>(&self, sampler: &Sampler<M>, run: RunInfo) -> Recording {
+        let codes = &sampler.walker.codes;
+        Recording {
+            format: RECORDING_FORMAT.to_string(),
+            pid: sampler.pid,
+            command: run.command,
+            python: sampler.runtime().python_info(self.gil().modes.most_seen()),
+            duration_s: run.duration_s,
+            requested_rate_hz: run.requested_rate_hz,
+            samples: self.samples,
+            missed_samples: run.missed_samples,
+            torn_samples: run.torn_samples,
+            stopped_samples: self.stopped_samples,
+            stop_reason: run.stop_reason,
+            cpus: run.cpus,
+            gil: self.gil().clone(),
+            threads: self.thread_counts(|tid| sampler.thread_name(tid).map(str::to_string)),
+            stacks: self.stack_counts(codes),
+            timeline: self.timeline(codes),
+            event_loops: self.event_loops(codes),
+            thread_flags: self.thread_flags().cloned(),
+            children: Vec::new(),
+        }
+    }
+
     /// The runs of states per thread, frames resolved; see [`timeline`].
-    pub fn timeline(&self, codes: &CodeTable) -> timeline::Timeline {
+    pub fn timeline(&self, codes: &CodeTable) -> Timeline {
         match &self.timeline {
-            Some(timeline) => timeline.finish(|f| FrameInfo::new(codes, f)),
-            None => timeline::Timeline::default(),
+            Some(timeline) => timeline.finish(|f| codes.frame_info(f)),
+            None => Timeline::default(),
         }
     }
 
@@ -264,7 +308,7 @@ impl Aggregator {
                     .frames
                     .iter()
                     .rev()
-                    .map(|f| FrameInfo::new(codes, f))
+                    .map(|f| codes.frame_info(f))
                     .collect(),
                 truncated: key.truncated,
                 waiters: tally.waiters,

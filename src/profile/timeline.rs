@@ -12,62 +12,17 @@
 //! once each and runs refer to them by index. At [`MAX_RUNS`] runs the timeline stops: the
 //! open runs are closed there and [`Timeline::truncated_at_us`] says when that was.
 
-use crate::classify::{Classification, IdleReason, ThreadState};
+use crate::classify::Classification;
+use crate::model::python::FrameInfo;
+use crate::model::timeline::{Run, ThreadTimeline, Timeline, TimelineStack};
 use crate::python::code::CodeId;
 use crate::python::walker::Frame;
 use crate::sample::Sample;
-use crate::snapshot::FrameInfo;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs kept per process before the timeline stops (about 40 bytes each in memory).
 pub const MAX_RUNS: usize = 1_000_000;
-
-/// A finished timeline, as saved in `recording.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timeline {
-    /// Wall-clock time of the first sample in µs since the Unix epoch: it lines up the
-    /// timelines of several processes. All other times are µs since the first sample.
-    pub start_unix_us: u64,
-    /// Time of the last sample.
-    pub end_us: u64,
-    /// The stacks runs refer to by index.
-    pub stacks: Vec<TimelineStack>,
-    /// Threads by tid, each with its runs in time order.
-    pub threads: Vec<ThreadTimeline>,
-    /// The timeline reached [`MAX_RUNS`] runs at this time; nothing after it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub truncated_at_us: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimelineStack {
-    /// Outermost first.
-    pub frames: Vec<FrameInfo>,
-    /// The real stack was deeper; its outermost frames are missing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadTimeline {
-    pub tid: i32,
-    pub runs: Vec<Run>,
-}
-
-/// Consecutive samples of one thread in one state and innermost function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Run {
-    pub state: ThreadState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_reason: Option<IdleReason>,
-    /// Index into [`Timeline::stacks`]: the stack at the run's first sample.
-    pub stack: u32,
-    pub start_us: u64,
-    pub end_us: u64,
-    pub samples: u64,
-}
 
 /// What ends a run when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +271,7 @@ fn unix_us_at(time: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::state::ThreadState;
     use crate::sample::ThreadSample;
     use std::time::Duration;
 
@@ -336,7 +292,7 @@ mod tests {
             interpreter: 0,
             class,
             blocked_on_gil: false,
-            kernel: crate::target::KernelState::Running,
+            kernel: crate::process::KernelState::Running,
             cpu_ns: None,
             gil_flags: None,
             frames: vec![Frame { code, line }, Frame { code: 99, line: 1 }],

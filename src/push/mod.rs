@@ -7,9 +7,9 @@
 
 pub mod ingest;
 
+use crate::model::recording::Recording;
+use crate::model::report::PushCounts;
 use crate::output::pprof;
-use crate::profile::recording::Recording;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -37,25 +37,6 @@ pub struct PushConfig {
     pub headers: Vec<ingest::Header>,
     /// How much recording each pushed profile covers.
     pub window: Duration,
-}
-
-/// What reached the server (`push` in report.json).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushCounts {
-    /// Windows closed with at least one sample (each one profile to send).
-    pub windows: u64,
-    /// Windows the server accepted (a 2xx answer).
-    pub sent: u64,
-    /// Requests that failed: refused, timed out, or answered with an error status. A window
-    /// tried three times counts three times.
-    pub failed: u64,
-    /// Windows that never reached the server: given up after their tries, dropped because
-    /// the queue was full, or still queued when gilscope had to exit.
-    pub dropped: u64,
-    /// Why the last failed request failed, or that gilscope stopped waiting for the server
-    /// (no header values in it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
 }
 
 /// One window's recording, to be encoded and sent.

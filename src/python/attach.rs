@@ -7,29 +7,12 @@ use super::tables;
 use super::version::{SUPPORTED, Version, find_version_string, minor_from_file_name};
 use crate::error::Error;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
-use crate::target::{ElfSymbols, Process};
+
+use crate::model::python::Build;
+use crate::model::python::{GilMode, PythonInfo};
+use crate::process::{ElfSymbols, Process};
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Build {
-    /// The interpreter is linked into the executable.
-    Static,
-    /// The interpreter lives in libpython3.X.so.
-    Shared,
-}
-
-/// What gilscope learned about the interpreter when it attached.
-impl Build {
-    pub fn name(self) -> &'static str {
-        match self {
-            Build::Static => "static",
-            Build::Shared => "shared",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct PythonBinary {
@@ -49,6 +32,21 @@ pub struct Runtime {
     pub address: u64,
     /// Address of `PyCode_Type`, used to reject frames whose code pointer is not code.
     pub code_type: Option<u64>,
+}
+
+impl Runtime {
+    /// How reports describe this interpreter; `gil` is the mode of the main GIL as sampled
+    /// (`None`: not sampled, taken as enabled).
+    pub fn python_info(&self, gil: Option<GilMode>) -> PythonInfo {
+        let b = &self.binary;
+        PythonInfo {
+            version: b.version.to_string(),
+            build: b.build,
+            free_threaded: b.free_threaded,
+            gil: gil.unwrap_or(GilMode::Enabled).name().to_string(),
+            binary: b.path.display().to_string(),
+        }
+    }
 }
 
 /// Finds the Python runtime in `process` and picks the layout for its version.

@@ -4,7 +4,9 @@
 use super::attach::Runtime;
 use super::linetable::line_for_offset;
 use super::strings::{read_bytes, read_unicode};
+use super::walker::Frame;
 use crate::mem::{Fields, MemError, MemoryExt, RemoteMemory};
+use crate::model::python::FrameInfo;
 use std::collections::HashMap;
 
 pub type CodeId = u32;
@@ -36,6 +38,17 @@ pub struct CodeTable {
 impl CodeTable {
     pub fn info(&self, id: CodeId) -> &CodeInfo {
         &self.infos[id as usize]
+    }
+
+    /// `frame` with its code's names and file, as reports show it.
+    pub fn frame_info(&self, frame: &Frame) -> FrameInfo {
+        let info = self.info(frame.code);
+        FrameInfo {
+            function: info.name.clone(),
+            qualname: info.qualname.clone(),
+            file: info.file.clone(),
+            line: frame.line,
+        }
     }
 
     pub fn len(&self) -> usize {

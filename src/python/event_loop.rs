@@ -21,7 +21,7 @@ use super::strings::read_unicode;
 use super::version::Version;
 use super::walker::Frame;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
-use crate::target::kernel::SchedCounters;
+use crate::process::kernel::SchedCounters;
 use std::collections::HashMap;
 
 /// Where the loop's pass start lives, for one CPython version (checked against the

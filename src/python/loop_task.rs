@@ -26,8 +26,8 @@ use super::layout::Layout;
 use super::strings::{read_c_string, read_unicode};
 use super::version::Version;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
-use crate::target::elf::ElfSymbols;
-use crate::target::process::Process;
+use crate::process::ElfSymbols;
+use crate::process::Process;
 use std::collections::HashMap;
 use std::path::Path;
 

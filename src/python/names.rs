@@ -389,9 +389,10 @@ impl ThreadNames {
 
 #[cfg(test)]
 mod tests {
-    use super::super::attach::{Build, PythonBinary};
+    use super::super::attach::PythonBinary;
     use super::super::dict::fake::{Fake, layout};
     use super::*;
+    use crate::model::python::Build;
     use std::collections::HashMap;
     use std::path::PathBuf;
 

@@ -8,6 +8,7 @@ use super::layout::{FramePointer, Layout};
 use super::stacks::{Context, StackReader, StackStart, datastack_offset};
 use super::threads::{CachedInterp, InterpWord, Spans, ThreadList};
 use crate::mem::{Fields, MemError, MemoryExt, Piece, RemoteMemory};
+use crate::model::python::GilMode;
 use std::collections::HashSet;
 
 /// Stacks deeper than this are cut, keeping the innermost frames; `truncated` says so.
@@ -38,6 +39,16 @@ pub struct GilState {
 }
 
 impl GilState {
+    /// Whether the GIL is in force: always on a default build; a free-threaded build runs
+    /// without it, or switches it on for a while (`enabled` counts who asked for it).
+    pub fn mode(&self) -> GilMode {
+        match self.enabled {
+            None | Some(i32::MAX) => GilMode::Enabled,
+            Some(0) => GilMode::Disabled,
+            Some(_) => GilMode::Transient,
+        }
+    }
+
     pub fn holder(&self) -> Option<u64> {
         (self.locked && self.enabled != Some(0)).then_some(self.last_holder)
     }
@@ -139,7 +150,7 @@ impl<M: RemoteMemory> Walker<M> {
         self.tid_offset
     }
 
-    /// Sets the tid offset, for replaying a recorded image where /proc cannot be asked.
+    /// Sets the tid offset (a replayed image has no /proc to calibrate it against).
     pub fn set_tid_offset(&mut self, offset: Option<u64>) {
         self.tid_offset = offset;
     }
@@ -367,13 +378,10 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// Before 3.11 the thread state has only the `pthread_t`: the kernel tid sits at a fixed
-    /// offset in glibc's `struct pthread`, found once by matching against the real tids.
+    /// offset in glibc's `struct pthread`, found once by [`Walker::calibrate_tids`].
     fn resolve_tids_from_pthreads(&mut self, threads: &mut [ThreadRecord]) {
         if threads.iter().all(|t| t.tid.is_some()) {
             return;
-        }
-        if self.tid_offset.is_none() {
-            self.tid_offset = self.find_tid_offset(threads);
         }
         let Some(offset) = self.tid_offset else {
             return;
@@ -401,8 +409,22 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
-    fn find_tid_offset(&self, threads: &[ThreadRecord]) -> Option<u64> {
-        let tids = self.runtime_tids();
+    /// Whether the walk left threads without a kernel tid that the `struct pthread` offset,
+    /// once found, would give them.
+    pub fn needs_tid_calibration(&self, threads: &[ThreadRecord]) -> bool {
+        self.tid_offset.is_none() && threads.iter().any(|t| t.tid.is_none())
+    }
+
+    /// Finds where `struct pthread` keeps the kernel tid by matching the threads' pthreads
+    /// against `tids` (the target's real ones, from /proc), then fills the threads' tids.
+    pub fn calibrate_tids(&mut self, threads: &mut [ThreadRecord], tids: &[i32]) {
+        if self.tid_offset.is_none() {
+            self.tid_offset = self.find_tid_offset(threads, tids);
+        }
+        self.resolve_tids_from_pthreads(threads);
+    }
+
+    fn find_tid_offset(&self, threads: &[ThreadRecord], tids: &[i32]) -> Option<u64> {
         if tids.is_empty() || threads.is_empty() {
             return None;
         }
@@ -420,10 +442,6 @@ impl<M: RemoteMemory> Walker<M> {
                     .is_ok_and(|tid| tids.contains(&tid))
             })
         })
-    }
-
-    fn runtime_tids(&self) -> Vec<i32> {
-        crate::target::process::list_tids(self.runtime.pid).unwrap_or_default()
     }
 }
 

@@ -2,7 +2,7 @@
 //! interpreters) and sample each Python one as a process of its own.
 
 use super::{Profiled, command_line};
-use crate::sample::Target;
+use crate::sample::Sampler;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ impl Children {
             if self.not_python.get(&pid).is_some_and(|seen| *seen == exe) {
                 continue;
             }
-            match Target::attach(pid) {
+            match Sampler::attach(pid) {
                 Ok(target) => {
                     self.not_python.remove(&pid);
                     let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);

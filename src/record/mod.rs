@@ -8,10 +8,9 @@ mod signals;
 mod window;
 
 use crate::error::Error;
-use crate::profile::Aggregator;
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::sample::{SampleError, Target};
-use crate::snapshot::PythonInfo;
+use crate::model::recording::Recording;
+use crate::profile::{Aggregator, RunInfo};
+use crate::sample::{SampleError, Sampler};
 use anyhow::Result;
 use launch::Launched;
 use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
@@ -70,7 +69,7 @@ pub struct RecordOutcome {
     /// The target was given by --pid (its exit ends the recording early, an error for CI).
     pub attached_by_pid: bool,
     /// What `--push` got to the server.
-    pub push: Option<crate::push::PushCounts>,
+    pub push: Option<crate::model::report::PushCounts>,
 }
 
 /// How long a launched program may take to become a Python process with a live interpreter.
@@ -106,7 +105,7 @@ fn record_running(
     };
     let target = match launched.as_deref_mut() {
         Some(program) => attach_launched(program)?,
-        None => Target::attach(pid)?,
+        None => Sampler::attach(pid)?,
     };
     let command = match &config.target {
         TargetSpec::Command(argv) => argv.clone(),
@@ -126,7 +125,7 @@ fn record_running(
 }
 
 /// Attaches to a program gilscope just started, once its interpreter is up.
-fn attach_launched(program: &mut Launched) -> Result<Target> {
+fn attach_launched(program: &mut Launched) -> Result<Sampler> {
     let pid = program.pid();
     let give_up = Instant::now() + LAUNCH_ATTACH_TIMEOUT;
     let mut wait = Duration::from_millis(1);
@@ -134,7 +133,7 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
         if program.has_exited() {
             return Err(Error::ProcessExited { pid }.into());
         }
-        match Target::attach(pid) {
+        match Sampler::attach(pid) {
             Ok(mut target) => {
                 if target
                     .walker
@@ -159,7 +158,7 @@ fn attach_launched(program: &mut Launched) -> Result<Target> {
 
 /// One process being recorded.
 struct Profiled {
-    target: Target,
+    target: Sampler,
     aggregator: Aggregator,
     command: Vec<String>,
     torn: u64,
@@ -177,7 +176,7 @@ struct Profiled {
 }
 
 impl Profiled {
-    fn new(target: Target, command: Vec<String>, keep_timeline: bool) -> Self {
+    fn new(target: Sampler, command: Vec<String>, keep_timeline: bool) -> Self {
         let auxv = std::fs::read(format!("/proc/{}/auxv", target.pid)).unwrap_or_default();
         Profiled {
             target,
@@ -232,12 +231,12 @@ impl Profiled {
     /// memory is another program's, so reads fault or its threads are gone.
     fn exec_happened(&self) -> bool {
         !self.auxv.is_empty()
-            && crate::target::process::is_alive(self.target.pid)
+            && crate::process::maps::is_alive(self.target.pid)
             && std::fs::read(format!("/proc/{}/auxv", self.target.pid))
                 .is_ok_and(|now| !now.is_empty() && now != self.auxv)
     }
 
-    /// New threads are named as they appear (see `Target::sample`); this re-reads every
+    /// New threads are named as they appear (see `Sampler::sample`); this re-reads every
     /// name now and then, for threads renamed while they run.
     fn refresh_names_if_due(&mut self) {
         let due = self
@@ -261,7 +260,6 @@ impl Profiled {
         for last in self.target.last_samples() {
             self.aggregator.add(last);
         }
-        let target = &self.target;
         let a = &self.aggregator;
         // Deadlines that fell after the last one scheduled (the loop ended first) count too.
         let deadlines = (duration_s * config.rate_hz) as u64;
@@ -278,26 +276,18 @@ impl Profiled {
             (None, Some(_)) => StopReason::TargetExited.describe().to_string(),
             (None, None) => stop.describe().to_string(),
         };
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
+        let run = RunInfo {
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s,
             requested_rate_hz: config.rate_hz,
-            samples: a.samples,
             missed_samples: missed,
             torn_samples: self.torn,
-            stopped_samples: a.stopped_samples,
             stop_reason,
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|tid| target.thread_name(tid).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: a.timeline(&target.walker.codes),
-            event_loops: a.event_loops(&target.walker.codes),
-            thread_flags: a.thread_flags().cloned(),
+            cpus: cpus_of(self.target.pid),
+        };
+        Recording {
             children,
+            ..a.recording(&self.target, run)
         }
     }
 }
@@ -329,7 +319,7 @@ impl<'a> Session<'a> {
     }
 
     /// Pushes the last window and waits (a bounded time) for the sender.
-    fn finish_push(&mut self) -> Option<crate::push::PushCounts> {
+    fn finish_push(&mut self) -> Option<crate::model::report::PushCounts> {
         let windows = self.windows.take()?;
         Some(windows.finish(self.config, &mut self.main, &mut self.children))
     }

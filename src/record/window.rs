@@ -4,9 +4,10 @@
 
 use super::children::Children;
 use super::{Profiled, RecordConfig, cpus_of};
-use crate::profile::recording::{RECORDING_FORMAT, Recording};
-use crate::push::{self, PushConfig, PushCounts, Pusher};
-use crate::snapshot::PythonInfo;
+use crate::model::recording::Recording;
+use crate::model::report::PushCounts;
+use crate::profile::RunInfo;
+use crate::push::{self, PushConfig, Pusher};
 use std::time::{Instant, SystemTime};
 
 pub struct Windows {
@@ -86,27 +87,13 @@ impl Profiled {
     /// this process keeps no windows).
     fn window_recording(&mut self, config: &RecordConfig, span_s: f64) -> Recording {
         let a = self.aggregator.take_window().unwrap_or_default();
-        let target = &self.target;
-        Recording {
-            format: RECORDING_FORMAT.to_string(),
-            pid: target.pid,
+        let run = RunInfo {
             command: self.command.clone(),
-            python: PythonInfo::new(target.runtime(), a.gil().modes.most_seen()),
             duration_s: span_s,
             requested_rate_hz: config.rate_hz,
-            samples: a.samples,
-            missed_samples: 0,
-            torn_samples: 0,
-            stopped_samples: a.stopped_samples,
-            stop_reason: String::new(),
-            cpus: cpus_of(target.pid),
-            gil: a.gil().clone(),
-            threads: a.thread_counts(|ident| target.thread_name(ident).map(str::to_string)),
-            stacks: a.stack_counts(&target.walker.codes),
-            timeline: Default::default(),
-            event_loops: a.event_loops(&target.walker.codes),
-            children: Vec::new(),
-            thread_flags: a.thread_flags().cloned(),
-        }
+            cpus: cpus_of(self.target.pid),
+            ..RunInfo::default()
+        };
+        a.recording(&self.target, run)
     }
 }

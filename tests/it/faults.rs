@@ -13,13 +13,13 @@ use crate::support::{
     parse_dump, poll_until, read_report, task_state, wait_for_samples, wait_until_sampling,
 };
 use gilscope::mem::{MemoryImage, RemoteMemory};
-use gilscope::python::Version;
-use gilscope::python::attach::{Build, PythonBinary, Runtime};
+use gilscope::model::python::Build;
+use gilscope::python::attach::{PythonBinary, Runtime};
 use gilscope::python::layout::{FrameKind, FramePointer, Layout};
 use gilscope::python::strings::MAX_STRING_CHARS;
-use gilscope::python::tables;
 use gilscope::python::walker::{MAX_FRAMES, PythonState, Walker};
-use gilscope::sample::Target;
+use gilscope::python::{Version, tables};
+use gilscope::sample::Sampler;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -860,7 +860,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Walks `image` (and samples it through `Target`), checking the documented bounds; the
+/// Walks `image` (and samples it through `Sampler`), checking the documented bounds; the
 /// walk's result, how long it took.
 fn walk(image: &MemoryImage, runtime: &Runtime, context: &str) -> (Option<PythonState>, Duration) {
     let started = Instant::now();
@@ -888,11 +888,11 @@ fn walk(image: &MemoryImage, runtime: &Runtime, context: &str) -> (Option<Python
             );
         }
     }
-    let mut target = Target::new(runtime.pid, image.clone(), runtime.clone());
+    let mut target = Sampler::new(runtime.pid, image.clone(), runtime.clone());
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = target.sample(true);
     }))
-    .unwrap_or_else(|_| panic!("Target::sample panicked: {context}"));
+    .unwrap_or_else(|_| panic!("Sampler::sample panicked: {context}"));
     (state, took)
 }
 

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use gilscope::classify::{IdleReason, ThreadState};
-use gilscope::output::collapsed::{Roots, in_state, lines};
-use gilscope::output::flamegraph::{blame_graph, render};
-use gilscope::profile::recording::{
+use gilscope::model::python::{Build, FrameInfo, PythonInfo};
+use gilscope::model::recording::{
     GilCounts, IdleCounts, RECORDING_FORMAT, Recording, StackCount, StateCounts, ThreadCounts,
 };
-use gilscope::python::attach::Build;
-use gilscope::snapshot::{FrameInfo, PythonInfo};
+use gilscope::model::state::{IdleReason, ThreadState};
+use gilscope::output::collapsed::{Roots, in_state, lines};
+use gilscope::output::flamegraph::{blame_graph, render};
 
 use crate::support::{self, COMMAND_TIMEOUT, Child, Interpreter, THREAD_STATES};
 
@@ -682,6 +681,12 @@ impl BatchTop {
             .expect("top printed no frame in time")
     }
 
+    /// The first frame printed from now on (frames printed before are skipped).
+    fn frame_from_now(&self) -> String {
+        while self.frames.try_recv().is_ok() {}
+        self.next_frame()
+    }
+
     /// Waits for the exit; returns its code and stderr.
     fn finish(mut self) -> (Option<i32>, String) {
         let deadline = Instant::now() + SCREEN_TIMEOUT;
@@ -873,7 +878,7 @@ fn top_agrees_with_record_on_cpu_threads() {
     let run = support::run_command(record, COMMAND_TIMEOUT);
     assert_eq!(run.code, Some(0), "record failed: {run}");
     // The first frame drawn after the recording ended covers about the same seconds.
-    let frame = top.next_frame();
+    let frame = top.frame_from_now();
     let report = read_json(&out.0.join("report.json"));
     for (name, tid) in tids.iter().filter(|(n, _)| n.starts_with("worker-")) {
         let recorded = report["threads"]

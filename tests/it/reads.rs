@@ -4,7 +4,7 @@
 //! heap frames are read at the addresses the previous sample found them).
 
 use crate::support::{self, Child};
-use gilscope::sample::{SampleError, Target};
+use gilscope::sample::{SampleError, Sampler};
 
 const SAMPLES: u64 = 200;
 
@@ -16,7 +16,7 @@ fn a_warm_sample_reads_memory_in_a_few_batches() {
         let label = python.label();
         let child = Child::fixture(&python, "dump_workload.py", &[]);
         let mut target =
-            Target::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
+            Sampler::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
         // A first sample follows every link and reads every code object.
         let mut threads = 0;
         for _ in 0..20 {

@@ -11,11 +11,9 @@ mod flame;
 
 use super::flamegraph::{self, Graph};
 use super::palette::{self, CLASSES};
-use super::report_json::Report;
-use crate::advice::Recommendation;
-use crate::classify::ThreadState;
-use crate::profile::figures::ThreadFigures;
-use crate::profile::recording::Recording;
+use crate::model::recording::Recording;
+use crate::model::report::{Recommendation, Report, ThreadFigures};
+use crate::model::state::ThreadState;
 use anyhow::Result;
 use serde_json::Value;
 use std::borrow::Cow;

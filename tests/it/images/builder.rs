@@ -9,7 +9,8 @@
 use super::flavors::{Flavor, GilField};
 use super::locations::{Loc, location_table};
 use gilscope::mem::{MemoryExt, MemoryImage};
-use gilscope::python::attach::{Build, PythonBinary, Runtime};
+use gilscope::model::python::Build;
+use gilscope::python::attach::{PythonBinary, Runtime};
 use gilscope::python::debug_offsets::{DEBUG_OFFSETS_READ_SIZE, layout_from_debug_offsets};
 use std::collections::HashMap;
 use std::path::PathBuf;

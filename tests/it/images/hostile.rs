@@ -14,7 +14,6 @@ use gilscope::python::debug_offsets::{DEBUG_OFFSETS_READ_SIZE, layout_from_debug
 use gilscope::python::layout::FramePointer;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::Walker;
-use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -133,14 +132,13 @@ fn exercise(case: &Case, probe: &Probe) -> bool {
     if let Ok(state) = &walked {
         for thread in &state.threads {
             for frame in &thread.frames {
-                let _ = FrameInfo::new(&walker.codes, frame);
+                let _ = walker.codes.frame_info(frame);
             }
         }
         let _ = walker.reread_gils(&state.interpreters);
-        let _ = PythonInfo::new(
-            &walker.runtime,
-            state.interpreters.last().map(|i| GilMode::of(&i.gil)),
-        );
+        let _ = walker
+            .runtime
+            .python_info(state.interpreters.last().map(|i| i.gil.mode()));
         for interp in &state.interpreters {
             let _ = read_thread_names(probe, &walker.runtime, interp.address);
         }

@@ -4,13 +4,13 @@
 //! reported (its READY line).
 
 use gilscope::mem::{MemoryExt, MemoryImage};
-use gilscope::python::attach::{Build, PythonBinary, Runtime};
+use gilscope::model::python::{Build, FrameInfo};
+use gilscope::python::attach::{PythonBinary, Runtime};
 use gilscope::python::code::CodeTable;
 use gilscope::python::debug_offsets::{DEBUG_OFFSETS_READ_SIZE, layout_from_debug_offsets};
 use gilscope::python::tables;
 use gilscope::python::version::Version;
 use gilscope::python::walker::{PythonState, Walker};
-use gilscope::snapshot::FrameInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ impl Walk {
                     pthread_id: t.pthread_id,
                     tid: t.tid,
                     interpreter: t.interpreter,
-                    frames: t.frames.iter().map(|f| FrameInfo::new(codes, f)).collect(),
+                    frames: t.frames.iter().map(|f| codes.frame_info(f)).collect(),
                     truncated: t.truncated,
                 })
                 .collect(),
@@ -237,7 +237,7 @@ fn recorded_images_replay_to_the_recorded_walk() {
             assert_eq!(&walk, &recording.walk, "{label}");
         } else {
             // A replay has no /proc to match `struct pthread` against: the walk is the
-            // same but for tids (see `Walker::find_tid_offset`).
+            // same but for tids (see `Walker::calibrate_tids`).
             assert_eq!(walk, recording.walk.without_tids(), "{label}");
         }
         assert!(

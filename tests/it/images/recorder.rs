@@ -13,12 +13,12 @@
 use super::recorded::{Recording, Walk, check_against_ready, images_dir, replay};
 use crate::support::{Child, Interpreter, pythons};
 use gilscope::mem::{LiveMemory, RecordingMemory};
+use gilscope::process::Process;
+use gilscope::process::maps::list_tids;
+use gilscope::process::pause::PausedProcess;
 use gilscope::python::attach::attach;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::Walker;
-use gilscope::target::Process;
-use gilscope::target::pause::PausedProcess;
-use gilscope::target::process::list_tids;
 use std::collections::BTreeMap;
 
 /// Thread names are recorded for this minor version only: reading `threading._active`
@@ -83,7 +83,8 @@ fn try_record(
     let paused = PausedProcess::pause(pid, &tids).map_err(|e| err(&e))?;
     let runtime = attach(&process, &memory).map_err(|e| err(&e))?;
     let mut walker = Walker::new(&memory, runtime.clone());
-    let state = walker.read(true).map_err(|e| err(&e))?;
+    let mut state = walker.read(true).map_err(|e| err(&e))?;
+    walker.calibrate_tids(&mut state.threads, &tids);
     let walk = Walk::new(&state, &walker.codes);
     let mut names = BTreeMap::new();
     if with_names {

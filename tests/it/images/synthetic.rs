@@ -7,11 +7,11 @@
 use super::builder::{Builder, Code, CodeSpec, FrameSpec, GilSpec};
 use super::flavors::{DEFAULT_314, FT_313, FT_314, FT_315, Flavor};
 use super::locations::Loc;
+use gilscope::model::python::FrameInfo;
 use gilscope::profile::Aggregator;
 use gilscope::python::names::read_thread_names;
 use gilscope::python::walker::{GilState, Walker};
 use gilscope::sample::Sample;
-use gilscope::snapshot::{FrameInfo, GilMode, PythonInfo};
 use std::collections::HashMap;
 
 const MAIN_PY: &str = "/srv/app/main.py";
@@ -375,7 +375,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
             let frames = t
                 .frames
                 .iter()
-                .map(|f| FrameInfo::new(&walker.codes, f))
+                .map(|f| walker.codes.frame_info(f))
                 .collect();
             (t.tid.unwrap(), state.interpreters[t.interpreter].id, frames)
         })
@@ -410,7 +410,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
         assert_ne!(walker.codes.info(id).name, SHIM, "{label}");
     }
 
-    let info = PythonInfo::new(&walker.runtime, Some(GilMode::of(&main)));
+    let info = walker.runtime.python_info(Some(main.mode()));
     assert_eq!(info.gil, mode, "{label}");
     // What `record` and `top` report: the mode most samples saw, as the aggregator counts.
     let mut aggregator = Aggregator::default();
@@ -425,7 +425,9 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
             gil_mutex_owners: Vec::new(),
         });
     }
-    let recorded = PythonInfo::new(&walker.runtime, aggregator.gil().modes.most_seen());
+    let recorded = walker
+        .runtime
+        .python_info(aggregator.gil().modes.most_seen());
     assert_eq!(recorded.gil, mode, "{label}: the mode a recording reports");
     assert_eq!(info.free_threaded, ft, "{label}");
     let version = format!("3.{}.0", flavor.minor());

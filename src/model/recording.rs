@@ -2,10 +2,9 @@
 //! outputs read, and it is saved (`recording.json`) so `gilscope report` can re-render later.
 
 use super::event_loop::EventLoopCounts;
+use super::python::{FrameInfo, GilMode, PythonInfo};
+use super::state::{FlagComparison, IdleReason, ThreadState};
 use super::timeline::Timeline;
-use crate::classify::{IdleReason, ThreadState};
-use crate::sample::FlagComparison;
-use crate::snapshot::{FrameInfo, GilMode, PythonInfo};
 use serde::{Deserialize, Serialize};
 
 pub const RECORDING_FORMAT: &str = "gilscope.recording/1";

@@ -1,6 +1,6 @@
 //! Symbols, sections and the load address of an ELF file mapped into the target.
 
-use super::process::{Mapping, Process};
+use super::maps::{Mapping, Process};
 use anyhow::{Context, Result, bail};
 use goblin::elf::{Elf, program_header::PT_LOAD};
 use std::collections::HashMap;

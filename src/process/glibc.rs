@@ -10,7 +10,7 @@
 //!
 //! The word's place changed once: glibc 2.41 removed `__g_refs` from the struct.
 
-use super::process::Process;
+use super::maps::Process;
 use std::io::Read;
 
 /// Where `__wrefs` sits in glibc's `pthread_cond_t` (x86-64).
