@@ -1,4 +1,4 @@
-//! What gilscope measured of an asyncio event loop: counts kept in `recording.json`
+//! What gilscope measured of an asyncio (or uvloop) event loop: counts kept in `recording.json`
 //! (gathered by [`crate::profile::event_loop`]) and the figures of `threads[].event_loop` in
 //! report.json.
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventLoopCounts {
     pub tid: i32,
-    /// "asyncio".
+    /// "asyncio" or "uvloop".
     pub kind: String,
     /// How stretches were told apart: "pass_start" (the loop's clock, exact) or
     /// "timeslices" (the scheduler's counters), whichever told most of them.
@@ -74,7 +74,7 @@ pub struct TaskCount {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(into = "EventLoopJson")]
 pub struct EventLoopFigures {
-    /// "asyncio".
+    /// "asyncio" or "uvloop".
     pub kind: String,
     /// Share of the time the loop was not waiting in its selector.
     pub busy: f64,
@@ -86,7 +86,7 @@ pub struct EventLoopFigures {
     pub p95_stall_ms: f64,
     /// Share of the time spent in stalls: what every other client waited behind.
     pub blocked: f64,
-    /// "pass_start" or "timeslices" (docs/event-loops.md).
+    /// "pass_start", "timeslices" or "none" (uvloop; docs/event-loops.md).
     pub method: String,
     /// The code running during stalls, most first (while busy, where stalls are not
     /// measured).
@@ -146,6 +146,15 @@ pub struct BlockingFigure {
     pub task: Option<String>,
 }
 
+impl BlockingFigure {
+    /// ", in task client-3" (empty when the task is not known).
+    pub fn in_task(&self) -> String {
+        self.task
+            .as_ref()
+            .map_or_else(String::new, |t| format!(", in task {t}"))
+    }
+}
+
 impl EventLoopFigures {
     /// One line for summaries: "busy 31%, 24 stalls over 20 ms (4.8/s), longest 43 ms,
     /// p95 41 ms; blocked by crunch (handlers.py:36) 92% of stall time".
@@ -165,6 +174,7 @@ impl EventLoopFigures {
                     b.cause,
                     b.fraction * 100.0
                 );
+                text += &b.in_task();
             }
             return text;
         }
@@ -193,6 +203,7 @@ impl EventLoopFigures {
                 b.cause,
                 b.fraction * 100.0
             );
+            text += &b.in_task();
         }
         text
     }

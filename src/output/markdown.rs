@@ -126,11 +126,14 @@ fn render_event_loops(out: &mut String, threads: &[ThreadFigures], level: usize)
             .take(3)
             .map(|b| {
                 format!(
-                    "{} ({}, {}) {}",
+                    "{} ({}, {}) {}{}",
                     cell_code(&b.function),
                     cell_code(&format!("{}:{}", short_path(&b.file), b.line)),
                     b.cause,
-                    percent(b.fraction)
+                    percent(b.fraction),
+                    b.task
+                        .as_ref()
+                        .map_or_else(String::new, |t| format!(" in task {}", cell_code(t)))
                 )
             })
             .collect();
