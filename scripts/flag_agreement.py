@@ -40,7 +40,8 @@ def main():
     for kind in args.workloads.split(","):
         with tempfile.TemporaryDirectory() as out:
             cmd = [
-                gilscope, "record", "--duration", str(args.seconds), "--rate", str(args.rate),
+                gilscope, "record", "--verify-flags",
+                "--duration", str(args.seconds), "--rate", str(args.rate),
                 "--output", out, "--", args.python, os.path.join(ROOT, "fixtures", "workload.py"),
                 kind, "--seconds", str(args.seconds + 10),
             ]

@@ -71,6 +71,9 @@ pub fn classify_without_gil(kernel: KernelState) -> Classification {
         KernelState::Stopped | KernelState::Blocked | KernelState::Gone => {
             Classification::idle(IdleReason::Other)
         }
+        // Only threads whose GIL flags say they hold or want the GIL go unread, and the
+        // sampler classifies them by those flags; without the GIL, they want it.
+        KernelState::NotRead => Classification::active(ThreadState::GilWait),
     }
 }
 

@@ -149,6 +149,12 @@ pub struct Sampler<M = LiveMemory> {
     kernel_states: Vec<KernelState>,
     /// Thread states whose /proc files were not read (the GIL's holder).
     skipped: Vec<u64>,
+    /// Read /proc for threads the interpreter's GIL flags settle too (3.15+), to compare
+    /// the inference with the flags.
+    verify_flags: bool,
+    /// The GILs' switch counts at the latest sample: a count that moved since says the
+    /// target ran in between, without asking /proc whether it is stopped.
+    last_switches: Vec<u64>,
     loops: LoopReader,
     /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
     walk_started_ns: u64,
@@ -246,6 +252,8 @@ impl<M: RemoteMemory> Sampler<M> {
             state: PythonState::default(),
             kernel_states: Vec::new(),
             skipped: Vec::new(),
+            verify_flags: false,
+            last_switches: Vec::new(),
             conds: None,
             last_state: HashMap::new(),
             turn: 0,
@@ -266,6 +274,11 @@ impl<M: RemoteMemory> Sampler<M> {
     /// The name `threading` gives the thread with this kernel tid (see [`ThreadNames`]).
     pub fn thread_name(&self, tid: i32) -> Option<&str> {
         self.names.get(tid)
+    }
+
+    /// How many times a thread's state has been read from /proc.
+    pub fn kernel_reads(&self) -> u64 {
+        self.kernel.thread_reads()
     }
 
     /// CPU time a thread of the target has used, in ns (None if it is gone).
@@ -341,12 +354,22 @@ impl<M: RemoteMemory> Sampler<M> {
         let time = std::time::Instant::now();
         let mut kernel = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
-        // in the same read, the count of its waiters and its mutexes' owners.
+        // in the same read, the count of its waiters and its mutexes' owners. Not needed
+        // when no thread runs but those the GIL flags settle (3.15+): the count and the
+        // holder only ever decide runnable threads.
         let conds = self.conds;
-        let reread = self.walker.reread_gils_with(&state.interpreters, |bytes| {
-            let conds = conds?;
-            conds.parse(bytes.get(conds.cond as usize..)?)
-        });
+        let reread =
+            if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
+                Ok((
+                    state.interpreters.clone(),
+                    vec![None; state.interpreters.len()],
+                ))
+            } else {
+                self.walker.reread_gils_with(&state.interpreters, |bytes| {
+                    let conds = conds?;
+                    conds.parse(bytes.get(conds.cond as usize..)?)
+                })
+            };
         let (interpreters, waiters) = match reread {
             Ok(reread) => reread,
             Err(e) => {
@@ -382,20 +405,39 @@ impl<M: RemoteMemory> Sampler<M> {
         Ok(sample)
     }
 
-    /// Each thread's state from /proc, except what memory already tells: the thread the
-    /// GIL names as holder is running Python (its /proc file could only contradict the
+    /// Reads /proc for the threads the interpreter's GIL flags settle as well (3.15+), so
+    /// that the report can say how often the inference agrees with them. Off by default:
+    /// it costs a /proc read per such thread and sample.
+    pub fn set_verify_flags(&mut self, verify: bool) {
+        self.verify_flags = verify;
+    }
+
+    /// Each thread's state from /proc, except what memory already tells: on 3.15+ a thread
+    /// whose own flags say it holds or wants the GIL ([`KernelState::NotRead`]); the thread
+    /// the GIL names as holder is running Python (its /proc file could only contradict the
     /// read: [`Sampler::sample`] asks after all when the second GIL read names another
-    /// holder or finds a handoff under way), and /proc/PID/stat is read only when no thread
-    /// is running (a stopped process has none).
+    /// holder or finds a handoff under way); and /proc/PID/stat is read only when no thread
+    /// is running (a stopped process has none) and no GIL changed hands since the last
+    /// sample (a stopped process hands over none).
     fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
         let mut kernel = std::mem::take(&mut self.kernel_states);
         kernel.clear();
         self.skipped.clear();
         let mut running = false;
+        let flags_settle = !self.verify_flags
+            && self
+                .walker
+                .layout()
+                .tstate
+                .gil_flags
+                .is_some_and(|f| f.exported);
         for thread in &state.threads {
             let holds = state.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let settled = flags_settle
+                && (thread.holds_gil == Some(true) || thread.gil_requested == Some(true));
             let kernel_state = match thread.tid {
                 None => KernelState::Gone,
+                Some(_) if settled => KernelState::NotRead,
                 Some(_) if holds => {
                     self.skipped.push(thread.tstate);
                     KernelState::Running
@@ -405,7 +447,17 @@ impl<M: RemoteMemory> Sampler<M> {
             running |= !holds && kernel_state == KernelState::Running;
             kernel.push(kernel_state);
         }
-        if !running && self.kernel.process_stopped() {
+        let switched = state
+            .interpreters
+            .iter()
+            .map(|i| i.gil.switch_number)
+            .ne(self.last_switches.iter().copied());
+        if switched {
+            self.last_switches.clear();
+            self.last_switches
+                .extend(state.interpreters.iter().map(|i| i.gil.switch_number));
+        }
+        if !running && !switched && self.kernel.process_stopped() {
             for kernel_state in &mut kernel {
                 if *kernel_state != KernelState::Gone {
                     *kernel_state = KernelState::Stopped;
@@ -525,8 +577,16 @@ impl<M: RemoteMemory> Sampler<M> {
                 } else {
                     self.still_waiting(tid, thread.tstate, gil)
                 };
-            let class = classify(holds, kernel_state, gil, waiting)
-                .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder());
+            let class = if kernel_state == KernelState::NotRead {
+                Classification::active(if thread.holds_gil == Some(true) {
+                    ThreadState::GilHeld
+                } else {
+                    ThreadState::GilWait
+                })
+            } else {
+                classify(holds, kernel_state, gil, waiting)
+                    .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder())
+            };
             self.track_gil_wait(tid, kernel_state, gil, class);
             let event_loop = self.observe_loop(tid, thread);
             threads.push(ThreadSample {
@@ -537,9 +597,10 @@ impl<M: RemoteMemory> Sampler<M> {
                 class,
                 blocked_on_gil: is_gil_wait(kernel_state, gil),
                 kernel: kernel_state,
-                cpu_ns: if self.native_before.contains(&tid)
-                    || (class.state == ThreadState::NativeNogil
-                        && self.needs_next_sample(tid, counted))
+                cpu_ns: if kernel_state != KernelState::NotRead
+                    && (self.native_before.contains(&tid)
+                        || (class.state == ThreadState::NativeNogil
+                            && self.needs_next_sample(tid, counted)))
                 {
                     self.kernel.cpu_time_ns(tid)
                 } else {
@@ -642,6 +703,8 @@ impl<M: RemoteMemory> Sampler<M> {
                 continue;
             };
             let gil = &record.gil;
+            // Threads inside the wait: blocked in it, or flagged as requesting the GIL and
+            // left unread (blocked or woken, they are not among the runnable candidates).
             let mut blocked = 0u32;
             let mut candidates: Vec<(u8, i32)> = Vec::new();
             for ((thread, kernel), &stand_in) in state.threads.iter().zip(kernel).zip(stand_ins) {
@@ -660,6 +723,7 @@ impl<M: RemoteMemory> Sampler<M> {
                     {
                         woken.insert(tid);
                     }
+                    KernelState::NotRead if thread.gil_requested == Some(true) => blocked += 1,
                     KernelState::Running if gil.holder() != Some(thread.tstate) => {
                         let rank = if self.gil_waiters.contains_key(&tid) {
                             0
@@ -947,10 +1011,12 @@ fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i3
 pub fn settle_by_thread_flags(sample: &mut Sample) {
     let mut threads = 0;
     let mut agreeing = 0;
+    let mut flagged = false;
     for thread in &mut sample.threads {
         let Some(flags) = thread.gil_flags else {
             continue;
         };
+        flagged = true;
         let by_flags = if flags.holds {
             Classification::active(ThreadState::GilHeld)
         } else if flags.requested || thread.blocked_on_gil {
@@ -964,11 +1030,14 @@ pub fn settle_by_thread_flags(sample: &mut Sample) {
         } else {
             classify_without_gil(thread.kernel)
         };
-        threads += 1;
-        agreeing += u32::from(by_flags.state == thread.class.state);
+        // Unread in /proc, the thread was classified by its flags: nothing to compare.
+        if thread.kernel != KernelState::NotRead {
+            threads += 1;
+            agreeing += u32::from(by_flags.state == thread.class.state);
+        }
         thread.class = by_flags;
     }
-    if threads > 0 {
+    if flagged {
         sample.flag_check = Some(FlagCheck {
             compared: FlagComparison::State,
             threads,

@@ -46,6 +46,11 @@ pub struct RecordArgs {
     /// Pause the target for each sample (consistent, but slows it down).
     #[arg(long)]
     pub blocking: bool,
+    /// Python 3.15+: read /proc for every thread, also those whose own GIL flags say they
+    /// hold or wait for the GIL, and report how often gilscope's inference agrees with the
+    /// flags (gil.thread_flags). Costs a /proc read per thread per sample.
+    #[arg(long)]
+    pub verify_flags: bool,
     /// Also record child processes (multiprocessing workers, spawned interpreters).
     #[arg(long)]
     pub subprocesses: bool,
@@ -172,6 +177,7 @@ impl RecordArgs {
             keep_timeline: self.format.contains(&OutputFormat::Trace),
             progress: true,
             stall_ms: self.stall_ms,
+            verify_flags: self.verify_flags,
             push,
         }
     }

@@ -93,13 +93,21 @@ fn render_process(out: &mut String, r: &Report) {
     if let Some(flags) = &g.thread_flags
         && flags.compared == FlagComparison::State
     {
-        let _ = writeln!(
-            out,
-            "Holders and waiters come from the threads' own GIL flags; the /proc inference \
-             agreed on {} of samples ({} of thread states).",
-            percent(flags.sample_agreement),
-            percent(flags.thread_agreement)
-        );
+        if flags.samples == 0 {
+            let _ = writeln!(
+                out,
+                "Holders and waiters come from the threads' own GIL flags (--verify-flags \
+                 checks gilscope's /proc inference against them)."
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "Holders and waiters come from the threads' own GIL flags; the /proc \
+                 inference agreed on {} of samples ({} of thread states compared).",
+                percent(flags.sample_agreement),
+                percent(flags.thread_agreement)
+            );
+        }
     }
     if let Some(primary) = r.recommendations.first() {
         render_recommendation(out, primary, r.recommendations.len() - 1);

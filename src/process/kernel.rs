@@ -20,6 +20,9 @@ pub enum KernelState {
     Blocked,
     /// The thread has exited.
     Gone,
+    /// Not read: the interpreter's own GIL flags (3.15+) say the thread holds the GIL or
+    /// waits for it, which is all /proc would have told.
+    NotRead,
 }
 
 impl KernelState {
@@ -86,6 +89,8 @@ pub struct KernelStateReader {
     /// /proc/PID/stat, kept open like the threads' files.
     process_stat: Option<File>,
     buf: Vec<u8>,
+    /// Threads' syscall files read so far (what `tests/it/reads.rs` counts).
+    thread_reads: u64,
 }
 
 impl KernelStateReader {
@@ -95,7 +100,13 @@ impl KernelStateReader {
             files: HashMap::new(),
             process_stat: None,
             buf: vec![0u8; 512],
+            thread_reads: 0,
         }
+    }
+
+    /// How many times a thread's state has been read.
+    pub fn thread_reads(&self) -> u64 {
+        self.thread_reads
     }
 
     /// Reads a thread's state now. A thread whose files cannot be opened or read is `Gone`.
@@ -106,6 +117,7 @@ impl KernelStateReader {
                 None => return KernelState::Gone,
             };
         }
+        self.thread_reads += 1;
         let files = &self.files[&tid];
         let Some(state) =
             pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file)

@@ -194,6 +194,10 @@ impl Aggregator {
         let counts = self
             .thread_flags
             .get_or_insert_with(|| FlagCheckCounts::new(check.compared));
+        if check.threads == 0 {
+            // The flags settled every thread: /proc was read for none, nothing compared.
+            return;
+        }
         counts.samples += 1;
         counts.samples_agreeing += u64::from(check.agreeing == check.threads);
         counts.thread_samples += u64::from(check.threads);

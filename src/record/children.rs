@@ -17,6 +17,7 @@ pub struct Children {
     not_python: HashMap<i32, Option<PathBuf>>,
     /// `--stall-ms`, for the children's event loops.
     pub stall_ms: f64,
+    pub verify_flags: bool,
 }
 
 impl Children {
@@ -28,6 +29,7 @@ impl Children {
             profiled: Vec::new(),
             not_python: HashMap::new(),
             stall_ms: crate::profile::event_loop::DEFAULT_STALL_MS,
+            verify_flags: false,
         }
     }
 
@@ -50,7 +52,8 @@ impl Children {
                 continue;
             }
             match Sampler::attach(pid) {
-                Ok(target) => {
+                Ok(mut target) => {
+                    target.set_verify_flags(self.verify_flags);
                     self.not_python.remove(&pid);
                     let mut child = Profiled::new(target, command_line(pid), self.keep_timeline);
                     child.aggregator.set_stall_threshold_ms(self.stall_ms);

@@ -36,6 +36,8 @@ pub struct RecordConfig {
     pub progress: bool,
     /// An event loop's stretch of running code longer than this (ms) is a stall.
     pub stall_ms: f64,
+    /// 3.15+: read /proc for the threads the GIL flags settle too, to check the inference.
+    pub verify_flags: bool,
     /// `--push`: send every window's profile to a Pyroscope server.
     pub push: Option<crate::push::PushConfig>,
 }
@@ -113,6 +115,7 @@ fn record_running(
     };
     let mut main = Profiled::new(target, command, config.keep_timeline);
     main.aggregator.set_stall_threshold_ms(config.stall_ms);
+    main.target.set_verify_flags(config.verify_flags);
     let mut session = Session::new(config, main);
     let stop = session.run(launched)?;
     let push = session.finish_push();
@@ -305,6 +308,7 @@ impl<'a> Session<'a> {
         let progress = (config.progress && std::io::stderr().is_terminal()).then(Progress::new);
         let mut children = children::Children::new(main.target.pid, config.keep_timeline);
         children.stall_ms = config.stall_ms;
+        children.verify_flags = config.verify_flags;
         let windows = config
             .push
             .as_ref()

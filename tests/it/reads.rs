@@ -47,3 +47,70 @@ fn a_warm_sample_reads_memory_in_a_few_batches() {
         );
     }
 }
+
+/// On 3.15+ the threads' own GIL flags say who holds the GIL and who waits for it: /proc is
+/// read only for the other threads (here the idle MainThread, beside 4 contending
+/// workers), unless `--verify-flags` asks to compare. Earlier versions read /proc for
+/// every thread but the GIL's holder.
+#[test]
+fn threads_the_gil_flags_settle_are_not_read_in_proc() {
+    let pythons = support::pythons();
+    assert!(!pythons.is_empty(), "no interpreter found");
+    let mut flagged_versions = 0;
+    for python in pythons {
+        let label = python.label();
+        let child = Child::fixture(&python, "workload.py", &["cpu_threads", "--seconds", "60"]);
+        let mut target =
+            Sampler::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
+        let flags_exported = target
+            .walker
+            .layout()
+            .tstate
+            .gil_flags
+            .is_some_and(|f| f.exported);
+        flagged_versions += usize::from(flags_exported);
+        let per_sample = |target: &mut Sampler| {
+            let before = target.kernel_reads();
+            let mut taken = 0u64;
+            let mut threads = 0;
+            while taken < SAMPLES {
+                match target.sample(false) {
+                    Ok(sample) => {
+                        threads = threads.max(sample.threads.len());
+                        taken += 1;
+                    }
+                    Err(SampleError::Torn) => taken += 1,
+                    Err(e) => panic!("{label}: {e:?}"),
+                }
+            }
+            (
+                (target.kernel_reads() - before) as f64 / SAMPLES as f64,
+                threads,
+            )
+        };
+        let (reads, threads) = per_sample(&mut target);
+        eprintln!("{label}: {reads:.2} /proc thread reads per sample, {threads} threads");
+        assert_eq!(threads, 5, "{label}: MainThread and 4 workers");
+        if flags_exported {
+            // MainThread, and now and then a worker between dropping the GIL and asking for
+            // it again (longer when the machine is busy and it is preempted there): well
+            // under the 4 of reading every thread but the holder.
+            assert!(reads < 2.5, "{label}: {reads:.2} /proc reads per sample");
+            target.set_verify_flags(true);
+            let (verified, _) = per_sample(&mut target);
+            eprintln!("{label}: {verified:.2} with --verify-flags");
+            assert!(
+                verified >= 3.5,
+                "{label}: {verified:.2} /proc reads per sample"
+            );
+        } else {
+            // Every thread but the holder (read too when the GIL changes hands between
+            // the two reads of a sample).
+            assert!(reads >= 3.5, "{label}: {reads:.2} /proc reads per sample");
+        }
+    }
+    assert!(
+        flagged_versions > 0 || support::pythons().iter().all(|p| p.minor < 15),
+        "a 3.15+ interpreter was found but none exports its GIL flags"
+    );
+}
