@@ -417,8 +417,8 @@ impl<M: RemoteMemory> Sampler<M> {
     /// the GIL names as holder is running Python (its /proc file could only contradict the
     /// read: [`Sampler::sample`] asks after all when the second GIL read names another
     /// holder or finds a handoff under way); and /proc/PID/stat is read only when no thread
-    /// is running (a stopped process has none) and no GIL changed hands since the last
-    /// sample (a stopped process hands over none).
+    /// is running (a stopped process has none), no GIL changed hands and no frame moved
+    /// since the last sample (a stopped process does neither).
     fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
         let mut kernel = std::mem::take(&mut self.kernel_states);
         kernel.clear();
@@ -457,7 +457,8 @@ impl<M: RemoteMemory> Sampler<M> {
             self.last_switches
                 .extend(state.interpreters.iter().map(|i| i.gil.switch_number));
         }
-        if !running && !switched && self.kernel.process_stopped() {
+        let ran = switched || self.walker.stacks_moved();
+        if !running && !ran && self.kernel.process_stopped() {
             for kernel_state in &mut kernel {
                 if *kernel_state != KernelState::Gone {
                     *kernel_state = KernelState::Stopped;

@@ -100,6 +100,8 @@ pub(super) struct StackReader {
     seen: HashSet<u64>,
     /// Threads whose stack faulted in the batch, to read again.
     faulted: Vec<usize>,
+    /// Some frame differed from the previous walk's (the target ran in between).
+    moved: bool,
 }
 
 /// What a stack read needs from the walker.
@@ -112,6 +114,17 @@ pub(super) struct Context<'a, M> {
 }
 
 impl StackReader {
+    /// Whether the last read found any frame (code, instruction or address) other than
+    /// the walk before it did.
+    pub fn moved(&self) -> bool {
+        self.moved
+    }
+
+    /// Forgets the last read's [`StackReader::moved`] (a walk without stacks).
+    pub fn clear_moved(&mut self) {
+        self.moved = false;
+    }
+
     /// Fills `frames` and `truncated` of every thread, `starts[i]` describing `threads[i]`.
     /// A stack that faults is read once more, from the start `fresh` reads from a new copy
     /// of its thread state; if it faults again, the thread is starting or ending (its
@@ -125,6 +138,7 @@ impl StackReader {
         mut fresh: impl FnMut(u64) -> Result<StackStart, MemError>,
     ) -> Result<(), MemError> {
         self.generation += 1;
+        self.moved = false;
         self.plan(cx, starts, threads);
         cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
         self.faulted.clear();
@@ -280,6 +294,7 @@ impl StackReader {
             .take_while(|(now, before)| now == before)
             .count();
         let changed = self.raw.len() - same_from_outermost;
+        self.moved |= changed > 0 || history.raw.len() != self.raw.len();
         self.decoded.clear();
         for raw in &self.raw[..changed] {
             self.decoded.push(decode(cx, raw)?);

@@ -145,6 +145,12 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
+    /// Whether the last walk found a frame that moved since the walk before: proof that
+    /// the target ran in between (`false` after a walk without stacks).
+    pub fn stacks_moved(&self) -> bool {
+        self.stacks.moved()
+    }
+
     /// Where glibc's `struct pthread` keeps the kernel tid (before 3.11), once found.
     pub fn tid_offset(&self) -> Option<u64> {
         self.tid_offset
@@ -197,6 +203,7 @@ impl<M: RemoteMemory> Walker<M> {
             self.stacks
                 .read(&mut cx, &self.starts, &mut state.threads, fresh)?;
         } else {
+            self.stacks.clear_moved();
             for thread in &mut state.threads {
                 thread.frames.clear();
                 thread.truncated = false;
