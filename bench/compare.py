@@ -551,7 +551,7 @@ def main():
     parser.add_argument("--only", default="cpu,slowdown,maxrate,memory,peers")
     parser.add_argument("--target-python", default=None,
                         help="peers: the interpreter gilscope and py-spy read (default: "
-                             "Debian's 3.14 under /opt/gilscope-pythons, else --python)")
+                             "--peer-python, else --python)")
     parser.add_argument("--peer-python", default="/opt/gilscope-pythons/3.15/usr/bin/python3.15",
                         help="peers: the CPython 3.15 whose sampler runs (on its own target)")
     parser.add_argument("--peer-short", type=int, default=1, help="seconds (whole: the 3.15 sampler takes no fraction)")
@@ -571,8 +571,9 @@ def main():
     ctx.max_reps = max(1, min(3, ctx.reps))
     ctx.max_duration = min(5.0, ctx.duration)
     if ctx.target_python is None:
-        debian_314 = Path("/opt/gilscope-pythons/3.14/usr/bin/python3.14")
-        ctx.target_python = str(debian_314) if debian_314.exists() else ctx.python
+        # The interpreter CPython's sampler reads, so that all three read the same one.
+        peer = Path(ctx.peer_python)
+        ctx.target_python = str(peer) if peer.exists() else ctx.python
     only = set(ctx.only.split(","))
     global NICE
     NICE = ctx.nice

@@ -3,9 +3,8 @@
 Target: bench/target.py with 5 threads, 4 of them spinning in pure Python (contending for
 the GIL) and the main thread idle. gilscope and py-spy read a target on --target-python;
 CPython's sampler (`python3.15 -m profiling.sampling attach -a`) can only read its own
-version, so it reads the same workload on --peer-python. Until gilscope reads 3.15, the two
-targets differ in version: the table says which is which. With --target-python pointing at
-a 3.15, all three read the same interpreter.
+version, so it reads the same workload on --peer-python. By default --target-python is that
+same interpreter, so all three read one version; the table says which each read.
 
 For each rate (1, 10, 20 kHz; py-spy at 1 kHz only, see PY_SPY_RATES) and repetition, the
 tools run one after the other, in an order that rotates every repetition, each for
