@@ -218,7 +218,14 @@ impl Condition {
             } else {
                 names.join(", ")
             };
+            let unmeasured = judged
+                .iter()
+                .flat_map(|(r, _)| &r.threads)
+                .any(|t| t.event_loop.as_ref().is_some_and(|l| !l.stalls_measured));
             let what = match field {
+                f if f.is_event_loop() && unmeasured => {
+                    "runs an event loop whose stalls are measured (uvloop's are not)"
+                }
                 f if f.is_event_loop() => "runs an event loop",
                 _ => "matches",
             };
@@ -409,10 +416,14 @@ impl ThreadField {
         EVENT_LOOP.iter().any(|(_, f)| *f == self)
     }
 
-    /// The thread's value; `None` for an event-loop figure of a thread with no loop.
+    /// The thread's value; `None` for an event-loop figure of a thread with no loop, and
+    /// for a stall figure of a loop whose stalls are not measured (uvloop).
     fn get(self, t: &ThreadFigures) -> Option<f64> {
         if self.is_event_loop() {
             let l = t.event_loop.as_ref()?;
+            if !l.stalls_measured && self != ThreadField::LoopBusy {
+                return None;
+            }
             return Some(match self {
                 ThreadField::LoopBusy => l.busy,
                 ThreadField::LoopStalls => l.stalls as f64,

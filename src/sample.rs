@@ -12,7 +12,7 @@ use crate::process::glibc::{CONDVAR_SIZE, CondvarLayout};
 use crate::process::pause::PausedProcess;
 use crate::process::{KernelState, KernelStateReader, Process};
 use crate::python::attach::{Runtime, attach};
-use crate::python::event_loop::{LoopObservation, LoopReader, monotonic_ns};
+use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, monotonic_ns};
 use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use anyhow::Result;
@@ -589,7 +589,7 @@ impl<M: RemoteMemory> Sampler<M> {
                     .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder())
             };
             self.track_gil_wait(tid, kernel_state, gil, class);
-            let event_loop = self.observe_loop(tid, &thread.frames, &thread.frame_addresses);
+            let event_loop = self.observe_loop(tid, thread);
             threads.push(ThreadSample {
                 tid,
                 tstate: thread.tstate,
@@ -653,18 +653,22 @@ impl<M: RemoteMemory> Sampler<M> {
     fn observe_loop(
         &mut self,
         tid: i32,
-        frames: &[Frame],
-        addresses: &[u64],
+        thread: &crate::python::walker::ThreadRecord,
     ) -> Option<LoopObservation> {
-        if frames.is_empty() {
+        if thread.frames.is_empty() {
             return None;
         }
+        let addresses = ThreadAddresses {
+            tstate: thread.tstate,
+            interpreter: thread.interpreter_address,
+        };
         let mut observation = self.loops.observe(
             &self.walker.mem,
             &self.walker.codes,
-            frames,
-            addresses,
+            &thread.frames,
+            &thread.frame_addresses,
             None,
+            addresses,
         )?;
         // Timed from the start of the walk that read these frames: a stamp the loop wrote
         // after them must not look older than this sample.

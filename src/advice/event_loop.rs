@@ -49,10 +49,11 @@ pub(super) fn event_loop_stalled(f: &Facts) -> Option<Recommendation> {
     };
     let what = match top {
         Some(b) => format!(
-            "{} ({}:{}) runs {:.0}% of that time",
+            "{} ({}:{}{}) runs {:.0}% of that time",
             b.function,
             short_file(&b.file),
             b.line,
+            b.in_task(),
             b.fraction * 100.0
         ),
         None => "the code that runs then was not sampled".into(),

@@ -283,14 +283,39 @@ pub(super) fn event_loop_idle(f: &Facts) -> Option<Recommendation> {
         f.gil.contended,
         "of the time a thread waited for the GIL",
     ));
+    let mut verdict = format!(
+        "The asyncio event loop ({}) waits for I/O {:.0}% of the time: async is already the \
+         right model here; nothing to offload.",
+        first.label,
+        first.fig.states.idle * 100.0
+    );
+    // uvloop: stalls are not measured, so a long callback cannot be ruled out.
+    if let Some(l) = first.fig.event_loop.as_ref().filter(|l| !l.stalls_measured) {
+        verdict = format!(
+            "The {} event loop ({}) waits for I/O {:.0}% of the time: async is the right \
+             model here. Its stalls are not measured on {}",
+            l.kind,
+            first.label,
+            first.fig.states.idle * 100.0,
+            l.kind
+        );
+        match l.blocking.first() {
+            Some(b) => {
+                verdict += &format!(
+                    ": if clients wait behind {} ({}:{}), which ran {:.0}% of the loop's busy \
+                     time, move it off the loop (`loop.run_in_executor`).",
+                    b.function,
+                    b.file.rsplit('/').next().unwrap_or(&b.file),
+                    b.line,
+                    b.fraction * 100.0
+                )
+            }
+            None => verdict.push('.'),
+        }
+    }
     Some(Recommendation {
         kind: Kind::Async,
-        verdict: format!(
-            "The asyncio event loop ({}) waits for I/O {:.0}% of the time: async is already \
-             the right model here; nothing to offload.",
-            first.label,
-            first.fig.states.idle * 100.0
-        ),
+        verdict,
         evidence,
         code: Vec::new(),
         expected_speedup: None,

@@ -507,11 +507,13 @@ fn stalled_server(function: &str, state: ThreadState, reason: Option<IdleReason>
         run_delay_ns: 0,
         stalls: 15,
         stalls_ms: vec![41.0; 15],
+        stalls_measured: true,
         blocking: vec![BlockingCount {
             frame: frame(APP, function, 36),
             states,
             idle_reasons,
             samples: 120,
+            tasks: Vec::new(),
         }],
     });
     rec

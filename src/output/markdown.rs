@@ -139,14 +139,30 @@ fn render_event_loops(out: &mut String, threads: &[ThreadFigures], level: usize)
             .take(3)
             .map(|b| {
                 format!(
-                    "{} ({}, {}) {}",
+                    "{} ({}, {}) {}{}",
                     cell_code(&b.function),
                     cell_code(&format!("{}:{}", short_path(&b.file), b.line)),
                     b.cause,
-                    percent(b.fraction)
+                    percent(b.fraction),
+                    b.task
+                        .as_ref()
+                        .map_or_else(String::new, |t| format!(" in task {}", cell_code(t)))
                 )
             })
             .collect();
+        if !l.stalls_measured {
+            // uvloop: stalls cannot be measured (docs/event-loops.md); the code is what ran
+            // while the loop was busy.
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | not measured | - | - | - | busy in {} |",
+                text(t.name.as_deref().unwrap_or("-")),
+                l.kind,
+                percent(l.busy),
+                blocking.join(", ")
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} (> {:.0} ms) | {:.1} | {:.0} ms | {:.0} ms | {} |",

@@ -17,12 +17,14 @@
 //! `method` in the counts says which was used.
 
 use crate::classify::Classification;
-use crate::model::event_loop::{BlockingCount, BlockingFigure, EventLoopCounts, EventLoopFigures};
+use crate::model::event_loop::{
+    BlockingCount, BlockingFigure, EventLoopCounts, EventLoopFigures, TaskCount,
+};
 use crate::model::python::FrameInfo;
 use crate::model::recording::{IdleCounts, StateCounts};
 use crate::model::state::{IdleReason, ThreadState};
 use crate::python::code::CodeTable;
-use crate::python::event_loop::LoopObservation;
+use crate::python::event_loop::{LoopKind, LoopObservation};
 use crate::python::walker::Frame;
 use std::collections::HashMap;
 
@@ -32,6 +34,9 @@ pub const DEFAULT_STALL_MS: f64 = 20.0;
 const MAX_STALLS_KEPT: usize = 100_000;
 /// Samples of one stretch kept for naming its blocking code.
 const MAX_STRETCH_SAMPLES: usize = 10_000;
+
+/// What the stall samples are kept by: the stack, its class and the running task.
+type StallKey = (Vec<Frame>, Classification, Option<String>);
 
 /// One stretch of running code, open until the loop is seen out of it.
 #[derive(Debug)]
@@ -45,7 +50,7 @@ struct Stretch {
     last_on_cpu: bool,
     /// CPU plus run-queue time at the last sample in it.
     last_cpu_ns: Option<u64>,
-    samples: Vec<(Vec<Frame>, Classification)>,
+    samples: Vec<StallKey>,
 }
 
 /// Follows one loop thread across samples.
@@ -57,7 +62,7 @@ pub struct LoopTracker {
     open: Option<Stretch>,
     /// When the loop was last seen in its selector.
     last_selector_ns: Option<u64>,
-    stall_stacks: HashMap<(Vec<Frame>, Classification), u64>,
+    stall_stacks: HashMap<StallKey, u64>,
 }
 
 impl LoopTracker {
@@ -81,6 +86,7 @@ impl LoopTracker {
                 stalls: 0,
                 stalls_ms: Vec::new(),
                 blocking: Vec::new(),
+                stalls_measured: true,
             },
             previous: None,
             open: None,
@@ -99,11 +105,29 @@ impl LoopTracker {
         c.blocked_elsewhere += u64::from(
             (blocked && !seen.in_selector) || (class.state == ThreadState::GilWait && !blocked),
         );
-        if let (Some(before), Some(now)) = (self.previous.and_then(|p| p.sched), seen.sched) {
-            let previous_at = self.previous.map_or(seen.at_ns, |p| p.at_ns);
+        if let (Some(before), Some(now)) =
+            (self.previous.as_ref().and_then(|p| p.sched), seen.sched)
+        {
+            let previous_at = self.previous.as_ref().map_or(seen.at_ns, |p| p.at_ns);
             c.wall_ns += seen.at_ns.saturating_sub(previous_at);
             c.cpu_ns += now.cpu_ns.saturating_sub(before.cpu_ns);
             c.run_delay_ns += now.run_delay_ns.saturating_sub(before.run_delay_ns);
+        }
+        if seen.kind == LoopKind::Uvloop {
+            // No stretches: the code running while the loop is busy is kept instead.
+            c.kind = seen.kind.name().into();
+            c.method = "none".into();
+            c.stalls_measured = false;
+            if !seen.in_selector && self.stall_stacks.len() < MAX_STRETCH_SAMPLES {
+                // The callback's frames only: the loop's caller is not what keeps it busy.
+                let callback = &frames[..frames.len().saturating_sub(seen.caller_frames)];
+                *self
+                    .stall_stacks
+                    .entry((callback.to_vec(), class, seen.task.clone()))
+                    .or_default() += 1;
+            }
+            self.previous = Some(seen);
+            return;
         }
         let on_cpu = matches!(class.state, ThreadState::GilHeld | ThreadState::NativeNogil);
         let busy_time = seen.sched.map(|s| s.cpu_ns + s.run_delay_ns);
@@ -149,7 +173,8 @@ impl LoopTracker {
             open.last_on_cpu = on_cpu;
             open.last_cpu_ns = busy_time;
             if open.samples.len() < MAX_STRETCH_SAMPLES {
-                open.samples.push((frames.to_vec(), class));
+                open.samples
+                    .push((frames.to_vec(), class, seen.task.clone()));
             }
         }
         self.previous = Some(seen);
@@ -157,7 +182,7 @@ impl LoopTracker {
 
     /// Both samples on a CPU with no switch in between.
     fn never_left_cpu(&self, seen: &LoopObservation) -> bool {
-        match (self.previous.and_then(|p| p.sched), seen.sched) {
+        match (self.previous.as_ref().and_then(|p| p.sched), seen.sched) {
             (Some(before), Some(now)) => before.timeslices == now.timeslices,
             _ => false,
         }
@@ -201,7 +226,7 @@ impl LoopTracker {
     /// resolved to names.
     pub fn finish(&self, codes: &CodeTable) -> EventLoopCounts {
         let mut counts = self.counts.clone();
-        if counts.unstamped_stretches > counts.stamped_stretches {
+        if counts.stalls_measured && counts.unstamped_stretches > counts.stamped_stretches {
             counts.method = "timeslices".into();
         }
         let mut tracker_stalls = self.stall_stacks.clone();
@@ -216,8 +241,16 @@ impl LoopTracker {
             }
         }
         let mut by_frame: HashMap<FrameInfo, BlockingCount> = HashMap::new();
-        for ((frames, class), n) in tracker_stalls {
+        let mut tasks: HashMap<FrameInfo, HashMap<String, u64>> = HashMap::new();
+        for ((frames, class, task), n) in tracker_stalls {
             let frame = blocking_frame(codes, &frames);
+            if let Some(task) = task {
+                *tasks
+                    .entry(frame.clone())
+                    .or_default()
+                    .entry(task)
+                    .or_default() += n;
+            }
             let entry = by_frame
                 .entry(frame.clone())
                 .or_insert_with(|| BlockingCount {
@@ -225,11 +258,24 @@ impl LoopTracker {
                     states: StateCounts::default(),
                     idle_reasons: IdleCounts::default(),
                     samples: 0,
+                    tasks: Vec::new(),
                 });
             entry.samples += n;
             entry.states.add(class.state, n);
             if let Some(reason) = class.idle_reason {
                 entry.idle_reasons.add(reason, n);
+            }
+        }
+        for (frame, named) in tasks {
+            if let Some(entry) = by_frame.get_mut(&frame) {
+                entry.tasks = named
+                    .into_iter()
+                    .map(|(name, samples)| TaskCount { name, samples })
+                    .collect();
+                entry
+                    .tasks
+                    .sort_by(|a, b| b.samples.cmp(&a.samples).then(a.name.cmp(&b.name)));
+                entry.tasks.truncate(MAX_TASKS);
             }
         }
         counts.blocking = by_frame.into_values().collect();
@@ -271,6 +317,8 @@ fn is_loop_machinery(file: &str) -> bool {
 
 /// Functions listed in `blocking`.
 const MAX_BLOCKING: usize = 5;
+/// Tasks kept per blocking function in recording.json.
+const MAX_TASKS: usize = 20;
 
 impl EventLoopFigures {
     /// `duration_s` is the recording's, used when the loop's own time was not measured.
@@ -306,6 +354,7 @@ impl EventLoopFigures {
             },
             method: c.method.clone(),
             blocking: blocking_figures(&c.blocking),
+            stalls_measured: c.stalls_measured,
         }
     }
 }
@@ -369,7 +418,7 @@ fn blocking_figures(counts: &[BlockingCount]) -> Vec<BlockingFigure> {
                 line,
                 fraction: super::figures::ratio(samples, total),
                 cause: cause(&states, &reasons).into(),
-                task: None,
+                task: main_task(&list),
             }
         })
         .collect();
@@ -380,6 +429,18 @@ fn blocking_figures(counts: &[BlockingCount]) -> Vec<BlockingFigure> {
     });
     figures.truncate(MAX_BLOCKING);
     figures
+}
+
+/// The task that ran a function's stall samples most (summed over its lines).
+fn main_task(list: &[&BlockingCount]) -> Option<String> {
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for t in list.iter().flat_map(|b| &b.tasks) {
+        *by_name.entry(&t.name).or_default() += t.samples;
+    }
+    by_name
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(name, _)| name.to_string())
 }
 
 /// What a function mostly did during stalls.
@@ -426,6 +487,15 @@ mod tests {
     /// A loop sampled every 10 ms: `passes` gives, per sample, None for "in the
     /// selector" or the pass stamp (ms), with the CPU time used so far (ms).
     fn run(passes: &[(Option<u64>, u64)]) -> EventLoopCounts {
+        run_in(passes, LoopKind::Asyncio, |_| None)
+    }
+
+    /// [`run`] on a loop of `kind`, the task of sample `i` named by `task(i)`.
+    fn run_in(
+        passes: &[(Option<u64>, u64)],
+        kind: LoopKind,
+        task: impl Fn(usize) -> Option<&'static str>,
+    ) -> EventLoopCounts {
         let mut tracker = LoopTracker::new(1, DEFAULT_STALL_MS);
         for (i, &(pass, cpu_ms)) in passes.iter().enumerate() {
             let seen = LoopObservation {
@@ -437,6 +507,9 @@ mod tests {
                     run_delay_ns: 0,
                     timeslices: i as u64,
                 }),
+                task: task(i).map(String::from),
+                kind,
+                caller_frames: 0,
             };
             let class = if pass.is_some() { HELD } else { WAITING };
             tracker.observe(seen, class, &[]);
@@ -506,5 +579,61 @@ mod tests {
         ];
         let counts = run(&passes);
         assert_eq!(counts.stalls, 0, "{counts:?}");
+    }
+
+    /// One 40 ms stall: three samples in task "client-3", one in "client-4" (a task switch
+    /// read between the frames and the task).
+    const STALL: [(Option<u64>, u64); 7] = [
+        (None, 0),
+        (Some(1002), 8),
+        (Some(1002), 18),
+        (Some(1002), 28),
+        (Some(1002), 38),
+        (None, 41),
+        (None, 41),
+    ];
+
+    #[test]
+    fn the_blocking_code_is_named_with_the_task_that_ran_it_most() {
+        let counts = run_in(&STALL, LoopKind::Asyncio, |i| match i {
+            4 => Some("client-4"),
+            _ => Some("client-3"),
+        });
+        assert_eq!(counts.stalls, 1);
+        let tasks = &counts.blocking[0].tasks;
+        assert_eq!(tasks[0].name, "client-3");
+        assert_eq!((tasks[0].samples, tasks[1].samples), (3, 1));
+        let figures = EventLoopFigures::new(&counts, 1.0);
+        assert_eq!(figures.blocking[0].task.as_deref(), Some("client-3"));
+        let json = serde_json::to_value(&figures).unwrap();
+        assert_eq!(json["blocking"][0]["task"], "client-3");
+        assert_eq!(json["stalls"], 1);
+    }
+
+    #[test]
+    fn uvloop_stalls_are_not_guessed_from_busy_samples() {
+        // The same samples on uvloop: four busy samples in a row are no proof of a stall.
+        let counts = run_in(&STALL, LoopKind::Uvloop, |_| Some("client-3"));
+        assert_eq!(counts.kind, "uvloop");
+        assert!(!counts.stalls_measured);
+        assert_eq!(counts.stalls, 0);
+        assert_eq!(
+            counts.blocking[0].samples, 4,
+            "the busy samples name the code"
+        );
+        let figures = EventLoopFigures::new(&counts, 1.0);
+        let json = serde_json::to_value(&figures).unwrap();
+        for key in [
+            "stalls",
+            "stalls_per_s",
+            "longest_stall_ms",
+            "p95_stall_ms",
+            "blocked",
+        ] {
+            assert!(json[key].is_null(), "{key}: {}", json[key]);
+        }
+        assert_eq!(json["kind"], "uvloop");
+        assert_eq!(json["blocking"][0]["task"], "client-3");
+        assert!(figures.describe().contains("stalls not measured"));
     }
 }

@@ -16,6 +16,7 @@
 use super::attach::Runtime;
 use super::code::{CodeId, CodeTable};
 use super::layout::ObjectLayout;
+use super::loop_task::TaskReader;
 use super::strings::read_unicode;
 use super::version::Version;
 use super::walker::Frame;
@@ -66,7 +67,7 @@ impl LoopOffsets {
 }
 
 /// What one thread's event loop looked like at one sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoopObservation {
     /// Waiting for events in the selector (not running a callback).
     pub in_selector: bool,
@@ -77,6 +78,55 @@ pub struct LoopObservation {
     pub at_ns: u64,
     /// The thread's scheduler counters, read with it.
     pub sched: Option<SchedCounters>,
+    /// The name of the asyncio task running, where it can be read (docs/event-loops.md).
+    pub task: Option<String>,
+    pub kind: LoopKind,
+    /// uvloop: how many of the outermost frames belong to the loop's caller, not to the
+    /// callback running (0 for asyncio).
+    pub caller_frames: usize,
+}
+
+/// Which loop a thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopKind {
+    /// asyncio's own loop: `BaseEventLoop._run_once` in Python.
+    #[default]
+    Asyncio,
+    /// uvloop: the loop runs in C (Cython); only the callbacks have frames.
+    Uvloop,
+}
+
+impl LoopKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoopKind::Asyncio => "asyncio",
+            LoopKind::Uvloop => "uvloop",
+        }
+    }
+}
+
+/// What the reader knows of a thread with no `_run_once` frame: whether a uvloop runs on
+/// it, and the fewest frames it was seen with while it did (the frames below the loop).
+#[derive(Debug, Clone, Copy)]
+struct RunningLoop {
+    uvloop: Option<u64>,
+    /// Loop samples until the running loop is read again (for threads not running uvloop).
+    recheck_in: u32,
+    base_depth: usize,
+}
+
+/// The C type every uvloop loop is an instance of (`uvloop.Loop` subclasses it in Python).
+const UVLOOP_TYPE: &str = "uvloop.loop.Loop";
+/// Thread states remembered; past this the reader starts over (threads come and go).
+const MAX_THREADS_KEPT: usize = 4096;
+/// Samples of a thread running no uvloop between two reads of its running loop.
+const RUNNING_LOOP_RECHECK: u32 = 100;
+
+/// Where a thread's state and its interpreter's live in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadAddresses {
+    pub tstate: u64,
+    pub interpreter: u64,
 }
 
 /// What a code object is to the loop.
@@ -108,6 +158,9 @@ pub struct LoopReader {
     end_time_slot: HashMap<u64, Option<u64>>,
     /// The address of `float`, once one object was checked to be one by its type's name.
     float_type: Option<u64>,
+    tasks: TaskReader,
+    /// Per thread state, for threads without a `_run_once` frame.
+    running: HashMap<u64, RunningLoop>,
 }
 
 /// Locals a `_run_once` has (a dozen); more means the names tuple was misread.
@@ -126,11 +179,14 @@ impl LoopReader {
             roles: HashMap::new(),
             end_time_slot: HashMap::new(),
             float_type: None,
+            tasks: TaskReader::new(runtime),
+            running: HashMap::new(),
         }
     }
 
     /// The loop as `frames` (innermost first) show it, or `None` if the thread runs no
-    /// asyncio loop. `addresses` are the frames' addresses; `sched` the thread's counters.
+    /// asyncio loop. `addresses` are the frames' addresses; `sched` the thread's counters;
+    /// `thread` the addresses of its thread state and interpreter (for the running task).
     pub fn observe(
         &mut self,
         mem: &impl RemoteMemory,
@@ -138,10 +194,14 @@ impl LoopReader {
         frames: &[Frame],
         addresses: &[u64],
         sched: Option<SchedCounters>,
+        thread: ThreadAddresses,
     ) -> Option<LoopObservation> {
-        let run_once = frames
+        let Some(run_once) = frames
             .iter()
-            .position(|f| self.role(codes, f.code) == Role::RunOnce)?;
+            .position(|f| self.role(codes, f.code) == Role::RunOnce)
+        else {
+            return self.observe_uvloop(mem, frames, sched, thread);
+        };
         let inside: Vec<Role> = frames[..run_once]
             .iter()
             .map(|f| self.role(codes, f.code))
@@ -155,19 +215,100 @@ impl LoopReader {
             || inside.last() == Some(&Role::ProcessEvents)
             || called == Some("select"))
             && !inside.contains(&Role::HandleRun);
-        let pass_start_ns = if in_selector {
-            None
-        } else {
-            addresses
-                .get(run_once)
-                .and_then(|&frame| self.read_pass_start(mem, frame).ok().flatten())
+        let frame = addresses.get(run_once).copied();
+        let (pass_start_ns, task) = match frame {
+            Some(frame) if !in_selector => {
+                let start = self.read_pass_start(mem, frame).ok().flatten();
+                let event_loop = self.read_self(mem, frame).unwrap_or(0);
+                let task = self.tasks.running_task_name(
+                    mem,
+                    thread.interpreter,
+                    thread.tstate,
+                    event_loop,
+                );
+                (start, task)
+            }
+            _ => (None, None),
         };
         Some(LoopObservation {
             in_selector,
             pass_start_ns,
             at_ns: monotonic_ns(),
             sched,
+            task,
+            kind: LoopKind::Asyncio,
+            caller_frames: 0,
         })
+    }
+
+    /// A thread whose running loop is a `uvloop.Loop`. Its stack has the frames below the
+    /// loop (the caller of `run_until_complete`), and a callback's frames on top while one
+    /// runs; the loop's own C code has none. So it is taken to wait in its selector at the
+    /// fewest frames seen while the loop ran (the tracker counts only blocked samples
+    /// there as waiting).
+    fn observe_uvloop(
+        &mut self,
+        mem: &impl RemoteMemory,
+        frames: &[Frame],
+        sched: Option<SchedCounters>,
+        thread: ThreadAddresses,
+    ) -> Option<LoopObservation> {
+        let known = self.running.get(&thread.tstate).copied();
+        if let Some(r) = known
+            && r.uvloop.is_none()
+            && r.recheck_in > 0
+        {
+            if let Some(r) = self.running.get_mut(&thread.tstate) {
+                r.recheck_in -= 1;
+            }
+            return None;
+        }
+        let mut uvloop = None;
+        if let Ok(Some((event_loop, types))) = self.tasks.running_loop(mem, thread.tstate)
+            && types.iter().any(|t| t == UVLOOP_TYPE)
+        {
+            uvloop = Some(event_loop);
+        }
+        if self.running.len() >= MAX_THREADS_KEPT {
+            self.running.clear();
+        }
+        let base_depth = match (known, uvloop) {
+            (Some(r), Some(l)) if r.uvloop == Some(l) => r.base_depth.min(frames.len()),
+            _ => frames.len(),
+        };
+        self.running.insert(
+            thread.tstate,
+            RunningLoop {
+                uvloop,
+                recheck_in: RUNNING_LOOP_RECHECK,
+                base_depth,
+            },
+        );
+        let event_loop = uvloop?;
+        let in_selector = frames.len() <= base_depth;
+        let task = if in_selector {
+            None
+        } else {
+            self.tasks
+                .running_task_name(mem, thread.interpreter, thread.tstate, event_loop)
+        };
+        Some(LoopObservation {
+            in_selector,
+            pass_start_ns: None,
+            at_ns: monotonic_ns(),
+            sched,
+            task,
+            kind: LoopKind::Uvloop,
+            caller_frames: base_depth,
+        })
+    }
+
+    /// `self` of the `_run_once` frame at `frame` (its first local): the loop object.
+    fn read_self(&self, mem: &impl RemoteMemory, frame: u64) -> Result<u64, MemError> {
+        let Some(o) = self.offsets else {
+            return Ok(0);
+        };
+        Ok(mem.read_u64(frame.wrapping_add(o.frame_locals))? & !self.tag_mask)
     }
 
     fn role(&mut self, codes: &CodeTable, code: CodeId) -> Role {

@@ -8,6 +8,7 @@ pub mod dict;
 pub mod event_loop;
 pub mod layout;
 pub mod linetable;
+pub mod loop_task;
 pub mod names;
 mod stacks;
 pub mod strings;

@@ -55,6 +55,7 @@ fn event_loop_blocked_by_cpu_work_in_a_handler() {
         run.check_stalls_match_truth(f);
         run.check_busy(f);
         run.check_blocking("crunch", "python", f);
+        run.check_task(f);
         run.check_advice("processes", f);
         let code = run.gilscope.code;
         f.check(code == Some(10), || {
@@ -110,6 +111,7 @@ fn event_loop_blocked_by_time_sleep_in_a_handler() {
     for_each_python(Mode::Sleep, |run, f| {
         run.check_stalls_match_truth(f);
         run.check_blocking("block", "sleep", f);
+        run.check_task(f);
         run.check_advice("threads", f);
     });
 }
@@ -119,8 +121,92 @@ fn event_loop_blocked_by_a_blocking_socket_in_a_handler() {
     for_each_python(Mode::Socket, |run, f| {
         run.check_stalls_match_truth(f);
         run.check_blocking("blocking_fetch", "io", f);
+        run.check_task(f);
         run.check_advice("threads", f);
     });
+}
+
+/// The interpreter with uvloop that `.ci/setup` installs (pyenv 3.12 and uvloop from PyPI);
+/// `GILSCOPE_UVLOOP_PYTHON` names another.
+const UVLOOP_PYTHON: &str = "/opt/gilscope-venvs/uvloop-3.12/bin/python";
+
+/// uvloop runs its loop in C: gilscope finds it from the thread's running loop, reports
+/// how busy it was and the code that kept it busy (with its task), and leaves the stall
+/// figures `null` rather than guess them (docs/event-loops.md). The fixture times its own
+/// handlers: `busy` is at least that share, and at most that plus what uvloop and the
+/// stream callbacks add and the time the loop waited for a CPU.
+#[test]
+fn event_loop_on_uvloop_reports_busy_and_blocking_code_without_stalls() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::var_os("GILSCOPE_UVLOOP_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(UVLOOP_PYTHON), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} is missing: `bash .ci/setup` creates it (pyenv 3.12 and uvloop from PyPI), or set \
+         GILSCOPE_UVLOOP_PYTHON to a Python with uvloop",
+        path.display()
+    );
+    let python = Interpreter::probe(&path);
+    let mut attempts = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        let run = LoopRun::record_on(&python, Mode::Cpu, "uvloop");
+        let mut f = Failures::default();
+        match run.event_loop() {
+            None => f.check(false, || {
+                format!("MainThread has no event_loop ({})", run.gilscope)
+            }),
+            Some(l) => {
+                f.check(l["kind"] == "uvloop", || format!("kind {}", l["kind"]));
+                for key in ["stalls", "stalls_per_s", "longest_stall_ms", "p95_stall_ms"] {
+                    f.check(l[key].is_null(), || {
+                        format!("{key} is {}, not null", l[key])
+                    });
+                }
+                let busy = l["busy"].as_f64().unwrap_or(-1.0);
+                let truth = run.truth["busy"].as_f64().unwrap_or(0.0);
+                let c = run.loop_counts();
+                let wall = c.and_then(|c| c["wall_ns"].as_f64()).unwrap_or(0.0);
+                let queued =
+                    c.and_then(|c| c["run_delay_ns"].as_f64()).unwrap_or(0.0) / wall.max(1.0);
+                f.check(
+                    busy >= truth - 0.05 && busy <= truth + queued + 0.10,
+                    || {
+                        format!(
+                            "busy {busy:.3}, the handlers ran {truth:.3} of the time \
+                         (+ {queued:.3} waiting for a CPU)"
+                        )
+                    },
+                );
+            }
+        }
+        run.check_blocking("crunch", "python", &mut f);
+        run.check_task(&mut f);
+        let stalled = run.rules().contains(&"event_loop_stalled".to_string());
+        f.check(!stalled, || {
+            "stall advice without measured stalls".to_string()
+        });
+        // The async verdict (a loop mostly waiting) must not claim there is nothing to
+        // offload: it names the busy code instead.
+        let verdicts = run.report["recommendations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(idle) = verdicts.iter().find(|r| r["rule"] == "event_loop_idle") {
+            let text = idle["verdict"].as_str().unwrap_or_default();
+            f.check(
+                text.contains("not measured") && text.contains("crunch"),
+                || format!("the uvloop verdict hides what keeps the loop busy: {text}"),
+            );
+        }
+        run.print();
+        if f.0.is_empty() {
+            return;
+        }
+        println!("  attempt {attempt} failed: {:?}", f.0);
+        attempts.push(format!("attempt {attempt}: {}", f.0.join("; ")));
+    }
+    panic!("uvloop on {}: {}", python.label(), attempts.join(" | "));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -195,8 +281,13 @@ struct LoopRun {
 
 impl LoopRun {
     fn record(python: &Interpreter, mode: Mode) -> LoopRun {
+        Self::record_on(python, mode, "asyncio")
+    }
+
+    /// [`LoopRun::record`] with the fixture's `--loop` (`asyncio` or `uvloop`).
+    fn record_on(python: &Interpreter, mode: Mode, event_loop: &str) -> LoopRun {
         let dir = std::env::temp_dir().join(format!(
-            "gilscope-event-loop-{}-{}-{}",
+            "gilscope-event-loop-{}-{}-{}-{event_loop}",
             std::process::id(),
             python.version,
             mode.arg()
@@ -225,6 +316,8 @@ impl LoopRun {
             "3",
             "--truth",
             &truth_arg,
+            "--loop",
+            event_loop,
         ]);
         let read = |path: PathBuf| -> Value {
             let text = std::fs::read_to_string(&path)
@@ -385,6 +478,31 @@ impl LoopRun {
         let fraction = top["fraction"].as_f64().unwrap_or(0.0);
         f.check(fraction >= 0.8, || {
             format!("{function} has {fraction:.2} of stall time, expected >= 0.8")
+        });
+    }
+
+    /// `blocking[0].task`: the task that made most of the fixture's blocking calls, by the
+    /// name the fixture read in-process ("client-1" in --mode cpu, which names its handler
+    /// tasks; asyncio's default "Task-N" in the other modes). Every interpreter tested has
+    /// task offsets (docs/event-loops.md), so the name must be there.
+    fn check_task(&self, f: &mut Failures) {
+        let Some(top) = self.event_loop().map(|l| &l["blocking"][0]) else {
+            return;
+        };
+        let mut names: Vec<&str> = self.truth["blocking_tasks"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        names.sort();
+        let most = names
+            .chunk_by(|a, b| a == b)
+            .max_by_key(|run| run.len())
+            .and_then(|run| run.first().copied());
+        f.check(most.is_some() && top["task"].as_str() == most, || {
+            format!(
+                "blocking[0].task is {}, the fixture's blocking calls ran in {most:?}",
+                top["task"]
+            )
         });
     }
 
