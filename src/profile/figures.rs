@@ -63,7 +63,8 @@ pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
     } else {
         0.0
     };
-    rec.threads
+    let threads = rec
+        .threads
         .iter()
         .map(|t| ThreadFigures {
             tid: t.tid,
@@ -86,7 +87,50 @@ pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
                 .find(|l| l.tid == t.tid)
                 .map(|l| EventLoopFigures::new(l, rec.duration_s)),
         })
-        .collect()
+        .collect();
+    regroup_brief_threads(threads, rec, period_ms)
+}
+
+/// The group of threads seen too briefly to be named or placed: one short-lived thread
+/// alone in its group.
+pub const OTHER_SHORT_LIVED: &str = "(other short-lived threads)";
+
+/// Threads that came and went between name reads join the group their job already has:
+/// an unnamed thread started with `f` joins `Thread-* (f)` where that group exists. A
+/// short-lived thread still alone in its group joins [`OTHER_SHORT_LIVED`], so that a
+/// thread-per-request server is a few rows, not one per stray request.
+fn regroup_brief_threads(
+    mut threads: Vec<ThreadFigures>,
+    rec: &Recording,
+    period_ms: f64,
+) -> Vec<ThreadFigures> {
+    {
+        let names: std::collections::HashSet<String> =
+            threads.iter().map(|t| t.group.clone()).collect();
+        for t in &mut threads {
+            if let Some(entry) = t
+                .group
+                .strip_prefix("(unnamed: ")
+                .and_then(|g| g.strip_suffix(')'))
+            {
+                let generic = format!("Thread-* ({entry})");
+                if names.contains(&generic) {
+                    t.group = generic;
+                }
+            }
+        }
+        let mut sizes: HashMap<String, usize> = HashMap::new();
+        for t in &threads {
+            *sizes.entry(t.group.clone()).or_default() += 1;
+        }
+        let brief_ms = SHORT_LIVED * rec.duration_s * 1000.0;
+        for t in &mut threads {
+            if sizes[&t.group] == 1 && (t.samples as f64) * period_ms < brief_ms {
+                t.group = OTHER_SHORT_LIVED.to_string();
+            }
+        }
+    }
+    threads
 }
 
 fn state_fractions(t: &ThreadCounts) -> StateFractions {
@@ -171,10 +215,28 @@ pub fn group_of(name: Option<&str>, entry: Option<&str>) -> String {
 }
 
 /// Per thread, the function it was started with: the outermost frame outside
-/// `threading.py` in its most sampled stacks.
+/// `threading.py` in its most sampled stacks. A thread started by `threading` has
+/// `_bootstrap` outermost: a stack without it was read part-way (its frames changing under
+/// the reader, as they do while short threads come and go) and names no entry.
 fn entry_functions(stacks: &[StackCount]) -> HashMap<i32, String> {
+    let rooted: std::collections::HashSet<i32> = stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .first()
+                .is_some_and(|f| f.file.ends_with("threading.py"))
+        })
+        .map(|s| s.tid)
+        .collect();
     let mut counts: HashMap<i32, HashMap<&str, u64>> = HashMap::new();
     for stack in stacks {
+        let from_threading = stack
+            .frames
+            .first()
+            .is_some_and(|f| f.file.ends_with("threading.py"));
+        if rooted.contains(&stack.tid) && !from_threading {
+            continue;
+        }
         let entry = stack
             .frames
             .iter()
