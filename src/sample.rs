@@ -598,10 +598,9 @@ impl<M: RemoteMemory> Sampler<M> {
                 class,
                 blocked_on_gil: is_gil_wait(kernel_state, gil),
                 kernel: kernel_state,
-                cpu_ns: if kernel_state != KernelState::NotRead
-                    && (self.native_before.contains(&tid)
-                        || (class.state == ThreadState::NativeNogil
-                            && self.needs_next_sample(tid, counted)))
+                cpu_ns: if self.native_before.contains(&tid)
+                    || (class.state == ThreadState::NativeNogil
+                        && self.needs_next_sample(tid, counted))
                 {
                     self.kernel.cpu_time_ns(tid)
                 } else {
@@ -945,9 +944,11 @@ pub fn handoff_verdict(
         return Some(false);
     }
     // Only what was seen counts: a GIL wait inferred for a runnable thread from its history
-    // alone is the guess being checked.
-    let seen_waiting =
-        later.blocked_on_gil || (later_counted && later.class.state == ThreadState::GilWait);
+    // alone is the guess being checked. A thread left unread because its own flag says it
+    // requests the GIL (3.15+) was seen waiting by the interpreter itself.
+    let seen_waiting = later.blocked_on_gil
+        || (later_counted && later.class.state == ThreadState::GilWait)
+        || (later.kernel == KernelState::NotRead && later.class.state == ThreadState::GilWait);
     if later.class.state == ThreadState::GilHeld || seen_waiting {
         return Some(true);
     }
@@ -1226,6 +1227,35 @@ mod tests {
             );
             assert!(s.gil_held());
         }
+    }
+
+    #[test]
+    fn a_handoff_ends_at_a_gil_request_the_flags_show_without_proc() {
+        // 3.15: runnable without the GIL and unflagged, then left unread in /proc because
+        // its own flag requests the GIL, a few µs of CPU later: it was in a handoff.
+        let thread = |class, kernel, cpu_ns, requested| ThreadSample {
+            tid: 7,
+            tstate: 0xa,
+            ident: 0xa,
+            interpreter: 0,
+            class: Classification::active(class),
+            blocked_on_gil: false,
+            kernel,
+            cpu_ns: Some(cpu_ns),
+            gil_flags: Some(ThreadGilFlagValues {
+                holds: false,
+                requested,
+            }),
+            frames: Vec::new(),
+            truncated: false,
+            event_loop: None,
+        };
+        let earlier = thread(ThreadState::NativeNogil, KernelState::Running, 1_000, false);
+        let later = thread(ThreadState::GilWait, KernelState::NotRead, 6_000, true);
+        assert_eq!(handoff_verdict(&earlier, &later, false), Some(true));
+        // Native work first: a scheduler tick of CPU or more before the request.
+        let later = thread(ThreadState::GilWait, KernelState::NotRead, 9_000_000, true);
+        assert_eq!(handoff_verdict(&earlier, &later, false), Some(false));
     }
 
     #[test]
