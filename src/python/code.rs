@@ -23,11 +23,15 @@ pub struct CodeInfo {
     line_table: Vec<u8>,
     /// Free-threaded 3.14+: `co_tlbc`, the per-thread bytecode copies.
     tlbc: u64,
+    /// 3.11+: bytes of bytecode (`Py_SIZE(code)` code units of 2 bytes); 0 when unknown.
+    bytecode_len: u64,
 }
 
 /// Code objects seen so far, by address. A code object freed and another allocated at the
-/// same address would be misnamed; code objects live as long as their functions, so in
-/// practice this happens only to code created and dropped at run time (exec, lambdas).
+/// same address would be misnamed: code created and dropped at run time (exec, lambdas),
+/// and the start-up code of an interpreter attached to while it starts. From 3.11 a frame
+/// whose instruction lies outside its cached code's bytecode shows the entry is stale
+/// ([`CodeTable::forget`]).
 #[derive(Debug, Default)]
 pub struct CodeTable {
     by_address: HashMap<u64, CodeId>,
@@ -77,6 +81,19 @@ impl CodeTable {
         self.infos.push(info);
         self.by_address.insert(addr, id);
         Ok(Some(id))
+    }
+
+    /// Drops what is known of the code object at `addr` (freed, its address reused): the
+    /// next lookup reads it again.
+    pub fn forget(&mut self, addr: u64) {
+        self.by_address.remove(&addr);
+    }
+
+    /// Whether `byte_offset` lies inside the code's bytecode (true when its length is not
+    /// known).
+    pub fn holds_offset(&self, code: CodeId, byte_offset: u64) -> bool {
+        let len = self.info(code).bytecode_len;
+        len == 0 || byte_offset < len
     }
 
     /// Where the bytecode that `instr_ptr`-style pointers point into begins.
@@ -136,7 +153,9 @@ fn read_code(
     .max()
     .unwrap_or(0)
         + 8;
-    let header = mem.read_vec(addr, len.max(layout.object.ob_type + 8) as usize)?;
+    // `ob_size` (code units, 3.11+) follows the object header, which ends with `ob_type`.
+    let ob_size = layout.object.ob_type + 8;
+    let header = mem.read_vec(addr, len.max(ob_size + 8) as usize)?;
     let f = Fields::new(addr, &header);
     if let Some(code_type) = runtime.code_type
         && f.u64(layout.object.ob_type)? != code_type
@@ -155,5 +174,11 @@ fn read_code(
         first_line: f.i32(c.firstlineno)?,
         line_table: read_bytes(mem, object, f.u64(c.linetable)?)?,
         tlbc: c.tlbc.map(|off| f.u64(off)).transpose()?.unwrap_or(0),
+        bytecode_len: match c.code_adaptive {
+            Some(_) => u64::try_from(f.i64(ob_size)?)
+                .unwrap_or(0)
+                .saturating_mul(2),
+            None => 0,
+        },
     }))
 }

@@ -8,7 +8,7 @@
 //! walk at the same depth is not decoded again.
 
 use super::attach::Runtime;
-use super::code::CodeTable;
+use super::code::{CodeId, CodeTable};
 use super::layout::{FrameKind, FramePointer, Layout};
 use super::walker::{Frame, MAX_FRAMES, ThreadRecord};
 use crate::mem::{Fields, MemError, Piece, RemoteMemory};
@@ -347,6 +347,25 @@ fn decode<M: RemoteMemory>(cx: &mut Context<M>, raw: &RawFrame) -> Result<Option
     let Some(code) = cx.codes.lookup(cx.mem, cx.runtime, raw.code)? else {
         return Ok(None);
     };
+    let frame = decode_in(cx, raw, code)?;
+    if cx.codes.holds_offset(code, frame.1) {
+        return Ok(Some(frame.0));
+    }
+    // The instruction lies outside the cached code: that code object was freed and another
+    // now lives at its address.
+    cx.codes.forget(raw.code);
+    let Some(code) = cx.codes.lookup(cx.mem, cx.runtime, raw.code)? else {
+        return Ok(None);
+    };
+    Ok(Some(decode_in(cx, raw, code)?.0))
+}
+
+/// The frame of `raw` as an instance of `code`, with its instruction's byte offset.
+fn decode_in<M: RemoteMemory>(
+    cx: &mut Context<M>,
+    raw: &RawFrame,
+    code: CodeId,
+) -> Result<(Frame, u64), MemError> {
     let byte_offset = match cx.runtime.layout.frame.kind {
         FrameKind::Object {
             lasti_in_code_units,
@@ -365,7 +384,7 @@ fn decode<M: RemoteMemory>(cx: &mut Context<M>, raw: &RawFrame) -> Result<Option
         }
     };
     let line = cx.codes.line(cx.runtime, code, byte_offset);
-    Ok(Some(Frame { code, line }))
+    Ok((Frame { code, line }, byte_offset))
 }
 
 /// The offset of `PyThreadState.datastack_chunk` (`datastack_top` is the next word), from
