@@ -104,30 +104,28 @@ fn regroup_brief_threads(
     rec: &Recording,
     period_ms: f64,
 ) -> Vec<ThreadFigures> {
-    {
-        let names: std::collections::HashSet<String> =
-            threads.iter().map(|t| t.group.clone()).collect();
-        for t in &mut threads {
-            if let Some(entry) = t
-                .group
-                .strip_prefix("(unnamed: ")
-                .and_then(|g| g.strip_suffix(')'))
-            {
-                let generic = format!("Thread-* ({entry})");
-                if names.contains(&generic) {
-                    t.group = generic;
-                }
+    let names: std::collections::HashSet<String> =
+        threads.iter().map(|t| t.group.clone()).collect();
+    for t in &mut threads {
+        if let Some(entry) = t
+            .group
+            .strip_prefix("(unnamed: ")
+            .and_then(|g| g.strip_suffix(')'))
+        {
+            let generic = format!("Thread-* ({entry})");
+            if names.contains(&generic) {
+                t.group = generic;
             }
         }
-        let mut sizes: HashMap<String, usize> = HashMap::new();
-        for t in &threads {
-            *sizes.entry(t.group.clone()).or_default() += 1;
-        }
-        let brief_ms = SHORT_LIVED * rec.duration_s * 1000.0;
-        for t in &mut threads {
-            if sizes[&t.group] == 1 && (t.samples as f64) * period_ms < brief_ms {
-                t.group = OTHER_SHORT_LIVED.to_string();
-            }
+    }
+    let mut sizes: HashMap<String, usize> = HashMap::new();
+    for t in &threads {
+        *sizes.entry(t.group.clone()).or_default() += 1;
+    }
+    let brief_ms = SHORT_LIVED * rec.duration_s * 1000.0;
+    for t in &mut threads {
+        if sizes[&t.group] == 1 && (t.samples as f64) * period_ms < brief_ms {
+            t.group = OTHER_SHORT_LIVED.to_string();
         }
     }
     threads
