@@ -453,12 +453,15 @@ impl LoopRun {
         let truth = self.truth["busy"].as_f64().unwrap_or(0.0);
         let wall = c["wall_ns"].as_f64().unwrap_or(0.0);
         let queued = c["run_delay_ns"].as_f64().unwrap_or(0.0) / wall.max(1.0);
+        // 0.05, plus three standard errors of a share measured from this many samples.
+        let samples = c["samples"].as_f64().unwrap_or(0.0).max(1.0);
+        let tolerance = 0.05 + 3.0 * (truth * (1.0 - truth) / samples).max(0.0).sqrt();
         f.check(
-            busy >= truth - 0.05 && busy <= truth + queued + 0.05,
+            busy >= truth - tolerance && busy <= truth + queued + tolerance,
             || {
                 format!(
                     "busy {busy:.3}, fixture {truth:.3} (+ {queued:.3} waiting for a CPU), \
-                 ± 0.05"
+                 ± {tolerance:.3} ({samples} samples)"
                 )
             },
         );
