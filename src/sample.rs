@@ -128,6 +128,14 @@ struct GilWaitMark {
     blocked: bool,
 }
 
+/// Times after attaching at which every code object is read again: code seen while the
+/// interpreter was starting may have been freed and its address reused (after an exec,
+/// or `record -- cmd`), and would name the new code wrongly.
+const CODE_REREADS_AFTER: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(4),
+];
+
 /// How often `--blocking` pauses the target again after a torn read.
 const PAUSE_ATTEMPTS: usize = 20;
 
@@ -155,6 +163,9 @@ pub struct Sampler<M = LiveMemory> {
     /// The GILs' switch counts at the latest sample: a count that moved since says the
     /// target ran in between, without asking /proc whether it is stopped.
     last_switches: Vec<u64>,
+    /// When the sampler attached, and the code re-reads still due ([`CODE_REREADS_AFTER`]).
+    attached: std::time::Instant,
+    code_rereads_done: usize,
     loops: LoopReader,
     /// CLOCK_MONOTONIC when the current sample's walk began: frames were read after it.
     walk_started_ns: u64,
@@ -254,6 +265,8 @@ impl<M: RemoteMemory> Sampler<M> {
             skipped: Vec::new(),
             verify_flags: false,
             last_switches: Vec::new(),
+            attached: std::time::Instant::now(),
+            code_rereads_done: 0,
             conds: None,
             last_state: HashMap::new(),
             turn: 0,
@@ -344,6 +357,13 @@ impl<M: RemoteMemory> Sampler<M> {
     /// need the next sample to be resolved are left `native_nogil`. Use
     /// [`Sampler::resolved_sample`] unless that is what you want.
     pub fn sample(&mut self, with_frames: bool) -> Result<Sample, SampleError> {
+        if CODE_REREADS_AFTER
+            .get(self.code_rereads_done)
+            .is_some_and(|&after| self.attached.elapsed() >= after)
+        {
+            self.walker.reread_code();
+            self.code_rereads_done += 1;
+        }
         self.names
             .read_ahead(&self.walker.mem, &self.walker.runtime);
         let mut state = std::mem::take(&mut self.state);

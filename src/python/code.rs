@@ -83,6 +83,12 @@ impl CodeTable {
         Ok(Some(id))
     }
 
+    /// Forgets every code object's address (not the ids already handed out, which keep
+    /// their names): each is read again when next seen.
+    pub fn forget_addresses(&mut self) {
+        self.by_address.clear();
+    }
+
     /// Drops what is known of the code object at `addr` (freed, its address reused): the
     /// next lookup reads it again.
     pub fn forget(&mut self, addr: u64) {

@@ -120,6 +120,11 @@ impl StackReader {
         self.moved
     }
 
+    /// Forgets every thread's last stack: all frames are decoded afresh.
+    pub fn forget_history(&mut self) {
+        self.history.clear();
+    }
+
     /// Forgets the last read's [`StackReader::moved`] (a walk without stacks).
     pub fn clear_moved(&mut self) {
         self.moved = false;

@@ -145,6 +145,14 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
+    /// Reads every code object again when next seen. Code read while an interpreter
+    /// starts (start-up modules, soon freed) may be named at an address that later holds
+    /// other code; the sampler calls this once the interpreter has had time to start.
+    pub fn reread_code(&mut self) {
+        self.codes.forget_addresses();
+        self.stacks.forget_history();
+    }
+
     /// Whether the last walk found a frame that moved since the walk before: proof that
     /// the target ran in between (`false` after a walk without stacks).
     pub fn stacks_moved(&self) -> bool {

@@ -115,8 +115,10 @@ fn record_follows_an_exec_into_python_of_the_same_or_another_version() {
         let ready = child.wait_for_line("AFTER");
         assert_eq!(ready["version"], after.version.as_str(), "{what}");
         let spinner = ready["spinner_tid"].as_i64().unwrap();
-        // The new program's sampler has seen its spinner, then sampled some more.
-        wait_for_samples_of_thread(&mut profiler, pid, spinner, 50);
+        // The new program's sampler has seen its spinner, then sampled some more: at about 5
+        // syscalls a sample and 100 Hz, 800 syscalls is past the second after attaching,
+        // when code read during the interpreter's start-up is read again.
+        wait_for_samples_of_thread(&mut profiler, pid, spinner, 800);
         profiler.signal(nix::sys::signal::Signal::SIGINT);
         let status = profiler.wait_exit(COMMAND_TIMEOUT);
         let stderr = profiler.stderr();
