@@ -1,5 +1,5 @@
 //! Logs every sample's per-thread classification with CLOCK_MONOTONIC times, one JSON line
-//! per sample, so scripts/accuracy.py --instants can compare each instant with the uprobe
+//! per sample, so `scripts/accuracy.py --instants` can compare each instant with the uprobe
 //! truth at that instant (a confusion matrix, not only the averages).
 //!
 //!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
@@ -62,10 +62,23 @@ fn write_line(out: &mut impl Write, t0: u64, t1: u64, sample: &Sample) -> anyhow
                 "tid": t.tid,
                 "class": t.class.state.name(),
                 "kernel": format!("{:?}", t.kernel),
+                "tstate": t.tstate,
             })
         })
         .collect();
-    let line = serde_json::json!({"t0": t0, "t1": t1, "gil_waiters": sample.gil_waiters, "threads": threads});
+    let gils: Vec<serde_json::Value> = sample
+        .interpreters
+        .iter()
+        .map(|i| serde_json::json!({"locked": i.gil.locked, "last_holder": i.gil.last_holder}))
+        .collect();
+    let line = serde_json::json!({
+        "t0": t0,
+        "t1": t1,
+        "gil_waiters": sample.gil_waiters,
+        "gil_mutex_owners": sample.gil_mutex_owners,
+        "gils": gils,
+        "threads": threads,
+    });
     writeln!(out, "{line}")?;
     Ok(())
 }

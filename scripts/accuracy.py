@@ -13,7 +13,14 @@ Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/accuracy.py [--python PY] [--workloads cpu_threads,convoy,...]
                                 [--seconds 5] [--rate 100] [--repeat 1]
-                                [--py-spy PATH] [--json FILE]
+                                [--py-spy PATH] [--json FILE] [--instants]
+
+With --instants (after `cargo build --release --example instants`) it compares every sample
+with the truth at that sample's own instant instead of comparing averages: perf also records
+the scheduler's switches and wake-ups, and each thread gets a confusion matrix of the truth
+(holding, waiting, or outside the GIL's functions: on a CPU, woken and not run since,
+preempted, asleep) against gilscope's class. That is how a systematic error is traced to
+its cause.
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols (pyenv's builds do).
@@ -45,6 +52,11 @@ def main():
     gilscope = args.gilscope or os.path.join(ROOT, "target", "release", "gilscope")
     if not os.path.exists(gilscope):
         sys.exit("build gilscope first: cargo build --release")
+    if args.instants:
+        for kind in args.workloads.split(","):
+            for _ in range(args.repeat):
+                print_confusion(kind, measure_instants(kind, args), os.getloadavg()[0])
+        return
     worst = {}
     worst_pyspy = {}
     runs = []
@@ -79,6 +91,10 @@ def parse_args():
     p.add_argument("--py-spy", dest="py_spy", help="also run this py-spy over the same window")
     p.add_argument("--json", help="write every run's rows to this file")
     p.add_argument("--gilscope", help="the gilscope binary to measure (default: target/release)")
+    p.add_argument("--instants", action="store_true",
+                   help="instead of averages, compare every sample with the truth at its own instant "
+                        "(needs `cargo build --release --example instants`): a confusion matrix per "
+                        "thread, the truth split by what the scheduler had the thread doing")
     return p.parse_args()
 
 
@@ -139,11 +155,13 @@ def finish_pyspy(spy, raw):
 
 
 def start_workload(python, kind):
+    """The running workload; its `names` maps each thread's tid to its name."""
     child = subprocess.Popen([python, WORKLOAD, kind, "--seconds", "120"], stdout=subprocess.PIPE, text=True)
     line = child.stdout.readline()
     if not line.startswith("READY"):
         child.kill()
         sys.exit(f"workload {kind} did not start: {line!r}")
+    child.names = {tid: name for name, tid in json.loads(line.split(" ", 1)[1])["threads"].items()}
     return child
 
 
@@ -195,8 +213,11 @@ def remove_probes(group):
     subprocess.run(["perf", "probe", "--del", f"{group}:*"], capture_output=True)
 
 
-def start_perf(group, pid, data):
-    cmd = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-o", data, "-p", str(pid), "-e", f"{group}:*"]
+def start_perf(group, pid, data, extra=None):
+    """`extra`: more perf arguments; with -a the recording is system-wide instead of the
+    target's own."""
+    target = extra if extra else ["-p", str(pid)]
+    cmd = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-o", data, *target, "-e", f"{group}:*"]
     perf = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # perf writes its header once it is attached: wait for it rather than a fixed time.
     deadline = time.monotonic() + 10
@@ -274,6 +295,128 @@ def print_rows(kind, rows, load):
         if spy:
             line += f" {r['pyspy_held']:7.3f}"
         print(line)
+
+
+
+INSTANTS = os.path.join(ROOT, "target", "release", "examples", "instants")
+# Truth at an instant: the GIL side from the uprobes (holding, or inside take_gil/drop_gil),
+# and for a thread outside the GIL's functions what the scheduler had it doing: on a CPU,
+# woken from a wait and not run since, preempted and queued for a CPU, or asleep.
+TRUTH_CLASSES = ("held", "wait", "on_cpu", "woken", "preempted", "asleep")
+SAMPLED_CLASSES = ("gil_held", "gil_wait", "native_nogil", "idle")
+
+
+def measure_instants(kind, args):
+    """Runs examples/instants beside perf, which records the uprobes and the scheduler's
+    switches and wake-ups system-wide. Returns {thread name: {(truth, class): count}}."""
+    if not os.path.exists(INSTANTS):
+        sys.exit("build the sampler first: cargo build --release --example instants")
+    workload = start_workload(args.python, kind)
+    try:
+        pid = workload.pid
+        group = add_probes(interpreter_binary(pid))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                perf_data = os.path.join(tmp, "perf.data")
+                perf = start_perf(group, pid, perf_data,
+                                  extra=["-a", "-e", "sched:sched_switch", "-e", "sched:sched_waking"])
+                out = subprocess.run([INSTANTS, str(pid), str(args.rate), str(args.seconds)],
+                                     check=True, capture_output=True, text=True).stdout
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+                events = timeline_from_perf(perf_data, set(workload.names))
+        finally:
+            remove_probes(group)
+    finally:
+        workload.kill()
+        workload.wait()
+    samples = [json.loads(line) for line in out.splitlines() if '"threads"' in line]
+    return confusion(samples, events, workload.names)
+
+
+def timeline_from_perf(data, tids):
+    """Per tid, the time-ordered changes of its GIL side and its scheduler side:
+    {tid: [(t, "gil", "held"|"wait"|"out") | (t, "cpu", one of TRUTH_CLASSES[2:])]}."""
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event,trace"],
+                         capture_output=True, text=True, check=True).stdout
+    changes = {tid: [] for tid in tids}
+    gil_state = {"take": "wait", "taken": "held", "drop": "wait", "dropped": "out"}
+    for line in out.splitlines():
+        parsed = re.match(r"\s*(\d+)\s+([\d.]+):\s+(\S+):(.*)", line)
+        if not parsed:
+            continue
+        tid, t, event, trace = int(parsed.group(1)), float(parsed.group(2)), parsed.group(3), parsed.group(4)
+        if event.endswith("sched_switch"):
+            prev = re.search(r"prev_pid=(\d+) .*prev_state=(\S+)", trace)
+            nxt = re.search(r"next_pid=(\d+)", trace)
+            if prev and int(prev.group(1)) in changes:
+                left = "preempted" if prev.group(2).startswith("R") else "asleep"
+                changes[int(prev.group(1))].append((t, "cpu", left))
+            if nxt and int(nxt.group(1)) in changes:
+                changes[int(nxt.group(1))].append((t, "cpu", "on_cpu"))
+        elif event.endswith("sched_waking"):
+            woken = re.search(r" pid=(\d+)", trace)
+            if woken and int(woken.group(1)) in changes:
+                changes[int(woken.group(1))].append((t, "cpu", "woken"))
+        elif tid in changes:
+            changes[tid].append((t, "gil", gil_state[event.split(":")[-1].split("_")[0]]))
+    return changes
+
+
+def confusion(samples, changes, names):
+    """Counts (truth at the sample's instant, gilscope's class) per thread."""
+    import bisect
+    matrices = {}
+    for tid, events in changes.items():
+        events.sort()
+        times = [e[0] for e in events]
+        if not times:
+            continue
+        matrix = matrices.setdefault(names.get(tid, str(tid)), {})
+        for sample in samples:
+            t = sample["t0"] / 1e9
+            sampled = next((s["class"] for s in sample["threads"] if s["tid"] == tid), None)
+            if sampled is None or t < times[0] or t > times[-1]:
+                continue
+            gil = cpu = None
+            for _, side, value in reversed(events[:bisect.bisect_right(times, t)]):
+                if side == "gil" and gil is None:
+                    gil = value
+                elif side == "cpu" and cpu is None:
+                    cpu = value
+                if gil and cpu:
+                    break
+            if gil is None or cpu is None:
+                continue
+            truth = gil if gil in ("held", "wait") else cpu
+            matrix[(truth, sampled)] = matrix.get((truth, sampled), 0) + 1
+    return matrices
+
+
+def print_confusion(kind, matrices, load):
+    """The matrices, and per thread the share of instants at which the truth and gilscope
+    say holding and waiting: the classifier's own error, without sampling noise."""
+    print(f"\n{kind} (load average {load:.1f}): rows the truth at the sample's instant, "
+          "columns gilscope's class")
+    worst = 0.0
+    for name, matrix in sorted(matrices.items()):
+        total = sum(matrix.values())
+        if not total:
+            continue
+        print(f"  {name}")
+        print(f"    {'truth':<10}" + "".join(f"{c:>14}" for c in SAMPLED_CLASSES))
+        for truth in TRUTH_CLASSES:
+            row = [matrix.get((truth, c), 0) for c in SAMPLED_CLASSES]
+            if any(row):
+                print(f"    {truth:<10}" + "".join(f"{n:>14}" for n in row))
+        share = lambda pick: sum(n for key, n in matrix.items() if pick(*key)) / total
+        held = (share(lambda t, c: t == "held"), share(lambda t, c: c == "gil_held"))
+        wait = (share(lambda t, c: t == "wait"), share(lambda t, c: c == "gil_wait"))
+        error = max(abs(held[0] - held[1]), abs(wait[0] - wait[1]))
+        worst = max(worst, error)
+        print(f"    at the instants: held {held[0]:.3f} truth, {held[1]:.3f} gilscope; "
+              f"wait {wait[0]:.3f} truth, {wait[1]:.3f} gilscope; error {error:.3f}")
+    print(f"  largest error at the instants: {worst:.3f}")
 
 
 if __name__ == "__main__":

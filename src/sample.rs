@@ -10,6 +10,7 @@ use crate::model::state::FlagComparison;
 use crate::model::state::ThreadState;
 use crate::process::glibc::{CONDVAR_SIZE, CondvarLayout};
 use crate::process::pause::PausedProcess;
+use crate::process::switches::{LastSwitch, SwitchTracker};
 use crate::process::{KernelState, KernelStateReader, Process};
 use crate::python::attach::{Runtime, attach};
 use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, monotonic_ns};
@@ -177,6 +178,8 @@ pub struct Sampler<M = LiveMemory> {
     last_state: HashMap<i32, ThreadState>,
     /// Turns to pick among equally likely woken waiters (see [`Sampler::woken_waiters`]).
     turn: usize,
+    /// How each thread last left a CPU (preempted, or to wait), where perf events allow.
+    switches: SwitchTracker,
     /// A sample held back until the next one resolves its runnable threads (only without
     /// `conds`).
     pending: HandoffResolver,
@@ -243,6 +246,7 @@ impl Sampler<LiveMemory> {
         let mem = LiveMemory::new(pid);
         let runtime = attach(&process, &mem)?;
         let mut target = Sampler::new(pid, mem, runtime);
+        target.switches = SwitchTracker::live();
         target.conds = CondvarLayout::of_process(&process)
             .and_then(|layout| GilConds::new(layout, &target.walker.runtime.layout.gil));
         Ok(target)
@@ -270,6 +274,7 @@ impl<M: RemoteMemory> Sampler<M> {
             conds: None,
             last_state: HashMap::new(),
             turn: 0,
+            switches: SwitchTracker::off(),
             pending: HandoffResolver::default(),
         }
     }
@@ -651,6 +656,7 @@ impl<M: RemoteMemory> Sampler<M> {
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
         let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
         self.kernel.retain(|tid| alive.contains(&tid));
+        self.switches.retain(|tid| alive.contains(&tid));
         self.gil_waiters.retain(|tid, _| alive.contains(tid));
         let flag_check = (holder_check.0 > 0).then_some(FlagCheck {
             compared: FlagComparison::Holder,
@@ -745,15 +751,24 @@ impl<M: RemoteMemory> Sampler<M> {
                     }
                     KernelState::NotRead if thread.gil_requested == Some(true) => blocked += 1,
                     KernelState::Running if gil.holder() != Some(thread.tstate) => {
-                        let rank = if self.gil_waiters.contains_key(&tid) {
-                            0
-                        } else {
-                            match self.last_state.get(&tid) {
-                                Some(ThreadState::GilWait) => 1,
-                                Some(ThreadState::GilHeld) => 2,
-                                _ => 3,
-                            }
+                        // A waiter the GIL's release woke has not run since it slept; a
+                        // preempted thread or one on a CPU is rarely inside the wait.
+                        let woken_rank = match self.switches.last(tid) {
+                            Some(LastSwitch::Slept) => 0,
+                            None => 1,
+                            Some(LastSwitch::Preempted) => 2,
+                            Some(LastSwitch::OnCpu) => 3,
                         };
+                        let rank = woken_rank * 4
+                            + if self.gil_waiters.contains_key(&tid) {
+                                0
+                            } else {
+                                match self.last_state.get(&tid) {
+                                    Some(ThreadState::GilWait) => 1,
+                                    Some(ThreadState::GilHeld) => 2,
+                                    _ => 3,
+                                }
+                            };
                         candidates.push((rank, tid));
                     }
                     _ => {}
@@ -772,18 +787,15 @@ impl<M: RemoteMemory> Sampler<M> {
         woken
     }
 
-    /// Whether a thread runnable without the GIL, and not counted inside the GIL's waits, may
-    /// still be in a GIL handoff, for the next sample to tell (see [`handoff_verdict`]): a
-    /// thread on its way into the wait or out of it, preempted there. Without the count, any
-    /// such thread. With it, only one that was in the GIL's hands at the sample before
-    /// (holding or waiting): a thread coming back from I/O or a sleep, queued for a CPU, also
-    /// reaches the GIL soon after, but was never waiting for it at this instant.
+    /// Whether a thread runnable without the GIL, not counted inside the GIL's waits and
+    /// owning none of its mutexes, may still be in a GIL handoff, for the next sample to tell
+    /// (see [`handoff_verdict`]). See [`may_be_in_handoff`].
     fn needs_next_sample(&self, tid: i32, counted: bool) -> bool {
-        !counted
-            || matches!(
-                self.last_state.get(&tid),
-                Some(ThreadState::GilHeld | ThreadState::GilWait)
-            )
+        may_be_in_handoff(
+            counted,
+            self.switches.last(tid),
+            self.last_state.get(&tid).copied(),
+        )
     }
 
     /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
@@ -872,6 +884,9 @@ impl<M: RemoteMemory> Sampler<M> {
             other => other?,
         }
         self.calibrate_tids(state);
+        for tid in state.threads.iter().filter_map(|t| t.tid) {
+            self.switches.track(tid);
+        }
         Ok(())
     }
 
@@ -938,6 +953,39 @@ fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<boo
         stand_in[index] = false;
     }
     stand_in
+}
+
+/// Whether a thread runnable without the GIL, that neither the GIL's waiter count nor its
+/// mutexes place inside `take_gil`/`drop_gil`, may still be in a GIL handoff: preempted
+/// inside `drop_gil` or on its way back into `take_gil`. Only a later sample can tell
+/// ([`handoff_verdict`]). `counted`: the GIL's waiters were counted at this sample;
+/// `last_switch`: how the thread last left a CPU, where the kernel's switch records are
+/// available; `last_state`: its class at the sample before.
+///
+/// - Without the count, any such thread may be.
+/// - Woken from a wait and not run since ([`LastSwitch::Slept`]): it was waiting for
+///   something else (a lock, a sleep, I/O). It reaches the GIL soon after, but was not in a
+///   handoff at this instant; the count would have included it had it been a GIL waiter.
+/// - Preempted while runnable: in a handoff, or in native code. The later sample tells
+///   which by the CPU it used meanwhile.
+/// - On a CPU, or unknown: only if it held or waited for the GIL at the sample before (a
+///   thread coming back from I/O cannot be told from one in a handoff otherwise).
+pub fn may_be_in_handoff(
+    counted: bool,
+    last_switch: Option<LastSwitch>,
+    last_state: Option<ThreadState>,
+) -> bool {
+    if !counted {
+        return true;
+    }
+    match last_switch {
+        Some(LastSwitch::Slept) => false,
+        Some(LastSwitch::Preempted) => true,
+        Some(LastSwitch::OnCpu) | None => matches!(
+            last_state,
+            Some(ThreadState::GilHeld | ThreadState::GilWait)
+        ),
+    }
 }
 
 /// CPU that a thread in a GIL handoff never uses before it reaches the GIL, and native code
@@ -1126,6 +1174,44 @@ impl HandoffResolver {
 mod tests {
     use super::*;
     use crate::python::walker::{Frame, GilState, ThreadRecord};
+
+    #[test]
+    fn a_thread_woken_from_another_wait_is_not_in_a_gil_handoff() {
+        use ThreadState::*;
+        // Counted GIL waiters, and the thread was waiting for the GIL at the sample before:
+        // woken from a lock since and not run yet, it has not asked for the GIL again.
+        assert!(!may_be_in_handoff(
+            true,
+            Some(LastSwitch::Slept),
+            Some(GilWait)
+        ));
+        // Preempted while runnable: in a handoff or native code, whatever it did before.
+        assert!(may_be_in_handoff(
+            true,
+            Some(LastSwitch::Preempted),
+            Some(Idle)
+        ));
+        assert!(may_be_in_handoff(true, Some(LastSwitch::Preempted), None));
+        // On a CPU, or without switch records: only after holding or waiting for the GIL.
+        assert!(may_be_in_handoff(
+            true,
+            Some(LastSwitch::OnCpu),
+            Some(GilHeld)
+        ));
+        assert!(!may_be_in_handoff(
+            true,
+            Some(LastSwitch::OnCpu),
+            Some(Idle)
+        ));
+        assert!(may_be_in_handoff(true, None, Some(GilWait)));
+        assert!(!may_be_in_handoff(true, None, Some(NativeNogil)));
+        // Without the waiter count nothing rules a runnable thread out.
+        assert!(may_be_in_handoff(
+            false,
+            Some(LastSwitch::Slept),
+            Some(Idle)
+        ));
+    }
 
     fn thread(tstate: u64, tid: i32, frames: usize) -> ThreadRecord {
         ThreadRecord {

@@ -7,6 +7,7 @@ pub mod glibc;
 pub mod kernel;
 pub mod maps;
 pub mod pause;
+pub mod switches;
 
 pub use elf::ElfSymbols;
 pub use kernel::{KernelState, KernelStateReader};

@@ -1,0 +1,290 @@
+//! How each thread last left a CPU, from the kernel's context-switch records.
+//!
+//! /proc shows a thread that is runnable but not on a CPU as `running`, whether it was
+//! preempted (it still wants the CPU for what it was doing) or has just been woken from a
+//! wait and has not run since. For a thread without the GIL that difference is the whole
+//! question: preempted inside `drop_gil` it is handing the GIL over, while woken from a
+//! lock or a sleep it has not asked for the GIL yet. The scheduler records it: a
+//! `PERF_RECORD_SWITCH` record marks a switch out with `SWITCH_OUT_PREEMPT` when the thread
+//! was still runnable.
+//!
+//! One perf event per thread (a software dummy event that counts nothing, with
+//! `context_switch` set), mapped read-only with `write_backward`, so the kernel overwrites
+//! old records and the newest one always sits at `data_head`: reading a thread's last
+//! switch is two loads from shared memory, no system call. Opening needs the rights ptrace
+//! needs; where perf events are not allowed (a container's seccomp filter, a high
+//! `perf_event_paranoid`), the tracker says nothing and the sampler does without.
+
+use perf_event_open_sys as sys;
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{Ordering, fence};
+
+/// The newest switch record of a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastSwitch {
+    /// Switched in: on a CPU now (or its switch out is not written yet).
+    OnCpu,
+    /// Switched out while still runnable: preempted, queued for a CPU since.
+    Preempted,
+    /// Switched out to wait (a futex, a sleep, I/O). Runnable now means woken and not yet
+    /// run since.
+    Slept,
+}
+
+/// Threads tracked at most: one file descriptor and 8 KiB of mapped memory each.
+const MAX_THREADS: usize = 512;
+/// The ring: one metadata page and one data page (512 records of 8 bytes).
+const DATA_PAGES: usize = 1;
+
+pub struct SwitchTracker {
+    rings: HashMap<i32, Ring>,
+    /// perf_event_open was refused: stop asking.
+    refused: bool,
+}
+
+impl SwitchTracker {
+    /// A tracker for the threads of a live process.
+    pub fn live() -> Self {
+        SwitchTracker {
+            rings: HashMap::new(),
+            refused: false,
+        }
+    }
+
+    /// A tracker that tracks nothing: for a target that is not a live process (a memory
+    /// image), whose thread ids may belong to anyone's threads on this machine.
+    pub fn off() -> Self {
+        SwitchTracker {
+            rings: HashMap::new(),
+            refused: true,
+        }
+    }
+
+    /// Starts recording the switches of `tid`, if it is not recorded yet. A thread is only
+    /// known from its first switch after this.
+    pub fn track(&mut self, tid: i32) {
+        if self.refused || self.rings.contains_key(&tid) || self.rings.len() >= MAX_THREADS {
+            return;
+        }
+        match Ring::open(tid) {
+            Ok(ring) => {
+                self.rings.insert(tid, ring);
+            }
+            // The thread ended between the walk and this call.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(_) => self.refused = true,
+        }
+    }
+
+    /// The newest switch of `tid`, or `None` if it is not tracked or has not switched since.
+    pub fn last(&self, tid: i32) -> Option<LastSwitch> {
+        self.rings.get(&tid)?.last()
+    }
+
+    /// Whether switch records are available at all (perf events allowed).
+    pub fn available(&self) -> bool {
+        !self.refused
+    }
+
+    /// Stops tracking the threads that `alive` rejects.
+    pub fn retain(&mut self, mut alive: impl FnMut(i32) -> bool) {
+        self.rings.retain(|&tid, _| alive(tid));
+    }
+}
+
+struct Ring {
+    _fd: OwnedFd,
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is only read, through volatile loads, and unmapped once on drop.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn open(tid: i32) -> std::io::Result<Ring> {
+        let mut attr = sys::bindings::perf_event_attr {
+            type_: sys::bindings::PERF_TYPE_SOFTWARE,
+            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+            config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
+            ..Default::default()
+        };
+        attr.set_context_switch(1);
+        attr.set_write_backward(1);
+        attr.set_exclude_kernel(1);
+        attr.set_exclude_hv(1);
+        // SAFETY: attr is a valid, fully initialised perf_event_attr.
+        let fd = unsafe {
+            sys::perf_event_open(
+                &mut attr,
+                tid,
+                -1,
+                -1,
+                sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: perf_event_open returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let page = page_size();
+        let len = page * (1 + DATA_PAGES);
+        // SAFETY: a read-only shared mapping of the event's ring; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Ring { _fd: fd, base, len })
+    }
+
+    fn last(&self) -> Option<LastSwitch> {
+        let meta = self.base as *const sys::bindings::perf_event_mmap_page;
+        // SAFETY: the first page of the mapping is the kernel's perf_event_mmap_page; the
+        // kernel writes data_head after the record it points to (read with acquire below).
+        let (head, offset, size) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const (*meta).data_head),
+                std::ptr::read_volatile(&raw const (*meta).data_offset),
+                std::ptr::read_volatile(&raw const (*meta).data_size),
+            )
+        };
+        fence(Ordering::Acquire);
+        if head == 0 || size == 0 {
+            return None;
+        }
+        // Written backward: the newest record starts at data_head (modulo the ring).
+        let at = offset as usize + (head % size) as usize;
+        if at + 8 > self.len {
+            return None;
+        }
+        // SAFETY: `at + 8` is inside the mapping (checked above); a header is 8 bytes.
+        let header = unsafe {
+            std::ptr::read_volatile(
+                (self.base as *const u8).add(at) as *const sys::bindings::perf_event_header
+            )
+        };
+        if header.type_ != sys::bindings::PERF_RECORD_SWITCH {
+            return None;
+        }
+        let misc = u32::from(header.misc);
+        Some(if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT == 0 {
+            LastSwitch::OnCpu
+        } else if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0 {
+            LastSwitch::Preempted
+        } else {
+            LastSwitch::Slept
+        })
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: base and len are the mapping made in open, unmapped only here.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    fn this_tid() -> i32 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    }
+
+    /// Waits until the tracker reports `want` for `tid` (the records arrive as the thread
+    /// switches), or gives up after 10 s.
+    fn wait_for(tracker: &SwitchTracker, tid: i32, want: LastSwitch) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tracker.last(tid) == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn a_spinning_thread_is_on_a_cpu_or_preempted() {
+        let mut tracker = SwitchTracker::live();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready3, started3) = mpsc::channel();
+        let spin_stop = stop.clone();
+        let spinner = std::thread::spawn(move || {
+            ready3.send(this_tid()).unwrap();
+            // Block once after tracking starts, then spin: the newest record is a switch in
+            // (or a preemption, when the machine is busy).
+            std::thread::sleep(Duration::from_millis(50));
+            while !spin_stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let spinner_tid = started3.recv().unwrap();
+        tracker.track(spinner_tid);
+        assert!(
+            tracker.available(),
+            "perf_event_open was refused: the tests run as root with perf events allowed"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            seen = tracker.last(spinner_tid);
+            if matches!(seen, Some(LastSwitch::OnCpu | LastSwitch::Preempted)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert!(
+            matches!(seen, Some(LastSwitch::OnCpu | LastSwitch::Preempted)),
+            "a spinning thread's newest switch: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_thread_blocked_in_a_wait_last_slept() {
+        let (ready, started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let (ping, pinged) = mpsc::channel::<()>();
+        let waiter = std::thread::spawn(move || {
+            ready.send(this_tid()).unwrap();
+            // Blocks here until tracked, then blocks again in the second recv.
+            pinged.recv().unwrap();
+            released.recv().unwrap();
+        });
+        let tid = started.recv().unwrap();
+        let mut tracker = SwitchTracker::live();
+        tracker.track(tid);
+        ping.send(()).unwrap();
+        let slept = wait_for(&tracker, tid, LastSwitch::Slept);
+        release.send(()).unwrap();
+        waiter.join().unwrap();
+        assert!(
+            slept,
+            "a blocked thread's newest switch: {:?}",
+            tracker.last(tid)
+        );
+    }
+}
