@@ -402,6 +402,15 @@ impl<M: RemoteMemory> Sampler<M> {
                 return Err(self.mem_error(e));
             }
         };
+        // Checking the inference against the flags compares one instant: the flags read
+        // with the thread states are tens of µs older than /proc by now, long enough for
+        // a short hold to end.
+        if self.verify_flags
+            && let Err(e) = self.walker.reread_thread_flags(&mut state.threads)
+        {
+            self.state = state;
+            return Err(self.mem_error(e));
+        }
         // A thread skipped as the holder that the second read no longer names: ask now. So
         // too while a thread is inside take_gil or drop_gil (it owns one of the GIL's
         // mutexes): the GIL may still name its previous holder, which may be waiting for it

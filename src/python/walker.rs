@@ -366,6 +366,40 @@ impl<M: RemoteMemory> Walker<M> {
         Ok((records, seen))
     }
 
+    /// Reads the threads' GIL flags (3.13+) again, in one batch: so that they describe the
+    /// same instant as reads made after the walk. A thread whose flags cannot be read keeps
+    /// the ones from the walk.
+    pub fn reread_thread_flags(&self, threads: &mut [ThreadRecord]) -> Result<(), MemError> {
+        let Some(flags) = self.runtime.layout.tstate.gil_flags else {
+            return Ok(());
+        };
+        let holds = flags.holds.word();
+        let start = flags.requested.map_or(holds, |r| r.min(holds));
+        let end = flags.requested.map_or(holds, |r| r.max(holds)) + 4;
+        let len = (end - start) as usize;
+        let mut pieces: Vec<Piece> = threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Piece::new(t.tstate + start, i * len, len))
+            .collect();
+        let mut buf = vec![0u8; threads.len() * len];
+        self.mem.read_pieces(&mut pieces, &mut buf)?;
+        for (thread, piece) in threads.iter_mut().zip(&pieces) {
+            let Some(bytes) = piece.bytes(&buf) else {
+                continue;
+            };
+            let fields = Fields::new(thread.tstate + start, bytes);
+            let word = |offset: u64| fields.u32(offset - start).ok();
+            if let Some(w) = word(holds) {
+                thread.holds_gil = Some(flags.holds.is_set(w));
+            }
+            if let Some(w) = flags.requested.and_then(word) {
+                thread.gil_requested = Some(w != 0);
+            }
+        }
+        Ok(())
+    }
+
     fn gil_address(&self, interp: u64) -> Result<u64, MemError> {
         let layout = &self.runtime.layout;
         match (layout.runtime.gil, layout.interp.gil_ptr) {

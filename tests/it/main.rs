@@ -12,6 +12,7 @@ mod event_loop;
 mod event_loop_offsets;
 mod exec;
 mod faults;
+mod flags;
 mod fleet;
 mod formats;
 mod images;

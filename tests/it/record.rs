@@ -28,13 +28,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{self, COMMAND_TIMEOUT, Child, IDLE_REASONS, Interpreter, Run};
+use crate::support::{self, COMMAND_TIMEOUT, Child, IDLE_REASONS, Interpreter, Run, machine};
 
 const RATE_HZ: f64 = 200.0;
 /// The workloads exit by themselves after this long, should a test leak one.
@@ -59,22 +59,6 @@ const STATE_SVGS: [(&str, &str); 3] = [
     ("gil_wait.svg", "gil_wait"),
     ("native_nogil.svg", "native_nogil"),
 ];
-
-/// Taken exclusively by recordings whose figures need the CPU, shared by the others.
-static MACHINE: RwLock<()> = RwLock::new(());
-
-enum MachineGuard {
-    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
-    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
-}
-
-fn machine(exclusive: bool) -> MachineGuard {
-    if exclusive {
-        MachineGuard::Exclusive(MACHINE.write().unwrap_or_else(|e| e.into_inner()))
-    } else {
-        MachineGuard::Shared(MACHINE.read().unwrap_or_else(|e| e.into_inner()))
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The tests

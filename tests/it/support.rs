@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1231,5 +1231,22 @@ pub fn assert_one_line_error(run: &Run, code: i32, mentions: &[&str]) {
             lower.contains(&word.to_lowercase()),
             "the error does not mention {word:?}: {run}"
         );
+    }
+}
+
+/// Taken exclusively by tests whose figures need the CPU (recordings, accuracy checks),
+/// shared by the others that record.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+pub enum MachineGuard {
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+}
+
+pub fn machine(exclusive: bool) -> MachineGuard {
+    if exclusive {
+        MachineGuard::Exclusive(MACHINE.write().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        MachineGuard::Shared(MACHINE.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
