@@ -88,7 +88,7 @@ pub fn thread_figures(rec: &Recording) -> Vec<ThreadFigures> {
                 .map(|l| EventLoopFigures::new(l, rec.duration_s)),
         })
         .collect();
-    regroup_brief_threads(threads, rec, period_ms)
+    regroup_brief_threads(threads, rec.duration_s, period_ms)
 }
 
 /// The group of threads seen too briefly to be named or placed: one short-lived thread
@@ -101,7 +101,7 @@ pub const OTHER_SHORT_LIVED: &str = "(other short-lived threads)";
 /// thread-per-request server is a few rows, not one per stray request.
 fn regroup_brief_threads(
     mut threads: Vec<ThreadFigures>,
-    rec: &Recording,
+    duration_s: f64,
     period_ms: f64,
 ) -> Vec<ThreadFigures> {
     let names: std::collections::HashSet<String> =
@@ -122,7 +122,7 @@ fn regroup_brief_threads(
     for t in &threads {
         *sizes.entry(t.group.clone()).or_default() += 1;
     }
-    let brief_ms = SHORT_LIVED * rec.duration_s * 1000.0;
+    let brief_ms = SHORT_LIVED * duration_s * 1000.0;
     for t in &mut threads {
         if sizes[&t.group] == 1 && (t.samples as f64) * period_ms < brief_ms {
             t.group = OTHER_SHORT_LIVED.to_string();
@@ -450,6 +450,56 @@ mod tests {
             wakeup_waits: 0,
             wakeup_wait_samples: 0,
         }
+    }
+
+    fn figures(tid: i32, group: &str, samples: u64) -> ThreadFigures {
+        ThreadFigures {
+            tid,
+            name: None,
+            group: group.to_string(),
+            samples,
+            class: ThreadClass::Idle,
+            states: StateFractions::default(),
+            idle_reasons: IdleFractions::default(),
+            top_frames: Vec::new(),
+            wakeups: 0,
+            wakeups_waiting_for_gil: 0.0,
+            mean_wait_per_wakeup_ms: 0.0,
+            event_loop: None,
+        }
+    }
+
+    #[test]
+    fn brief_threads_join_their_jobs_group_or_the_short_lived_one() {
+        // A 10 s recording at 100 Hz: a thread seen for less than 5 s (500 samples) is brief.
+        let threads = vec![
+            figures(1, "MainThread", 1000),
+            figures(2, "Thread-* (handle)", 30),
+            figures(3, "Thread-* (handle)", 40),
+            // Came and went before its name was read: joins the group of its entry function.
+            figures(4, "(unnamed: handle)", 20),
+            // Unnamed, but no group runs its entry: alone and brief.
+            figures(5, "(unnamed: cleanup)", 10),
+            // Named, alone and brief.
+            figures(6, "reaper", 50),
+            // Alone but there most of the time: keeps its own row.
+            figures(7, "watchdog", 900),
+        ];
+        let groups: Vec<(i32, String)> = regroup_brief_threads(threads, 10.0, 10.0)
+            .into_iter()
+            .map(|t| (t.tid, t.group))
+            .collect();
+        let want = [
+            (1, "MainThread"),
+            (2, "Thread-* (handle)"),
+            (3, "Thread-* (handle)"),
+            (4, "Thread-* (handle)"),
+            (5, OTHER_SHORT_LIVED),
+            (6, OTHER_SHORT_LIVED),
+            (7, "watchdog"),
+        ];
+        let want: Vec<(i32, String)> = want.iter().map(|&(t, g)| (t, g.to_string())).collect();
+        assert_eq!(groups, want);
     }
 
     #[test]
