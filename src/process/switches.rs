@@ -18,7 +18,8 @@
 use perf_event_open_sys as sys;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{Ordering, fence};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
 /// The newest switch record of a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +33,30 @@ pub enum LastSwitch {
     Slept,
 }
 
-/// Threads tracked at most: one file descriptor and 8 KiB of mapped memory each.
+/// Threads tracked at most, by all trackers of this process together: one file descriptor
+/// and 8 KiB of mapped memory each. Never more than a quarter of the descriptors the
+/// process may open, so that /proc reads and output files never run short of them.
 const MAX_THREADS: usize = 512;
+
+/// Rings open in this process (every target followed: children, exec'd programs).
+static OPEN_RINGS: AtomicUsize = AtomicUsize::new(0);
+
+fn ring_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur as usize
+        } else {
+            1024
+        };
+        (soft / 4).min(MAX_THREADS)
+    })
+}
 /// The ring: one metadata page and one data page (512 records of 8 bytes).
 const DATA_PAGES: usize = 1;
 
@@ -64,7 +87,10 @@ impl SwitchTracker {
     /// Starts recording the switches of `tid`, if it is not recorded yet. A thread is only
     /// known from its first switch after this.
     pub fn track(&mut self, tid: i32) {
-        if self.refused || self.rings.contains_key(&tid) || self.rings.len() >= MAX_THREADS {
+        if self.refused
+            || self.rings.contains_key(&tid)
+            || OPEN_RINGS.load(Ordering::Relaxed) >= ring_budget()
+        {
             return;
         }
         match Ring::open(tid) {
@@ -145,6 +171,7 @@ impl Ring {
         if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        OPEN_RINGS.fetch_add(1, Ordering::Relaxed);
         Ok(Ring { _fd: fd, base, len })
     }
 
@@ -192,6 +219,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: base and len are the mapping made in open, unmapped only here.
         unsafe { libc::munmap(self.base, self.len) };
+        OPEN_RINGS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
