@@ -55,6 +55,11 @@ pub struct ThreadSample {
 pub struct ThreadGilFlagValues {
     pub holds: bool,
     pub requested: bool,
+    /// Read the same at the start of the sample and at its end (`--verify-flags` reads
+    /// them twice; otherwise always true). A thread whose flags changed in between went
+    /// into or out of `take_gil` while /proc was being read: its state at the /proc read is
+    /// not known, and it is not compared.
+    pub steady: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +166,9 @@ pub struct Sampler<M = LiveMemory> {
     /// Read /proc for threads the interpreter's GIL flags settle too (3.15+), to compare
     /// the inference with the flags.
     verify_flags: bool,
+    /// Per thread of the sample being joined: whether its GIL flags read the same twice
+    /// (`verify_flags` only; empty otherwise).
+    flags_steady: Vec<bool>,
     /// The GILs' switch counts at the latest sample: a count that moved since says the
     /// target ran in between, without asking /proc whether it is stopped.
     last_switches: Vec<u64>,
@@ -268,6 +276,7 @@ impl<M: RemoteMemory> Sampler<M> {
             kernel_states: Vec::new(),
             skipped: Vec::new(),
             verify_flags: false,
+            flags_steady: Vec::new(),
             last_switches: Vec::new(),
             attached: std::time::Instant::now(),
             code_rereads_done: 0,
@@ -402,14 +411,18 @@ impl<M: RemoteMemory> Sampler<M> {
                 return Err(self.mem_error(e));
             }
         };
-        // Checking the inference against the flags compares one instant: the flags read
-        // with the thread states are tens of µs older than /proc by now, long enough for
-        // a short hold to end.
-        if self.verify_flags
-            && let Err(e) = self.walker.reread_thread_flags(&mut state.threads)
-        {
-            self.state = state;
-            return Err(self.mem_error(e));
+        // Checking the inference against the flags needs the flags at the instant /proc was
+        // read: read them again now, and compare only threads whose flags did not change
+        // while /proc was read (a short hold can end in those tens of µs).
+        self.flags_steady.clear();
+        if self.verify_flags {
+            match self.walker.reread_thread_flags(&mut state.threads) {
+                Ok(steady) => self.flags_steady = steady,
+                Err(e) => {
+                    self.state = state;
+                    return Err(self.mem_error(e));
+                }
+            }
         }
         // A thread skipped as the holder that the second read no longer names: ask now. So
         // too while a thread is inside take_gil or drop_gil (it owns one of the GIL's
@@ -588,8 +601,12 @@ impl<M: RemoteMemory> Sampler<M> {
             .is_some_and(|f| f.exported);
         let stand_ins = stand_ins(state, &interpreters);
         let woken = self.woken_waiters(state, &interpreters, kernel, &stand_ins, &waits);
-        for ((thread, &kernel_state), stand_in) in
-            state.threads.iter_mut().zip(kernel).zip(stand_ins)
+        for (index, ((thread, &kernel_state), stand_in)) in state
+            .threads
+            .iter_mut()
+            .zip(kernel)
+            .zip(stand_ins)
+            .enumerate()
         {
             let Some(tid) = thread.tid else { continue };
             if kernel_state == KernelState::Gone || stand_in {
@@ -641,9 +658,11 @@ impl<M: RemoteMemory> Sampler<M> {
                     None
                 },
                 gil_flags: match (exported_flags, thread.holds_gil, thread.gil_requested) {
-                    (true, Some(holds), Some(requested)) => {
-                        Some(ThreadGilFlagValues { holds, requested })
-                    }
+                    (true, Some(holds), Some(requested)) => Some(ThreadGilFlagValues {
+                        holds,
+                        requested,
+                        steady: self.flags_steady.get(index).copied().unwrap_or(true),
+                    }),
                     _ => None,
                 },
                 frames: std::mem::take(&mut thread.frames),
@@ -1109,8 +1128,9 @@ pub fn settle_by_thread_flags(sample: &mut Sample) {
         } else {
             classify_without_gil(thread.kernel)
         };
-        // Unread in /proc, the thread was classified by its flags: nothing to compare.
-        if thread.kernel != KernelState::NotRead {
+        // Unread in /proc, the thread was classified by its flags: nothing to compare. Nor
+        // when the flags changed while /proc was read.
+        if thread.kernel != KernelState::NotRead && flags.steady {
             threads += 1;
             agreeing += u32::from(by_flags.state == thread.class.state);
         }
@@ -1316,6 +1336,7 @@ mod tests {
                 gil_flags: Some(ThreadGilFlagValues {
                     holds: true,
                     requested: false,
+                    steady: true,
                 }),
                 frames: Vec::new(),
                 truncated: false,
@@ -1360,6 +1381,7 @@ mod tests {
             gil_flags: Some(ThreadGilFlagValues {
                 holds: false,
                 requested,
+                steady: true,
             }),
             frames: Vec::new(),
             truncated: false,

@@ -57,6 +57,7 @@ fn ring_budget() -> usize {
         (soft / 4).min(MAX_THREADS)
     })
 }
+
 /// The ring: one metadata page and one data page (512 records of 8 bytes).
 const DATA_PAGES: usize = 1;
 

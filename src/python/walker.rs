@@ -366,12 +366,13 @@ impl<M: RemoteMemory> Walker<M> {
         Ok((records, seen))
     }
 
-    /// Reads the threads' GIL flags (3.13+) again, in one batch: so that they describe the
-    /// same instant as reads made after the walk. A thread whose flags cannot be read keeps
-    /// the ones from the walk.
-    pub fn reread_thread_flags(&self, threads: &mut [ThreadRecord]) -> Result<(), MemError> {
+    /// Reads the threads' GIL flags (3.13+) again, in one batch, so that they describe the
+    /// end of the sample rather than its start. Returns, per thread, whether they read the
+    /// same both times. A thread whose flags cannot be read keeps the ones from the walk.
+    pub fn reread_thread_flags(&self, threads: &mut [ThreadRecord]) -> Result<Vec<bool>, MemError> {
+        let mut steady = vec![true; threads.len()];
         let Some(flags) = self.runtime.layout.tstate.gil_flags else {
-            return Ok(());
+            return Ok(steady);
         };
         let holds = flags.holds.word();
         let start = flags.requested.map_or(holds, |r| r.min(holds));
@@ -384,20 +385,22 @@ impl<M: RemoteMemory> Walker<M> {
             .collect();
         let mut buf = vec![0u8; threads.len() * len];
         self.mem.read_pieces(&mut pieces, &mut buf)?;
-        for (thread, piece) in threads.iter_mut().zip(&pieces) {
+        for ((thread, piece), steady) in threads.iter_mut().zip(&pieces).zip(&mut steady) {
             let Some(bytes) = piece.bytes(&buf) else {
                 continue;
             };
             let fields = Fields::new(thread.tstate + start, bytes);
             let word = |offset: u64| fields.u32(offset - start).ok();
+            let before = (thread.holds_gil, thread.gil_requested);
             if let Some(w) = word(holds) {
                 thread.holds_gil = Some(flags.holds.is_set(w));
             }
             if let Some(w) = flags.requested.and_then(word) {
                 thread.gil_requested = Some(w != 0);
             }
+            *steady = before == (thread.holds_gil, thread.gil_requested);
         }
-        Ok(())
+        Ok(steady)
     }
 
     fn gil_address(&self, interp: u64) -> Result<u64, MemError> {
