@@ -993,7 +993,9 @@ fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<boo
 /// - Without the count, any such thread may be.
 /// - Woken from a wait and not run since ([`LastSwitch::Slept`]): it was waiting for
 ///   something else (a lock, a sleep, I/O). It reaches the GIL soon after, but was not in a
-///   handoff at this instant; the count would have included it had it been a GIL waiter.
+///   handoff at this instant; the count would have included it had it been woken from the
+///   GIL's condition. (One woken on the GIL's mutex is not counted either, and reads as
+///   native: the gap docs/accuracy.md measures against 3.15's flags.)
 /// - Preempted while runnable: in a handoff, or in native code. The later sample tells
 ///   which by the CPU it used meanwhile.
 /// - On a CPU, or unknown: only if it held or waited for the GIL at the sample before (a
