@@ -214,8 +214,8 @@ def remove_probes(group):
 
 
 def start_perf(group, pid, data, extra=None):
-    """`extra`: more perf arguments; with -a the recording is system-wide instead of the
-    target's own."""
+    """`extra`: perf arguments that replace `-p PID` (with `-a` and more events, the
+    recording is system-wide)."""
     target = extra if extra else ["-p", str(pid)]
     cmd = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-o", data, *target, "-e", f"{group}:*"]
     perf = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -295,7 +295,6 @@ def print_rows(kind, rows, load):
         if spy:
             line += f" {r['pyspy_held']:7.3f}"
         print(line)
-
 
 
 INSTANTS = os.path.join(ROOT, "target", "release", "examples", "instants")
