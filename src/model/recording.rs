@@ -237,3 +237,13 @@ pub struct ExecCounts {
     /// interpreter started, ...
     pub note: String,
 }
+
+impl ExecCounts {
+    /// "Python 3.12.1, 480 samples", or "not sampled".
+    pub fn sampled(&self) -> String {
+        match &self.python {
+            Some(version) => format!("Python {version}, {} samples", self.samples),
+            None => "not sampled".to_string(),
+        }
+    }
+}

@@ -93,10 +93,7 @@ fn render_process(out: &mut String, r: &Report, level: usize) {
     }
     let _ = writeln!(out, "| Stopped because | {} |", text(&r.stop_reason));
     for e in &r.execs {
-        let what = match &e.python {
-            Some(version) => format!("Python {version}, {} samples", e.samples),
-            None => "not sampled".to_string(),
-        };
+        let what = e.sampled();
         let _ = writeln!(
             out,
             "| exec() at {:.1} s | {} ({what}): {} |",
