@@ -452,6 +452,14 @@ impl<M: RemoteMemory> Sampler<M> {
         Ok(sample)
     }
 
+    /// Whether the interpreter has started: its thread list has a thread to read. Right
+    /// after a program starts (or execs), the runtime is found before any thread exists.
+    pub fn interpreter_started(&mut self) -> bool {
+        self.walker
+            .read(false)
+            .is_ok_and(|state| !state.threads.is_empty())
+    }
+
     /// Reads /proc for the threads the interpreter's GIL flags settle as well (3.15+), so
     /// that the report can say how often the inference agrees with them. Off by default:
     /// it costs a /proc read per such thread and sample.

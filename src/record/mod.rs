@@ -145,11 +145,7 @@ fn attach_launched(program: &mut Launched) -> Result<Sampler> {
         }
         match Sampler::attach(pid) {
             Ok(mut target) => {
-                if target
-                    .walker
-                    .read(false)
-                    .is_ok_and(|s| !s.threads.is_empty())
-                {
+                if target.interpreter_started() {
                     return Ok(target);
                 }
                 if Instant::now() >= give_up {

@@ -64,11 +64,7 @@ impl Awaiting {
         let mut not_python = false;
         match Sampler::attach(pid) {
             Ok(mut target) => {
-                if target
-                    .walker
-                    .read(false)
-                    .is_ok_and(|s| !s.threads.is_empty())
-                {
+                if target.interpreter_started() {
                     return Attempt::Attached(Box::new(target));
                 }
                 self.last_error = "its Python interpreter did not start".to_string();
