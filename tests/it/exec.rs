@@ -48,15 +48,23 @@ fn wait_for_samples_of_thread(profiler: &mut Child, pid: i32, tid: i64, reads: u
                 .then_some(())
         },
     );
-    let start = read_syscalls(gilscope).expect("/proc/PID/io of gilscope");
-    poll_until("gilscope to take samples", COMMAND_TIMEOUT, || {
-        assert!(
-            profiler.is_running(),
-            "gilscope exited: {}",
-            profiler.stderr()
-        );
-        (read_syscalls(gilscope)? >= start + reads).then_some(())
-    });
+    wait_for_reads(profiler, reads);
+}
+
+/// exec_chain.py under `before`: once `go` exists it execs `after` running
+/// `exec_chain.py --after`, which prints an AFTER line once its spinner runs.
+fn exec_chain_into_python(before: &Interpreter, after: &Interpreter, go: &Path) -> Child {
+    let script = fixture("exec_chain.py");
+    Child::fixture(
+        before,
+        "exec_chain.py",
+        &[
+            go.to_str().unwrap(),
+            after.path.to_str().unwrap(),
+            script.to_str().unwrap(),
+            "--after",
+        ],
+    )
 }
 
 fn record_pid(pid: i32, dir: &Path) -> Child {
@@ -96,17 +104,7 @@ fn record_follows_an_exec_into_python_of_the_same_or_another_version() {
         let what = format!("{} exec'ing {}", before.label(), after.label());
         eprintln!("{what}");
         let go = scratch.join(&format!("go-{i}"));
-        let script = fixture("exec_chain.py");
-        let mut child = Child::fixture(
-            before,
-            "exec_chain.py",
-            &[
-                go.to_str().unwrap(),
-                after.path.to_str().unwrap(),
-                script.to_str().unwrap(),
-                "--after",
-            ],
-        );
+        let mut child = exec_chain_into_python(before, after, &go);
         let pid = child.pid();
         let dir = scratch.join(&format!("out-{i}"));
         let mut profiler = record_pid(pid, &dir);
@@ -238,17 +236,7 @@ fn top_ends_with_a_message_when_the_target_execs() {
     let py = pythons().into_iter().next().expect("an interpreter");
     let scratch = ScratchDir::new("exec-top");
     let go = scratch.join("go");
-    let script = fixture("exec_chain.py");
-    let child = Child::fixture(
-        &py,
-        "exec_chain.py",
-        &[
-            go.to_str().unwrap(),
-            py.path.to_str().unwrap(),
-            script.to_str().unwrap(),
-            "--after",
-        ],
-    );
+    let child = exec_chain_into_python(&py, &py, &go);
     let pid = child.pid();
     let mut top = Child::spawn(gilscope_command([
         "top",

@@ -1150,6 +1150,12 @@ pub fn read_syscalls(pid: i32) -> Option<u64> {
 /// preads every thread's /proc files).
 pub fn wait_for_samples(profiler: &mut Child, target: i32, reads: u64) {
     wait_until_sampling(profiler, target);
+    wait_for_reads(profiler, reads);
+}
+
+/// Waits until the gilscope process `profiler` has made `reads` more read syscalls from
+/// now (each sample preads every thread's /proc files).
+pub fn wait_for_reads(profiler: &mut Child, reads: u64) {
     let pid = profiler.pid();
     let start = read_syscalls(pid).expect("/proc/PID/io of gilscope");
     poll_until(
