@@ -142,6 +142,7 @@ impl<'a> Live<'a> {
             let wait = deadline.min(next_draw).saturating_duration_since(now);
             match input.recv_timeout(wait) {
                 Ok(Event::Key(key)) if is_quit(&key) => return Ok(TopEnd::Quit),
+                Ok(Event::Resize(..)) if self.exec_happened() => return Ok(self.end()),
                 Ok(Event::Resize(..)) => self.draw()?,
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 // The terminal is gone.
@@ -155,6 +156,9 @@ impl<'a> Live<'a> {
                 deadline = schedule.next_deadline(Instant::now());
             }
             if now >= next_draw {
+                if self.exec_happened() {
+                    return Ok(self.end());
+                }
                 self.draw()?;
                 next_draw = (next_draw + self.config.refresh).max(now);
             }
@@ -178,6 +182,9 @@ impl<'a> Live<'a> {
             }
             let now = Instant::now();
             if now >= next_frame {
+                if self.exec_happened() {
+                    return Ok(self.end());
+                }
                 let view = View::new(&self.window_recording(), self.config, &self.command);
                 let mut out = std::io::stdout().lock();
                 if out
@@ -203,6 +210,9 @@ impl<'a> Live<'a> {
         }
     }
 
+    /// Whether the target runs another program than the one attached to (a read of
+    /// /proc/PID/auxv: checked before each frame and after a failed sample, not after every
+    /// sample).
     fn exec_happened(&self) -> bool {
         self.image
             .as_ref()
@@ -210,10 +220,12 @@ impl<'a> Live<'a> {
     }
 
     /// Takes one sample into the window; false once the target is gone or runs another
-    /// program (a sample that may have read the new program is not kept).
+    /// program. A failed sample may be the first sign of an exec(); a successful one may
+    /// have read the new program (a static interpreter exec'd again keeps its addresses),
+    /// which is why every frame is shown only after [`Live::exec_happened`] says no.
     fn sample(&mut self) -> Result<bool> {
         let result = self.target.resolved_sample(true, false);
-        if self.exec_happened() {
+        if result.is_err() && self.exec_happened() {
             return Ok(false);
         }
         match result {
