@@ -308,6 +308,11 @@ impl<M: RemoteMemory> Sampler<M> {
         self.kernel.thread_reads()
     }
 
+    /// Whether the target's context switches are recorded (perf events allowed).
+    pub fn tracks_switches(&self) -> bool {
+        self.switches.available()
+    }
+
     /// CPU time a thread of the target has used, in ns (None if it is gone).
     pub fn cpu_time_ns(&mut self, tid: i32) -> Option<u64> {
         self.kernel.cpu_time_ns(tid)
@@ -467,7 +472,8 @@ impl<M: RemoteMemory> Sampler<M> {
         self.verify_flags = verify;
     }
 
-    /// Each thread's state from /proc, except what memory already tells: on 3.15+ a thread
+    /// Each thread's state from /proc, except what memory already tells, or what the thread's
+    /// context switches tell (blocked in the same syscall as at the last read): on 3.15+ a thread
     /// whose own flags say it holds or wants the GIL ([`KernelState::NotRead`]); the thread
     /// the GIL names as holder is running Python (its /proc file could only contradict the
     /// read: [`Sampler::sample`] asks after all when the second GIL read names another
@@ -497,7 +503,7 @@ impl<M: RemoteMemory> Sampler<M> {
                     self.skipped.push(thread.tstate);
                     KernelState::Running
                 }
-                Some(tid) => self.kernel.read(tid),
+                Some(tid) => self.kernel.read_unless_still(tid, self.switches.mark(tid)),
             };
             running |= !holds && kernel_state == KernelState::Running;
             kernel.push(kernel_state);

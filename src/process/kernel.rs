@@ -80,6 +80,9 @@ impl SchedCounters {
 struct ThreadFiles {
     syscall: File,
     schedstat: File,
+    /// The last read found the thread blocked in this syscall, with the thread's switch
+    /// mark as it was before that read.
+    blocked: Option<(u64, KernelState)>,
 }
 
 /// Keeps each thread's /proc files open across samples.
@@ -111,26 +114,47 @@ impl KernelStateReader {
 
     /// Reads a thread's state now. A thread whose files cannot be opened or read is `Gone`.
     pub fn read(&mut self, tid: i32) -> KernelState {
+        self.read_unless_still(tid, None)
+    }
+
+    /// [`KernelStateReader::read`], except for a thread the last read found blocked in a
+    /// syscall: `switch_mark` is its context-switch mark, taken before this call
+    /// ([`crate::process::switches::SwitchTracker::mark`]); while it is the mark taken before
+    /// that read, the thread has not run, so it is still in that syscall and /proc is not
+    /// read. A thread woken and not yet on a CPU therefore still reads as in its wait
+    /// (/proc would say "running"), which is where it is until it runs.
+    pub fn read_unless_still(&mut self, tid: i32, switch_mark: Option<u64>) -> KernelState {
         if !self.files.contains_key(&tid) {
             match self.open(tid) {
                 Some(files) => self.files.insert(tid, files),
                 None => return KernelState::Gone,
             };
         }
+        let files = self.files.get_mut(&tid).expect("opened above");
+        if let (Some(mark), Some((then, state))) = (switch_mark, files.blocked)
+            && mark == then
+        {
+            return state;
+        }
         self.thread_reads += 1;
-        let files = &self.files[&tid];
         let Some(state) =
             pread_text(&files.syscall, &mut self.buf).and_then(KernelState::parse_syscall_file)
         else {
             self.files.remove(&tid);
             return KernelState::Gone;
         };
-        match state {
+        let state = match state {
             KernelState::Syscall { nr, .. } if nr == libc::SYS_restart_syscall => {
                 self.restarted(tid)
             }
             other => other,
+        };
+        if let Some(files) = self.files.get_mut(&tid) {
+            files.blocked = switch_mark
+                .filter(|_| matches!(state, KernelState::Syscall { .. }))
+                .map(|mark| (mark, state));
         }
+        state
     }
 
     /// A wait interrupted by a signal or a ptrace stop continues as restart_syscall(2), which
@@ -189,6 +213,7 @@ impl KernelStateReader {
         Some(ThreadFiles {
             syscall: File::open(format!("{dir}/syscall")).ok()?,
             schedstat: File::open(format!("{dir}/schedstat")).ok()?,
+            blocked: None,
         })
     }
 }

@@ -109,6 +109,13 @@ impl SwitchTracker {
         self.rings.get(&tid)?.last()
     }
 
+    /// A mark that changes whenever `tid` is switched in or out (the ring's write position),
+    /// or `None` if it is not tracked. Equal marks, the earlier read before some look at
+    /// the thread and the later after it: the thread did not run in between.
+    pub fn mark(&self, tid: i32) -> Option<u64> {
+        Some(self.rings.get(&tid)?.head())
+    }
+
     /// Whether switch records are available at all (perf events allowed).
     pub fn available(&self) -> bool {
         !self.refused
@@ -174,6 +181,14 @@ impl Ring {
         }
         OPEN_RINGS.fetch_add(1, Ordering::Relaxed);
         Ok(Ring { _fd: fd, base, len })
+    }
+
+    fn head(&self) -> u64 {
+        let meta = self.base as *const sys::bindings::perf_event_mmap_page;
+        // SAFETY: the first page of the mapping is the kernel's perf_event_mmap_page.
+        let head = unsafe { std::ptr::read_volatile(&raw const (*meta).data_head) };
+        fence(Ordering::Acquire);
+        head
     }
 
     fn last(&self) -> Option<LastSwitch> {
