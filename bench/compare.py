@@ -26,6 +26,10 @@ gilscope with `cargo build --release`, then measures in one run:
           GIL at 1, 10 and 20 kHz: marginal CPU per sample, achieved rate, peak RSS, and
           gilscope's syscalls per sample (bench/peers.py). --target-python picks the
           interpreter gilscope and py-spy read, --peer-python the 3.15 the sampler reads.
+          Beside them, examples/wake_floor: gilscope's schedule with no work between
+          wake-ups, what any sampler that sleeps between samples pays on this machine.
+  accuracy scripts/accuracy.py with the same build (not in the default set: it needs perf):
+          each workload's largest error against the uprobe truth, printed beside the costs.
 
 Each figure is the median of --reps runs. Ratios are gilscope / py-spy. The machine, its load
 before and after, and the versions are printed with the table. Needs root (or
@@ -88,10 +92,20 @@ def build_gilscope(skip):
     if not skip:
         print("bench: cargo build --release", file=sys.stderr)
         sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+        sh(["cargo", "build", "--release", "--quiet", "--example", "wake_floor"], cwd=ROOT)
     target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = target_dir / "release" / "gilscope"
     if not binary.exists():
         sys.exit(f"bench: {binary} not found")
+    return binary
+
+
+def wake_floor_binary():
+    """examples/wake_floor (built with gilscope): gilscope's schedule with no work."""
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    binary = target_dir / "release" / "examples" / "wake_floor"
+    if not binary.exists():
+        sys.exit(f"bench: {binary} not found (cargo build --release --example wake_floor)")
     return binary
 
 
@@ -558,6 +572,8 @@ def main():
     parser.add_argument("--peer-long", type=int, default=6)
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of targets and profilers (e.g. -10 on a busy machine)")
+    parser.add_argument("--accuracy-python", default=None,
+                        help="accuracy: the interpreter scripts/accuracy.py measures on")
     parser.add_argument("--fifo", action="store_true",
                         help="also measure the highest rate with gilscope under chrt -f 10")
     parser.add_argument("--quick", action="store_true", help="2 reps, short runs (a smoke test)")
@@ -580,6 +596,7 @@ def main():
 
     ctx.py_spy, py_spy_version = setup_py_spy(ctx.venv, ctx.py_spy_version)
     ctx.gilscope = build_gilscope(ctx.no_build)
+    ctx.wake_floor = wake_floor_binary() if "peers" in only else None
     python_version = subprocess.run(
         [ctx.python, "-c", "import platform; print(platform.python_version())"],
         capture_output=True, text=True, check=True).stdout.strip()
@@ -595,6 +612,7 @@ def main():
     maxrate = bench_maxrate(ctx, log) if "maxrate" in only else None
     memory = bench_memory(ctx, log) if "memory" in only else None
     peer_results = peers.bench_peers(sys.modules[__name__], ctx, log) if "peers" in only else None
+    accuracy = bench_accuracy(ctx, log) if "accuracy" in only else None
     info["load_after"] = loadavg()
 
     print(f"Machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}")
@@ -609,6 +627,8 @@ def main():
         versions = {"target": version_of(ctx.target_python), "peer": version_of(ctx.peer_python)}
         peers.peers_table(ctx, peer_results, lines.append, versions)
         print("\n".join(lines))
+    if accuracy:
+        print(accuracy_table(accuracy))
     if ctx.json:
         dump = {
             "machine": info,
@@ -618,8 +638,43 @@ def main():
             "memory": memory,
             "peers": {(k if isinstance(k, str) else f"{k[0]}/{k[1]}"): v
                       for k, v in (peer_results or {}).items()},
+            "accuracy": accuracy,
         }
         ctx.json.write_text(json.dumps(dump, indent=1, default=str))
+
+
+def bench_accuracy(ctx, log):
+    """scripts/accuracy.py with the binary just measured, on --accuracy-python (default:
+    accuracy.py's own, which carries the symbols its uprobes need): each workload's largest
+    error against the uprobe truth, so that costs and accuracy come from one run of one
+    build. Needs perf and root."""
+    with tempfile.TemporaryDirectory(prefix="gilscope-bench-") as tmp:
+        out = Path(tmp) / "accuracy.json"
+        argv = [sys.executable, str(ROOT / "scripts" / "accuracy.py"),
+                "--seconds", "10", "--rate", "200",
+                "--gilscope", str(ctx.gilscope), "--json", str(out)]
+        if ctx.accuracy_python:
+            argv += ["--python", ctx.accuracy_python]
+        log("accuracy: " + " ".join(argv[1:]))
+        run = subprocess.run(argv, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"bench: accuracy.py failed: {run.stderr[-2000:]}")
+        runs = json.loads(out.read_text())
+    worst = {}
+    for one in runs:
+        errors = [max(abs(t["held"] - t["true_held"]), abs(t["wait"] - t["true_wait"]))
+                  for t in one["threads"]]
+        worst[one["workload"]] = max([worst.get(one["workload"], 0.0)] + errors)
+    return {"python": version_of(runs[0]["python"]), "largest_error": worst}
+
+
+def accuracy_table(accuracy):
+    lines = [f"### Accuracy of the same build (scripts/accuracy.py, Python {accuracy['python']}, "
+             "10 s at 200 Hz)", "",
+             "| workload | largest error, any thread, held or wait |", "|---|---:|"]
+    for workload, error in accuracy["largest_error"].items():
+        lines.append(f"| {workload} | {error:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ tools run one after the other, in an order that rotates every repetition, each f
                       start-up, attaching and writing the output cancel out.
   achieved Hz         samples of the long run / its length.
   maxrss              the profiler's peak RSS in the long run (rusage).
+The floor is examples/wake_floor: gilscope's schedule (SCHED_FIFO, absolute deadlines) that
+does nothing when it wakes, measured the same way per wake-up. No sampler that sleeps between
+samples costs less per sample on this machine; CPython's sampler does not sleep when the next
+deadline is under 100 us away (it spins), so at 10 kHz and above it pays no wake-ups.
 gilscope's syscalls per sample come from `strace -c -f` on a 1 s and a 3 s recording at
 1 kHz (the difference, over the difference in samples).
 """
@@ -25,7 +29,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-TOOLS = ("gilscope", "py-spy", "cpython")
+TOOLS = ("gilscope", "py-spy", "cpython", "floor")
 RATES = (1000, 10000, 20000)
 # py-spy's --duration counts samples (rate x seconds), not seconds: where it falls behind,
 # a 6 s run at 20 kHz takes minutes. It runs at 1 kHz only.
@@ -49,6 +53,14 @@ def cpython_samples(output):
 
 def one_run(compare, ctx, tool, pid, rate, duration):
     """One recording; returns {cpu_s, samples, seconds, maxrss_kib}."""
+    if tool == "floor":
+        prof = compare.Profiler([ctx.wake_floor, rate, duration])
+        run = prof.wait()
+        m = re.search(r"WAKES (\d+) SECONDS ([\d.]+)", prof.output)
+        if run["code"] != 0 or not m:
+            raise SystemExit(f"bench: wake_floor failed: {prof.output}")
+        return {"cpu_s": run["cpu_s"], "samples": int(m.group(1)), "seconds": float(m.group(2)),
+                "maxrss_kib": run["maxrss_kib"]}
     if tool in ("gilscope", "py-spy"):
         run = compare.run_tool(tool, ctx, pid, rate, duration)
         seconds = run["samples"] / run["achieved_hz"] if run["achieved_hz"] else duration
@@ -77,7 +89,7 @@ def bench_peers(compare, ctx, log):
             compare.Target(ctx.peer_python, "target.py", args) as peer_target:
         for rep in range(ctx.reps):
             for rate in RATES:
-                order = TOOLS[rep % 3:] + TOOLS[:rep % 3]
+                order = TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]
                 for tool in order:
                     if tool == "py-spy" and rate not in PY_SPY_RATES:
                         continue
@@ -127,18 +139,19 @@ def peers_table(ctx, results, add, versions):
         f"Python {versions['peer']}. Marginal CPU per sample: a {ctx.peer_long:g} s minus a "
         f"{ctx.peer_short:g} s recording.")
     add("")
-    add("| asked Hz | gilscope µs | py-spy µs | 3.15 sampler µs | vs py-spy | vs 3.15 sampler "
+    add("| asked Hz | gilscope µs | py-spy µs | 3.15 sampler µs | wake floor µs | vs py-spy "
+        "| vs 3.15 sampler | gilscope above the floor µs "
         "| achieved Hz gilscope / py-spy / 3.15 | maxrss KiB gilscope / py-spy / 3.15 |")
-    add("|---:|---:|---:|---:|---:|---:|---|---|")
+    add("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     nan = [{"marginal_us": float("nan"), "achieved_hz": float("nan"),
              "maxrss_kib": float("nan")}]
     for rate in RATES:
-        g, p, c = (results.get((t, rate), nan) for t in TOOLS)
-        gm, pm, cm = (med(x, "marginal_us") for x in (g, p, c))
+        g, p, c, f = (results.get((t, rate), nan) for t in TOOLS)
+        gm, pm, cm, fm = (med(x, "marginal_us") for x in (g, p, c, f))
         hz = " / ".join(f"{med(x, 'achieved_hz'):.0f}" for x in (g, p, c))
         rss = " / ".join(f"{med(x, 'maxrss_kib'):.0f}" for x in (g, p, c))
-        add(f"| {rate} | {gm:.1f} | {pm:.1f} | {cm:.1f} | {gm / pm:.2f} | {gm / cm:.2f} "
-            f"| {hz} | {rss} |")
+        add(f"| {rate} | {gm:.1f} | {pm:.1f} | {cm:.1f} | {fm:.1f} | {gm / pm:.2f} "
+            f"| {gm / cm:.2f} | {gm - fm:.1f} | {hz} | {rss} |")
     add("")
     sys_calls = results["syscalls"]
     total = sys_calls.pop("total", sum(sys_calls.values()))
