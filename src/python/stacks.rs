@@ -17,6 +17,8 @@ use std::collections::{HashMap, HashSet};
 /// A data-stack span larger than this is not read whole (chunks are 16 KiB unless one
 /// frame needs more); its frames are read one by one.
 const MAX_CHUNK_READ: u64 = 1 << 20;
+/// Data-stack spans are read to the end of their last page (the kernel pins whole pages).
+const PAGE: u64 = 4096;
 /// Per thread, at most this many out-of-chunk frames are read ahead from the last walk.
 const MAX_REMEMBERED: usize = 256;
 
@@ -78,6 +80,8 @@ struct History {
 /// Which pieces of the batch belong to one thread.
 #[derive(Debug, Clone, Copy, Default)]
 struct ThreadPieces {
+    /// Its thread state again, read with the stack: where the stack starts now.
+    tstate: usize,
     chunk: Option<usize>,
     cframe: Option<usize>,
     /// `pieces[first_ahead..end_ahead]`: frames read ahead at last walk's addresses.
@@ -111,6 +115,9 @@ pub(super) struct Context<'a, M> {
     pub codes: &'a mut CodeTable,
     /// How many bytes of a frame to read (up to its last field used).
     pub frame_len: usize,
+    /// How many bytes of a thread state to read, and where its data-stack fields are.
+    pub tstate_len: usize,
+    pub datastack: Option<u64>,
 }
 
 impl StackReader {
@@ -132,9 +139,9 @@ impl StackReader {
 
     /// Fills `frames` and `truncated` of every thread, `starts[i]` describing `threads[i]`.
     /// A stack that faults is read once more, from the start `fresh` reads from a new copy
-    /// of its thread state; if it faults again, the thread is starting or ending (its
-    /// frames being built or freed) and is left out of `threads`, rather than failing the
-    /// read of every thread.
+    /// of its thread state; if that or the stack faults again, the thread is starting or
+    /// ending (its frames being built or freed) and is left out of `threads`, rather than
+    /// failing the read of every thread.
     pub fn read<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
@@ -148,21 +155,44 @@ impl StackReader {
         cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
         self.faulted.clear();
         for (index, thread) in threads.iter_mut().enumerate() {
-            match self.walk_thread(cx, self.threads[index], starts[index], thread) {
+            // The stack is walked from where it starts now, which may differ from where it
+            // started when the thread state was read for the sample: the sampler reads /proc
+            // and the GIL in between, and a frame named then may be freed by now.
+            let pieces = self.threads[index];
+            let start = match self.start_now(cx, pieces, starts[index]) {
+                Some(start) => start,
+                None => {
+                    self.faulted.push(index);
+                    continue;
+                }
+            };
+            match self.walk_thread(cx, pieces, start, thread) {
                 Err(MemError::Fault { .. }) => self.faulted.push(index),
                 other => other?,
             }
         }
         // From the last, so that leaving a thread out keeps the others' indices.
         while let Some(index) = self.faulted.pop() {
-            let start = fresh(threads[index].tstate)?;
+            let start = match fresh(threads[index].tstate) {
+                Ok(start) => start,
+                // Its thread state is gone too: the thread has ended.
+                Err(MemError::Fault { .. }) => {
+                    threads.remove(index);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             self.plan(
                 cx,
                 std::slice::from_ref(&start),
                 std::slice::from_ref(&threads[index]),
             );
             cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
-            match self.walk_thread(cx, self.threads[0], start, &mut threads[index]) {
+            let pieces = self.threads[0];
+            // Moved again since that copy, microseconds ago: walk from that copy, which the
+            // batch read matches.
+            let start = self.start_now(cx, pieces, start).unwrap_or(start);
+            match self.walk_thread(cx, pieces, start, &mut threads[index]) {
                 Err(MemError::Fault { .. }) => {
                     threads.remove(index);
                 }
@@ -190,9 +220,13 @@ impl StackReader {
             FramePointer::Direct(_) => 0,
         };
         for (start, thread) in starts.iter().zip(threads) {
-            let chunk = start
-                .chunk
-                .map(|(lo, hi)| push(&mut self.pieces, lo, (hi - lo) as usize));
+            let tstate = push(&mut self.pieces, thread.tstate, cx.tstate_len);
+            // To the end of the last page: a stack that grew a little since is read too, at
+            // no cost in pages.
+            let chunk = start.chunk.map(|(lo, hi)| {
+                let end = hi.next_multiple_of(PAGE).min(lo + MAX_CHUNK_READ);
+                push(&mut self.pieces, lo, (end - lo) as usize)
+            });
             let cframe = (start.via_cframe && start.frame != 0)
                 .then(|| push(&mut self.pieces, start.frame.wrapping_add(current_frame), 8));
             let first_ahead = self.pieces.len();
@@ -202,6 +236,7 @@ impl StackReader {
                 }
             }
             self.threads.push(ThreadPieces {
+                tstate,
                 chunk,
                 cframe,
                 first_ahead,
@@ -209,6 +244,41 @@ impl StackReader {
             });
         }
         self.bytes.resize(at, 0);
+    }
+
+    /// Where a thread's stack starts, from the copy of its thread state read with the
+    /// stack; `None` if that copy is unreadable, or names a `_PyCFrame` or a data-stack
+    /// span other than the batch read (the stack is then read again on its own).
+    fn start_now<M>(
+        &self,
+        cx: &Context<M>,
+        pieces: ThreadPieces,
+        planned: StackStart,
+    ) -> Option<StackStart> {
+        let piece = &self.pieces[pieces.tstate];
+        let Some(bytes) = piece.bytes(&self.bytes) else {
+            // A thread state read without its data-stack fields (it ends near unmapped
+            // memory): its stack starts where the sample's read found it.
+            return planned.chunk.is_none().then_some(planned);
+        };
+        let f = Fields::new(piece.addr, bytes);
+        let now = StackStart::from_tstate(&f, &cx.runtime.layout, cx.datastack).ok()?;
+        if now.via_cframe && now.frame != planned.frame {
+            return None;
+        }
+        let chunk_read = pieces.chunk.map(|p| {
+            (
+                self.pieces[p].addr,
+                self.pieces[p].addr + self.pieces[p].len as u64,
+            )
+        });
+        match (now.chunk, chunk_read) {
+            (None, _) => Some(now),
+            (Some((lo, hi)), Some((read_lo, read_hi))) if lo == read_lo && hi <= read_hi => {
+                Some(now)
+            }
+            (Some(_), _) => None,
+        }
     }
 
     fn walk_thread<M: RemoteMemory>(
@@ -229,9 +299,11 @@ impl StackReader {
         } else {
             start.frame
         };
-        let chunk = pieces
-            .chunk
-            .and_then(|p| Some((self.pieces[p].addr, self.pieces[p].bytes(&self.bytes)?)));
+        // Only the span in use now: what lies above its top is stale.
+        let chunk = pieces.chunk.zip(start.chunk).and_then(|(p, (lo, hi))| {
+            let bytes = self.pieces[p].bytes(&self.bytes)?;
+            Some((lo, bytes.get(..(hi - lo) as usize)?))
+        });
         let layout = &cx.runtime.layout;
         self.raw.clear();
         self.outside.clear();

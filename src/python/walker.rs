@@ -188,6 +188,19 @@ impl<M: RemoteMemory> Walker<M> {
         with_frames: bool,
         state: &mut PythonState,
     ) -> Result<(), MemError> {
+        self.read_threads_into(state)?;
+        if with_frames {
+            self.read_stacks_into(state)
+        } else {
+            self.skip_stacks(state);
+            Ok(())
+        }
+    }
+
+    /// Every interpreter, GIL and thread state, without stacks: the first half of
+    /// [`Walker::read_into`]. [`Walker::read_stacks_into`] or [`Walker::skip_stacks`]
+    /// finishes the walk.
+    pub fn read_threads_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         state.interpreters.clear();
         let consistent =
             !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;
@@ -198,27 +211,35 @@ impl<M: RemoteMemory> Walker<M> {
             self.list.clear();
             return Err(e);
         }
-        if with_frames {
-            let mut cx = Context {
-                mem: &self.mem,
-                runtime: &self.runtime,
-                codes: &mut self.codes,
-                frame_len: self.frame_len,
-            };
-            let (layout, mem) = (&self.runtime.layout, &self.mem);
-            let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
-            let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
-            self.stacks
-                .read(&mut cx, &self.starts, &mut state.threads, fresh)?;
-        } else {
-            self.stacks.clear_moved();
-            for thread in &mut state.threads {
-                thread.frames.clear();
-                thread.truncated = false;
-            }
-        }
         self.resolve_tids_from_pthreads(&mut state.threads);
         Ok(())
+    }
+
+    /// Every thread's stack, from where [`Walker::read_threads_into`] found it starts. A
+    /// thread whose stack faults is read from a new copy of its thread state.
+    pub fn read_stacks_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
+        let mut cx = Context {
+            mem: &self.mem,
+            runtime: &self.runtime,
+            codes: &mut self.codes,
+            frame_len: self.frame_len,
+            tstate_len: self.tstate_len,
+            datastack: self.datastack,
+        };
+        let (layout, mem) = (&self.runtime.layout, &self.mem);
+        let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
+        let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
+        self.stacks
+            .read(&mut cx, &self.starts, &mut state.threads, fresh)
+    }
+
+    /// Finishes a walk without stacks: every thread's frames are left empty.
+    pub fn skip_stacks(&mut self, state: &mut PythonState) {
+        self.stacks.clear_moved();
+        for thread in &mut state.threads {
+            thread.frames.clear();
+            thread.truncated = false;
+        }
     }
 
     /// Fills `state` from the batch the cached list just read.

@@ -119,10 +119,11 @@ fn a_warm_walk_is_two_batches_and_gives_the_same_walk() {
             );
             if case.chunks && round == 0 {
                 // The runtime's head, per interpreter its GIL and four words, each thread
-                // state; then per thread its data-stack span and (3.11-3.12) its
-                // `_PyCFrame`: no piece per frame.
+                // state; then per thread its thread state again (where its stack starts
+                // now), its data-stack span and (3.11-3.12) its `_PyCFrame`: no piece per
+                // frame.
                 let threads = cold.threads.len() as u64;
-                let most = 1 + 5 * cold.interpreters.len() as u64 + 3 * threads;
+                let most = 1 + 5 * cold.interpreters.len() as u64 + 4 * threads;
                 let frames: u64 = cold.threads.iter().map(|t| t.frames.len() as u64).sum();
                 assert!(frames > 2 * threads, "{label}: the stacks are deep enough");
                 let pieces = memory.pieces.get();
