@@ -215,8 +215,10 @@ impl<M: RemoteMemory> Walker<M> {
         Ok(())
     }
 
-    /// Every thread's stack, from where [`Walker::read_threads_into`] found it starts. A
-    /// thread whose stack faults is read from a new copy of its thread state.
+    /// Every thread's stack, in one batch laid out from where [`Walker::read_threads_into`]
+    /// found the stacks, and walked from a copy of each thread state read in that batch
+    /// (the stacks may have moved since). A thread whose stack faults is read from a new
+    /// copy of its thread state.
     pub fn read_stacks_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         let mut cx = Context {
             mem: &self.mem,
