@@ -172,8 +172,6 @@ pub struct Sampler<M = LiveMemory> {
     /// The GILs' switch counts at the latest sample: a count that moved since says the
     /// target ran in between, without asking /proc whether it is stopped.
     last_switches: Vec<u64>,
-    /// The last kernel read found a thread running other than the GIL's holder.
-    any_running: bool,
     /// The thread states whose stacks are being read (to drop the kernel states of any
     /// thread left out as it ends).
     stacked: Vec<u64>,
@@ -283,7 +281,6 @@ impl<M: RemoteMemory> Sampler<M> {
             verify_flags: false,
             flags_steady: Vec::new(),
             last_switches: Vec::new(),
-            any_running: false,
             stacked: Vec::new(),
             attached: std::time::Instant::now(),
             code_rereads_done: 0,
@@ -405,7 +402,7 @@ impl<M: RemoteMemory> Sampler<M> {
         // `queue_pipeline`'s producer hold the GIL at 0.177 of the instants against 0.21 of
         // the time (docs/accuracy.md).
         let time = std::time::Instant::now();
-        let mut kernel = self.read_kernel_states(&state);
+        let (mut kernel, running) = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
         // in the same read, the count of its waiters and its mutexes' owners. Not needed
         // when no thread runs but those the GIL flags settle (3.15+): the count and the
@@ -468,7 +465,7 @@ impl<M: RemoteMemory> Sampler<M> {
             self.state = state;
             return Err(self.mem_error(e));
         }
-        self.mark_if_stopped(&state, &mut kernel);
+        self.mark_if_stopped(&state, &mut kernel, running);
         let result = self.join(&mut state, interpreters, &kernel, waiters, time, false);
         self.kernel_states = kernel;
         self.state = state;
@@ -497,8 +494,9 @@ impl<M: RemoteMemory> Sampler<M> {
     /// whose own flags say it holds or wants the GIL ([`KernelState::NotRead`]); the thread
     /// the GIL names as holder is running Python (its /proc file could only contradict the
     /// read: [`Sampler::sample`] asks after all when the second GIL read names another
-    /// holder or finds a handoff under way).
-    fn read_kernel_states(&mut self, state: &PythonState) -> Vec<KernelState> {
+    /// holder or finds a handoff under way). Also whether a thread other than the holder
+    /// was found running.
+    fn read_kernel_states(&mut self, state: &PythonState) -> (Vec<KernelState>, bool) {
         let mut kernel = std::mem::take(&mut self.kernel_states);
         kernel.clear();
         self.skipped.clear();
@@ -526,14 +524,13 @@ impl<M: RemoteMemory> Sampler<M> {
             running |= !holds && kernel_state == KernelState::Running;
             kernel.push(kernel_state);
         }
-        self.any_running = running;
-        kernel
+        (kernel, running)
     }
 
-    /// /proc/PID/stat is read only when no thread is running (a stopped process has none),
+    /// /proc/PID/stat is read only when no thread is `running` (a stopped process has none),
     /// no GIL changed hands and no frame moved since the last sample (a stopped process
     /// does neither); if the process is stopped, so is every thread.
-    fn mark_if_stopped(&mut self, state: &PythonState, kernel: &mut [KernelState]) {
+    fn mark_if_stopped(&mut self, state: &PythonState, kernel: &mut [KernelState], running: bool) {
         let switched = state
             .interpreters
             .iter()
@@ -545,7 +542,7 @@ impl<M: RemoteMemory> Sampler<M> {
                 .extend(state.interpreters.iter().map(|i| i.gil.switch_number));
         }
         let ran = switched || self.walker.stacks_moved();
-        if !self.any_running && !ran && self.kernel.process_stopped() {
+        if !running && !ran && self.kernel.process_stopped() {
             for kernel_state in kernel {
                 if *kernel_state != KernelState::Gone {
                     *kernel_state = KernelState::Stopped;
