@@ -17,7 +17,7 @@ use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, mo
 use crate::python::names::{LiveThread, ThreadNames};
 use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
 use anyhow::Result;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Per interpreter: threads inside the GIL's waits, and its mutexes' owners (None: unread).
 type GilWaits = Vec<Option<(u32, [i32; 2])>>;
@@ -155,9 +155,9 @@ pub struct Sampler<M = LiveMemory> {
     pub walker: Walker<M>,
     kernel: KernelStateReader,
     names: ThreadNames,
-    gil_waiters: HashMap<i32, GilWaitMark>,
+    gil_waiters: FxHashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
-    native_before: HashSet<i32>,
+    native_before: FxHashSet<i32>,
     /// Buffers reused from sample to sample.
     state: PythonState,
     kernel_states: Vec<KernelState>,
@@ -186,7 +186,7 @@ pub struct Sampler<M = LiveMemory> {
     /// do next instead).
     conds: Option<GilConds>,
     /// Each thread's state at the latest sample.
-    last_state: HashMap<i32, ThreadState>,
+    last_state: FxHashMap<i32, ThreadState>,
     /// Turns to pick among equally likely woken waiters (see [`Sampler::woken_waiters`]).
     turn: usize,
     /// How each thread last left a CPU (preempted, or to wait), where perf events allow.
@@ -273,8 +273,8 @@ impl<M: RemoteMemory> Sampler<M> {
             walker: Walker::new(mem, runtime),
             kernel: KernelStateReader::new(pid),
             names: ThreadNames::default(),
-            gil_waiters: HashMap::new(),
-            native_before: HashSet::new(),
+            gil_waiters: FxHashMap::default(),
+            native_before: FxHashSet::default(),
             state: PythonState::default(),
             kernel_states: Vec::new(),
             skipped: Vec::new(),
@@ -285,7 +285,7 @@ impl<M: RemoteMemory> Sampler<M> {
             attached: std::time::Instant::now(),
             code_rereads_done: 0,
             conds: None,
-            last_state: HashMap::new(),
+            last_state: FxHashMap::default(),
             turn: 0,
             switches: SwitchTracker::off(),
             pending: HandoffResolver::default(),
@@ -718,7 +718,7 @@ impl<M: RemoteMemory> Sampler<M> {
             .collect();
         self.last_state = threads.iter().map(|t| (t.tid, t.class.state)).collect();
         let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
-        let alive: HashSet<i32> = threads.iter().map(|t| t.tid).collect();
+        let alive: FxHashSet<i32> = threads.iter().map(|t| t.tid).collect();
         self.kernel.retain(|tid| alive.contains(&tid));
         self.switches.retain(|tid| alive.contains(&tid));
         self.gil_waiters.retain(|tid, _| alive.contains(tid));
@@ -782,8 +782,8 @@ impl<M: RemoteMemory> Sampler<M> {
         kernel: &[KernelState],
         stand_ins: &[bool],
         waits: &GilWaits,
-    ) -> HashSet<i32> {
-        let mut woken = HashSet::new();
+    ) -> FxHashSet<i32> {
+        let mut woken = FxHashSet::default();
         let Some(conds) = self.conds else {
             return woken;
         };
@@ -1041,7 +1041,7 @@ fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<boo
         let holds = interpreters[t.interpreter].gil.holder() == Some(t.tstate);
         (holds, !t.frames.is_empty())
     };
-    let mut kept: HashMap<i32, usize> = HashMap::new();
+    let mut kept: FxHashMap<i32, usize> = FxHashMap::default();
     for (index, thread) in state.threads.iter().enumerate() {
         let Some(tid) = thread.tid else { continue };
         let better = kept

@@ -3,7 +3,7 @@
 //! (/proc/PID/stat); how much CPU a thread has used (/proc/PID/task/TID/schedstat).
 //! The files stay open between samples and are re-read with pread, which costs a few µs.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -88,7 +88,7 @@ struct ThreadFiles {
 /// Keeps each thread's /proc files open across samples.
 pub struct KernelStateReader {
     pid: i32,
-    files: HashMap<i32, ThreadFiles>,
+    files: FxHashMap<i32, ThreadFiles>,
     /// /proc/PID/stat, kept open like the threads' files.
     process_stat: Option<File>,
     buf: Vec<u8>,
@@ -100,7 +100,7 @@ impl KernelStateReader {
     pub fn new(pid: i32) -> Self {
         KernelStateReader {
             pid,
-            files: HashMap::new(),
+            files: FxHashMap::default(),
             process_stat: None,
             buf: vec![0u8; 512],
             thread_reads: 0,

@@ -16,7 +16,7 @@
 //! `perf_event_paranoid`), the tracker says nothing and the sampler does without.
 
 use perf_event_open_sys as sys;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
@@ -62,7 +62,7 @@ fn ring_budget() -> usize {
 const DATA_PAGES: usize = 1;
 
 pub struct SwitchTracker {
-    rings: HashMap<i32, Ring>,
+    rings: FxHashMap<i32, Ring>,
     /// perf_event_open was refused: stop asking.
     refused: bool,
 }
@@ -71,7 +71,7 @@ impl SwitchTracker {
     /// A tracker for the threads of a live process.
     pub fn live() -> Self {
         SwitchTracker {
-            rings: HashMap::new(),
+            rings: FxHashMap::default(),
             refused: false,
         }
     }
@@ -80,7 +80,7 @@ impl SwitchTracker {
     /// image), whose thread ids may belong to anyone's threads on this machine.
     pub fn off() -> Self {
         SwitchTracker {
-            rings: HashMap::new(),
+            rings: FxHashMap::default(),
             refused: true,
         }
     }

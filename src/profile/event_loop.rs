@@ -26,7 +26,7 @@ use crate::model::state::{IdleReason, ThreadState};
 use crate::python::code::CodeTable;
 use crate::python::event_loop::{LoopKind, LoopObservation};
 use crate::python::walker::Frame;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// `--stall-ms` when not given.
 pub const DEFAULT_STALL_MS: f64 = 20.0;
@@ -62,7 +62,7 @@ pub struct LoopTracker {
     open: Option<Stretch>,
     /// When the loop was last seen in its selector.
     last_selector_ns: Option<u64>,
-    stall_stacks: HashMap<StallKey, u64>,
+    stall_stacks: FxHashMap<StallKey, u64>,
 }
 
 impl LoopTracker {
@@ -91,7 +91,7 @@ impl LoopTracker {
             previous: None,
             open: None,
             last_selector_ns: None,
-            stall_stacks: HashMap::new(),
+            stall_stacks: FxHashMap::default(),
         }
     }
 
@@ -240,8 +240,8 @@ impl LoopTracker {
                 }
             }
         }
-        let mut by_frame: HashMap<FrameInfo, BlockingCount> = HashMap::new();
-        let mut tasks: HashMap<FrameInfo, HashMap<String, u64>> = HashMap::new();
+        let mut by_frame: FxHashMap<FrameInfo, BlockingCount> = FxHashMap::default();
+        let mut tasks: FxHashMap<FrameInfo, FxHashMap<String, u64>> = FxHashMap::default();
         for ((frames, class, task), n) in tracker_stalls {
             let frame = blocking_frame(codes, &frames);
             if let Some(task) = task {
@@ -433,7 +433,7 @@ fn blocking_figures(counts: &[BlockingCount]) -> Vec<BlockingFigure> {
 
 /// The task that ran a function's stall samples most (summed over its lines).
 fn main_task(list: &[&BlockingCount]) -> Option<String> {
-    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    let mut by_name: FxHashMap<&str, u64> = FxHashMap::default();
     for t in list.iter().flat_map(|b| &b.tasks) {
         *by_name.entry(&t.name).or_default() += t.samples;
     }

@@ -19,7 +19,7 @@ use crate::model::timeline::Timeline;
 use crate::python::code::CodeTable;
 use crate::python::walker::Frame;
 use crate::sample::{Sample, Sampler};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct StackKey {
@@ -91,14 +91,14 @@ pub struct RunInfo {
 /// Counts for one process, fed one [`Sample`] at a time.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    threads: HashMap<i32, ThreadTally>,
-    stacks: HashMap<StackKey, StackTally>,
+    threads: FxHashMap<i32, ThreadTally>,
+    stacks: FxHashMap<StackKey, StackTally>,
     gil: GilCounts,
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
     timeline: Option<timeline::TimelineBuilder>,
     /// asyncio event loops, by thread.
-    loops: HashMap<i32, event_loop::LoopTracker>,
+    loops: FxHashMap<i32, event_loop::LoopTracker>,
     /// `--stall-ms`; the default when unset.
     stall_ms: Option<f64>,
     /// A second aggregator fed the same samples, taken and restarted at the end of every

@@ -18,7 +18,7 @@ use crate::model::timeline::{Run, ThreadTimeline, Timeline, TimelineStack};
 use crate::python::code::CodeId;
 use crate::python::walker::Frame;
 use crate::sample::Sample;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs kept per process before the timeline stops (about 40 bytes each in memory).
@@ -58,10 +58,10 @@ pub struct TimelineBuilder {
     origin: Option<(Instant, u64)>,
     samples: u64,
     last_us: u64,
-    open: HashMap<i32, OpenRun>,
+    open: FxHashMap<i32, OpenRun>,
     closed: Vec<ClosedRun>,
     /// Interned stacks, innermost first, by whether they were truncated.
-    stack_ids: [HashMap<Vec<Frame>, u32>; 2],
+    stack_ids: [FxHashMap<Vec<Frame>, u32>; 2],
     stacks: Vec<(Vec<Frame>, bool)>,
     max_runs: usize,
     truncated_at_us: Option<u64>,
@@ -79,9 +79,9 @@ impl TimelineBuilder {
             origin: None,
             samples: 0,
             last_us: 0,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             closed: Vec::new(),
-            stack_ids: [HashMap::new(), HashMap::new()],
+            stack_ids: [FxHashMap::default(), FxHashMap::default()],
             stacks: Vec::new(),
             max_runs,
             truncated_at_us: None,
@@ -214,7 +214,7 @@ impl TimelineBuilder {
             1
         };
         let end_open = self.last_us + period;
-        let mut by_tid: HashMap<i32, Vec<Run>> = HashMap::new();
+        let mut by_tid: FxHashMap<i32, Vec<Run>> = FxHashMap::default();
         let open = self.open.iter().map(|(&tid, r)| ClosedRun {
             tid,
             key: r.key,

@@ -7,7 +7,7 @@ use super::strings::{read_bytes, read_unicode};
 use super::walker::Frame;
 use crate::mem::{Fields, MemError, MemoryExt, RemoteMemory};
 use crate::model::python::FrameInfo;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 pub type CodeId = u32;
 
@@ -34,9 +34,9 @@ pub struct CodeInfo {
 /// ([`CodeTable::forget`]).
 #[derive(Debug, Default)]
 pub struct CodeTable {
-    by_address: HashMap<u64, CodeId>,
+    by_address: FxHashMap<u64, CodeId>,
     infos: Vec<CodeInfo>,
-    lines: HashMap<(CodeId, u64), u32>,
+    lines: FxHashMap<(CodeId, u64), u32>,
 }
 
 impl CodeTable {

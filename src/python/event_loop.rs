@@ -22,7 +22,7 @@ use super::version::Version;
 use super::walker::Frame;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
 use crate::process::kernel::SchedCounters;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Where the loop's pass start lives, for one CPython version (checked against the
 /// headers by tests/it/event_loop_offsets.rs).
@@ -153,14 +153,14 @@ pub struct LoopReader {
     tp_name: u64,
     tag_mask: u64,
     code_offset: u64,
-    roles: HashMap<CodeId, Role>,
+    roles: FxHashMap<CodeId, Role>,
     /// Per `_run_once` code object: the slot of `end_time` in its frame's locals.
-    end_time_slot: HashMap<u64, Option<u64>>,
+    end_time_slot: FxHashMap<u64, Option<u64>>,
     /// The address of `float`, once one object was checked to be one by its type's name.
     float_type: Option<u64>,
     tasks: TaskReader,
     /// Per thread state, for threads without a `_run_once` frame.
-    running: HashMap<u64, RunningLoop>,
+    running: FxHashMap<u64, RunningLoop>,
 }
 
 /// Locals a `_run_once` has (a dozen); more means the names tuple was misread.
@@ -176,11 +176,11 @@ impl LoopReader {
             tp_name: layout.object.tp_name,
             tag_mask: layout.frame.code_tag_mask,
             code_offset: layout.frame.code,
-            roles: HashMap::new(),
-            end_time_slot: HashMap::new(),
+            roles: FxHashMap::default(),
+            end_time_slot: FxHashMap::default(),
             float_type: None,
             tasks: TaskReader::new(runtime),
-            running: HashMap::new(),
+            running: FxHashMap::default(),
         }
     }
 

@@ -28,7 +28,7 @@ use super::version::Version;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
 use crate::process::ElfSymbols;
 use crate::process::Process;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 
 /// Where the running task and its name are, for one CPython version.
@@ -138,10 +138,10 @@ pub struct TaskReader {
     looks_left: u32,
     countdown: u32,
     /// `_current_tasks` per interpreter (3.8-3.13).
-    current_tasks: HashMap<u64, u64>,
+    current_tasks: FxHashMap<u64, u64>,
     index: KeyIndex,
     /// Type address -> is it the C `Task` (else: read `_name`).
-    c_task_types: HashMap<u64, bool>,
+    c_task_types: FxHashMap<u64, bool>,
 }
 
 impl TaskReader {
@@ -161,9 +161,9 @@ impl TaskReader {
                 0
             },
             countdown: 0,
-            current_tasks: HashMap::new(),
+            current_tasks: FxHashMap::default(),
             index: KeyIndex::default(),
-            c_task_types: HashMap::new(),
+            c_task_types: FxHashMap::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use super::dict::{
 };
 use super::strings::{read_c_string, read_unicode};
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// More threads than this in `_active` are not named.
 const MAX_NAMED_THREADS: usize = 8192;
@@ -48,7 +48,7 @@ pub fn read_thread_names(
 /// the module's globals: milliseconds, too slow for a sample.
 #[derive(Debug, Default)]
 pub struct NameReader {
-    active: HashMap<u64, u64>,
+    active: FxHashMap<u64, u64>,
     index: KeyIndex,
 }
 
@@ -222,15 +222,15 @@ struct Registered {
 /// left `_active` may be freed and its memory reused while it is read.
 #[derive(Debug, Default)]
 pub struct ThreadNames {
-    known: HashMap<i32, KnownName>,
+    known: FxHashMap<i32, KnownName>,
     /// Read by the latest read ahead, by native id.
-    ahead: HashMap<i32, Registered>,
-    attempts: HashMap<i32, u8>,
+    ahead: FxHashMap<i32, Registered>,
+    attempts: FxHashMap<i32, u8>,
     /// The interpreters of the latest sample, whether it brought a thread to name, and the
     /// `Thread` objects of its named threads (not read again).
     interpreters: Vec<u64>,
     wanted: bool,
-    named_objects: HashSet<u64>,
+    named_objects: FxHashSet<u64>,
     reader: NameReader,
 }
 
@@ -302,7 +302,7 @@ impl ThreadNames {
         for t in threads.iter().filter(|t| !self.known.contains_key(&t.tid)) {
             *self.attempts.entry(t.tid).or_default() += 1;
         }
-        let skip: HashSet<u64> = threads
+        let skip: FxHashSet<u64> = threads
             .iter()
             .filter_map(|t| self.known.get(&t.tid).map(|k| k.object))
             .collect();
@@ -317,7 +317,7 @@ impl ThreadNames {
         mem: &impl RemoteMemory,
         runtime: &Runtime,
         interpreters: &[u64],
-        skip: &HashSet<u64>,
+        skip: &FxHashSet<u64>,
     ) -> Vec<Registered> {
         let mut found = Vec::new();
         for &interp in interpreters {
@@ -359,8 +359,8 @@ impl ThreadNames {
     /// Names each unnamed thread whose `Thread._native_id` is its tid among `found` (by
     /// ident, when the native id is not set); ident and interpreter must agree too.
     fn name_from(&mut self, threads: &[LiveThread], found: Vec<Registered>) {
-        let mut by_tid: HashMap<i32, &LiveThread> = HashMap::new();
-        let mut by_ident: HashMap<u64, &LiveThread> = HashMap::new();
+        let mut by_tid: FxHashMap<i32, &LiveThread> = FxHashMap::default();
+        let mut by_ident: FxHashMap<u64, &LiveThread> = FxHashMap::default();
         for t in threads.iter().filter(|t| !self.known.contains_key(&t.tid)) {
             by_tid.insert(t.tid, t);
             by_ident.insert(t.ident, t);

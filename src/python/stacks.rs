@@ -12,7 +12,7 @@ use super::code::{CodeId, CodeTable};
 use super::layout::{FrameKind, FramePointer, Layout};
 use super::walker::{Frame, MAX_FRAMES, ThreadRecord};
 use crate::mem::{Fields, MemError, Piece, RemoteMemory};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A data-stack span larger than this is not read whole (chunks are 16 KiB unless one
 /// frame needs more); its frames are read one by one.
@@ -95,13 +95,13 @@ pub(super) struct StackReader {
     pieces: Vec<Piece>,
     bytes: Vec<u8>,
     threads: Vec<ThreadPieces>,
-    history: HashMap<u64, History>,
+    history: FxHashMap<u64, History>,
     generation: u64,
     single: Vec<u8>,
     raw: Vec<RawFrame>,
     decoded: Vec<Option<Frame>>,
     outside: Vec<u64>,
-    seen: HashSet<u64>,
+    seen: FxHashSet<u64>,
     /// Threads whose stack faulted in the batch, to read again.
     faulted: Vec<usize>,
     /// Some frame differed from the previous walk's (the target ran in between).

@@ -9,7 +9,7 @@ use super::stacks::{Context, StackReader, StackStart, datastack_offset};
 use super::threads::{CachedInterp, InterpWord, Spans, ThreadList};
 use crate::mem::{Fields, MemError, MemoryExt, Piece, RemoteMemory};
 use crate::model::python::GilMode;
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 /// Stacks deeper than this are cut, keeping the innermost frames; `truncated` says so.
 pub const MAX_FRAMES: usize = 1024;
@@ -112,7 +112,7 @@ pub struct Walker<M> {
     stacks: StackReader,
     /// Addresses seen in the current list, kept between reads so the sampling loop does
     /// not allocate them each time.
-    seen_threads: HashSet<u64>,
+    seen_threads: FxHashSet<u64>,
     tid_pieces: Vec<Piece>,
     tid_bytes: Vec<u8>,
 }
@@ -139,7 +139,7 @@ impl<M: RemoteMemory> Walker<M> {
             spans,
             starts: Vec::new(),
             stacks: StackReader::default(),
-            seen_threads: HashSet::new(),
+            seen_threads: FxHashSet::default(),
             tid_pieces: Vec::new(),
             tid_bytes: Vec::new(),
         }
