@@ -110,8 +110,9 @@ impl LoopKind {
 #[derive(Debug, Clone, Copy)]
 struct RunningLoop {
     uvloop: Option<u64>,
-    /// Loop samples until the running loop is read again (for threads not running uvloop).
-    recheck_in: u32,
+    /// When the running loop is read again (CLOCK_MONOTONIC, ns; for threads not running
+    /// uvloop).
+    recheck_at_ns: u64,
     base_depth: usize,
 }
 
@@ -119,8 +120,9 @@ struct RunningLoop {
 const UVLOOP_TYPE: &str = "uvloop.loop.Loop";
 /// Thread states remembered; past this the reader starts over (threads come and go).
 const MAX_THREADS_KEPT: usize = 4096;
-/// Samples of a thread running no uvloop between two reads of its running loop.
-const RUNNING_LOOP_RECHECK: u32 = 100;
+/// How long a thread running no uvloop goes between two reads of its running loop: by time,
+/// not samples, so that the reads (a thread dict before 3.13) cost the same at any rate.
+const RUNNING_LOOP_RECHECK_NS: u64 = 1_000_000_000;
 
 /// Where a thread's state and its interpreter's live in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -254,13 +256,11 @@ impl LoopReader {
         thread: ThreadAddresses,
     ) -> Option<LoopObservation> {
         let known = self.running.get(&thread.tstate).copied();
+        let now_ns = monotonic_ns();
         if let Some(r) = known
             && r.uvloop.is_none()
-            && r.recheck_in > 0
+            && now_ns < r.recheck_at_ns
         {
-            if let Some(r) = self.running.get_mut(&thread.tstate) {
-                r.recheck_in -= 1;
-            }
             return None;
         }
         let mut uvloop = None;
@@ -280,7 +280,7 @@ impl LoopReader {
             thread.tstate,
             RunningLoop {
                 uvloop,
-                recheck_in: RUNNING_LOOP_RECHECK,
+                recheck_at_ns: now_ns.saturating_add(RUNNING_LOOP_RECHECK_NS),
                 base_depth,
             },
         );
