@@ -36,15 +36,16 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(wait);
         }
         let t0 = monotonic_ns();
-        let sample = match target.resolved_sample(std::env::var_os("FRAMES").is_some(), false) {
-            Ok(s) => s,
+        let mut resolved = Vec::new();
+        match target.resolved_sample(std::env::var_os("FRAMES").is_some(), false, &mut resolved) {
+            Ok(()) => {}
             Err(SampleError::Torn) => {
                 writeln!(out, "{{\"torn\": {t0}}}")?;
                 continue;
             }
             Err(_) => break,
         };
-        for sample in sample {
+        for sample in resolved {
             // The instant the threads' states were read, on the monotonic clock.
             let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;
             write_line(&mut out, at, at + 20_000, &sample)?;

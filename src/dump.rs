@@ -75,8 +75,9 @@ fn observe(target: &mut Sampler) -> Result<Sample> {
 
 fn resolved_until_consistent(target: &mut Sampler) -> Result<Vec<Sample>> {
     for _ in 0..MAX_ATTEMPTS {
-        match target.resolved_sample(true, false) {
-            Ok(sample) => return Ok(sample),
+        let mut released = Vec::new();
+        match target.resolved_sample(true, false, &mut released) {
+            Ok(()) => return Ok(released),
             Err(SampleError::Torn) => continue,
             Err(SampleError::Gone) => return Err(Error::ProcessExited { pid: target.pid }.into()),
             Err(SampleError::Fatal(e)) => return Err(e),

@@ -194,7 +194,31 @@ pub struct Sampler<M = LiveMemory> {
     /// A sample held back until the next one resolves its runnable threads (only without
     /// `conds`).
     pending: HandoffResolver,
+    /// What consumers gave back ([`Sampler::recycle`]) and the per-sample working sets,
+    /// reused so that a steady sampling loop does not allocate.
+    spare: Spare,
 }
+
+/// Samples given back, emptied, and the buffers a sample is joined with.
+#[derive(Default)]
+struct Spare {
+    /// Their threads are kept as they were, for their frames' vectors.
+    samples: Vec<Sample>,
+    /// The threads of the sample being reused while its replacements are joined.
+    earlier_threads: Vec<ThreadSample>,
+    frames: Vec<Vec<Frame>>,
+    waits: GilWaits,
+    stand_in: Vec<bool>,
+    kept: FxHashMap<i32, usize>,
+    woken: FxHashSet<i32>,
+    candidates: Vec<(u8, i32)>,
+    alive: FxHashSet<i32>,
+    live_threads: Vec<LiveThread>,
+}
+
+/// At most this many samples are kept for reuse: more than a recording holds back at once
+/// (`record` counts its samples every 50 ms, the handoff resolver within 200 ms).
+const MAX_SPARE_SAMPLES: usize = 8192;
 
 const MUTEX_SIZE: u64 = std::mem::size_of::<libc::pthread_mutex_t>() as u64;
 
@@ -289,6 +313,7 @@ impl<M: RemoteMemory> Sampler<M> {
             turn: 0,
             switches: SwitchTracker::off(),
             pending: HandoffResolver::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -345,17 +370,19 @@ impl<M: RemoteMemory> Sampler<M> {
             .read(&self.walker.mem, &self.walker.runtime, &threads);
     }
 
-    /// Takes a sample and gives back the earlier ones now resolved, oldest first: every
-    /// consumer (record, top, dump) reads the target through this, so all classify alike. A
-    /// thread runnable without the GIL that may be in a GIL handoff is judged by what later
-    /// samples show it did next ([`handoff_verdict`], for up to 200 ms); everything else is
-    /// decided at its own instant. Empty on the first call. `paused`: take it with every
-    /// thread paused (`--blocking`).
+    /// Takes a sample and appends to `resolved` the earlier ones now resolved, oldest
+    /// first: every consumer (record, top, dump) reads the target through this, so all
+    /// classify alike. A thread runnable without the GIL that may be in a GIL handoff is
+    /// judged by what later samples show it did next ([`handoff_verdict`], for up to
+    /// 200 ms); everything else is decided at its own instant. Nothing on the first call.
+    /// `paused`: take it with every thread paused (`--blocking`). Hand the samples back with
+    /// [`Sampler::recycle`] once done with them.
     pub fn resolved_sample(
         &mut self,
         with_frames: bool,
         paused: bool,
-    ) -> Result<Vec<Sample>, SampleError> {
+        resolved: &mut Vec<Sample>,
+    ) -> Result<(), SampleError> {
         let sample = if paused {
             self.sample_paused(with_frames).map_err(|e| {
                 if crate::process::maps::is_alive(self.pid) {
@@ -367,7 +394,35 @@ impl<M: RemoteMemory> Sampler<M> {
         } else {
             self.sample(with_frames)?
         };
-        Ok(self.pending.push(sample))
+        self.pending.push(sample, resolved);
+        Ok(())
+    }
+
+    /// Takes back a sample its consumer is done with: its vectors are reused for later
+    /// samples.
+    pub fn recycle(&mut self, mut sample: Sample) {
+        if self.spare.samples.len() >= MAX_SPARE_SAMPLES {
+            return;
+        }
+        sample.interpreters.clear();
+        sample.gil_waiters.clear();
+        sample.gil_mutex_owners.clear();
+        self.spare.samples.push(sample);
+    }
+
+    /// An empty sample to fill, reusing one given back when there is one.
+    fn empty_sample(&mut self, time: std::time::Instant) -> Sample {
+        let mut sample = self.spare.samples.pop().unwrap_or_else(|| Sample {
+            interpreters: Vec::new(),
+            threads: Vec::new(),
+            target_stopped: false,
+            gil_waiters: Vec::new(),
+            gil_mutex_owners: Vec::new(),
+            time,
+            flag_check: None,
+        });
+        sample.time = time;
+        sample
     }
 
     /// The samples [`Sampler::resolved_sample`] holds back, as they stand (when sampling
@@ -408,25 +463,30 @@ impl<M: RemoteMemory> Sampler<M> {
         // when no thread runs but those the GIL flags settle (3.15+): the count and the
         // holder only ever decide runnable threads.
         let conds = self.conds;
+        let mut sample = self.empty_sample(time);
         let reread =
             if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
-                Ok((
-                    state.interpreters.clone(),
-                    vec![None; state.interpreters.len()],
-                ))
+                sample.interpreters.extend_from_slice(&state.interpreters);
+                self.spare.waits.clear();
+                self.spare.waits.resize(state.interpreters.len(), None);
+                Ok(())
             } else {
-                self.walker.reread_gils_with(&state.interpreters, |bytes| {
-                    let conds = conds?;
-                    conds.parse(bytes.get(conds.cond as usize..)?)
-                })
+                self.walker.reread_gils_into(
+                    &state.interpreters,
+                    &mut sample.interpreters,
+                    &mut self.spare.waits,
+                    |bytes| {
+                        let conds = conds?;
+                        conds.parse(bytes.get(conds.cond as usize..)?)
+                    },
+                )
             };
-        let (interpreters, waiters) = match reread {
-            Ok(reread) => reread,
-            Err(e) => {
-                self.state = state;
-                return Err(self.mem_error(e));
-            }
-        };
+        if let Err(e) = reread {
+            self.kernel_states = kernel;
+            self.state = state;
+            self.recycle(sample);
+            return Err(self.mem_error(e));
+        }
         // Checking the inference against the flags needs the flags at the instant /proc was
         // read: read them again now, and compare only threads whose flags did not change
         // while /proc was read (a short hold can end in those tens of µs).
@@ -435,7 +495,9 @@ impl<M: RemoteMemory> Sampler<M> {
             match self.walker.reread_thread_flags(&mut state.threads) {
                 Ok(steady) => self.flags_steady = steady,
                 Err(e) => {
+                    self.kernel_states = kernel;
                     self.state = state;
+                    self.recycle(sample);
                     return Err(self.mem_error(e));
                 }
             }
@@ -445,8 +507,10 @@ impl<M: RemoteMemory> Sampler<M> {
         // mutexes): the GIL may still name its previous holder, which may be waiting for it
         // again, and the waiter count needs to know who is blocked in the wait.
         for (thread, kernel_state) in state.threads.iter().zip(kernel.iter_mut()) {
-            let holds = interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
-            let handoff = waiters
+            let holds = sample.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+            let handoff = self
+                .spare
+                .waits
                 .get(thread.interpreter)
                 .copied()
                 .flatten()
@@ -463,13 +527,17 @@ impl<M: RemoteMemory> Sampler<M> {
         if let Err(e) = self.read_stacks(with_frames, &mut state, &mut kernel) {
             self.kernel_states = kernel;
             self.state = state;
+            self.recycle(sample);
             return Err(self.mem_error(e));
         }
         self.mark_if_stopped(&state, &mut kernel, running);
-        let result = self.join(&mut state, interpreters, &kernel, waiters, time, false);
+        let result = self.join(&mut state, &mut sample, &kernel, false);
         self.kernel_states = kernel;
         self.state = state;
-        let sample = result?;
+        if let Err(e) = result {
+            self.recycle(sample);
+            return Err(e);
+        }
         self.name_new_threads(&sample);
         Ok(sample)
     }
@@ -592,9 +660,11 @@ impl<M: RemoteMemory> Sampler<M> {
                 },
             )
             .collect();
-        let interpreters = state.interpreters.clone();
-        let waiters = self.read_gil_waiters(&interpreters);
-        self.join(&mut state, interpreters, &kernel, waiters, time, true)
+        let mut sample = self.empty_sample(time);
+        sample.interpreters.extend_from_slice(&state.interpreters);
+        self.spare.waits = self.read_gil_waiters(&state.interpreters);
+        self.join(&mut state, &mut sample, &kernel, true)?;
+        Ok(sample)
     }
 
     /// Per interpreter, the threads inside a wait on its GIL's conditions and the owners
@@ -614,19 +684,62 @@ impl<M: RemoteMemory> Sampler<M> {
             .collect()
     }
 
+    /// Classifies each thread of `state` into `sample`, whose interpreters are read and
+    /// whose GIL waits are in `self.spare.waits`.
     fn join(
         &mut self,
         state: &mut PythonState,
-        interpreters: Vec<InterpreterRecord>,
+        sample: &mut Sample,
         kernel: &[KernelState],
-        waits: GilWaits,
-        time: std::time::Instant,
         paused: bool,
-    ) -> Result<Sample, SampleError> {
-        let gil_waiters: Vec<Option<u32>> = waits.iter().map(|w| w.map(|(n, _)| n)).collect();
-        let gil_mutex_owners: Vec<[i32; 2]> =
-            waits.iter().map(|w| w.map_or([0, 0], |(_, o)| o)).collect();
-        let mut threads = Vec::with_capacity(state.threads.len());
+    ) -> Result<(), SampleError> {
+        let waits = std::mem::take(&mut self.spare.waits);
+        let mut stand_ins = std::mem::take(&mut self.spare.stand_in);
+        let mut woken = std::mem::take(&mut self.spare.woken);
+        let result = self.join_with(
+            state,
+            sample,
+            kernel,
+            paused,
+            &waits,
+            &mut stand_ins,
+            &mut woken,
+        );
+        self.spare.waits = waits;
+        self.spare.stand_in = stand_ins;
+        self.spare.woken = woken;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join_with(
+        &mut self,
+        state: &mut PythonState,
+        sample: &mut Sample,
+        kernel: &[KernelState],
+        paused: bool,
+        waits: &GilWaits,
+        stand_ins: &mut Vec<bool>,
+        woken: &mut FxHashSet<i32>,
+    ) -> Result<(), SampleError> {
+        let interpreters = &sample.interpreters;
+        sample.gil_waiters.clear();
+        sample
+            .gil_waiters
+            .extend(waits.iter().map(|w| w.map(|(n, _)| n)));
+        sample.gil_mutex_owners.clear();
+        sample
+            .gil_mutex_owners
+            .extend(waits.iter().map(|w| w.map_or([0, 0], |(_, o)| o)));
+        let gil_waiters = &sample.gil_waiters;
+        // The threads of the sample this one reuses, newest first: a thread's frames go to
+        // the walker in place of the vector it fills next, which the thread at the same
+        // place filled before, so it mostly has the room it needs already.
+        let threads = &mut sample.threads;
+        let mut earlier = std::mem::take(&mut self.spare.earlier_threads);
+        std::mem::swap(threads, &mut earlier);
+        threads.clear();
+        earlier.reverse();
         let mut stopped = 0usize;
         let mut holder_check = (0u32, 0u32);
         let exported_flags = self
@@ -635,13 +748,13 @@ impl<M: RemoteMemory> Sampler<M> {
             .tstate
             .gil_flags
             .is_some_and(|f| f.exported);
-        let stand_ins = stand_ins(state, &interpreters);
-        let woken = self.woken_waiters(state, &interpreters, kernel, &stand_ins, &waits);
-        for (index, ((thread, &kernel_state), stand_in)) in state
+        mark_stand_ins(state, interpreters, &mut self.spare.kept, stand_ins);
+        self.woken_waiters(state, interpreters, kernel, stand_ins, waits, woken);
+        for (index, ((thread, &kernel_state), &stand_in)) in state
             .threads
             .iter_mut()
             .zip(kernel)
-            .zip(stand_ins)
+            .zip(stand_ins.iter())
             .enumerate()
         {
             let Some(tid) = thread.tid else { continue };
@@ -701,41 +814,50 @@ impl<M: RemoteMemory> Sampler<M> {
                     }),
                     _ => None,
                 },
-                frames: std::mem::take(&mut thread.frames),
+                frames: std::mem::replace(
+                    &mut thread.frames,
+                    earlier
+                        .pop()
+                        .map(|t| t.frames)
+                        .or_else(|| self.spare.frames.pop())
+                        .unwrap_or_default(),
+                ),
                 truncated: thread.truncated,
                 event_loop,
             });
         }
-        if several_flagged_holders(&threads) {
+        self.spare
+            .frames
+            .extend(earlier.drain(..).map(|thread| thread.frames));
+        self.spare.earlier_threads = earlier;
+        if several_flagged_holders(threads) {
             // Thread states are read one after another: a GIL handed over between two reads
             // shows both threads holding it.
             return Err(SampleError::Torn);
         }
-        self.native_before = threads
-            .iter()
-            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
-            .map(|t| t.tid)
-            .collect();
-        self.last_state = threads.iter().map(|t| (t.tid, t.class.state)).collect();
-        let target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
-        let alive: FxHashSet<i32> = threads.iter().map(|t| t.tid).collect();
+        self.native_before.clear();
+        self.native_before.extend(
+            threads
+                .iter()
+                .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
+                .map(|t| t.tid),
+        );
+        self.last_state.clear();
+        self.last_state
+            .extend(threads.iter().map(|t| (t.tid, t.class.state)));
+        sample.target_stopped = !paused && !threads.is_empty() && stopped == threads.len();
+        let alive = &mut self.spare.alive;
+        alive.clear();
+        alive.extend(threads.iter().map(|t| t.tid));
         self.kernel.retain(|tid| alive.contains(&tid));
         self.switches.retain(|tid| alive.contains(&tid));
         self.gil_waiters.retain(|tid, _| alive.contains(tid));
-        let flag_check = (holder_check.0 > 0).then_some(FlagCheck {
+        sample.flag_check = (holder_check.0 > 0).then_some(FlagCheck {
             compared: FlagComparison::Holder,
             threads: holder_check.0,
             agreeing: holder_check.1,
         });
-        Ok(Sample {
-            interpreters,
-            threads,
-            target_stopped,
-            gil_waiters,
-            gil_mutex_owners,
-            time,
-            flag_check,
-        })
+        Ok(())
     }
 
     /// The asyncio loop the thread runs, if its frames show one, with its scheduler counters.
@@ -782,11 +904,13 @@ impl<M: RemoteMemory> Sampler<M> {
         kernel: &[KernelState],
         stand_ins: &[bool],
         waits: &GilWaits,
-    ) -> FxHashSet<i32> {
-        let mut woken = FxHashSet::default();
+        woken: &mut FxHashSet<i32>,
+    ) {
+        woken.clear();
         let Some(conds) = self.conds else {
-            return woken;
+            return;
         };
+        let mut candidates = std::mem::take(&mut self.spare.candidates);
         self.turn = self.turn.wrapping_add(1);
         for (index, record) in interpreters.iter().enumerate() {
             let Some(Some((inside, owners))) = waits.get(index).copied() else {
@@ -796,7 +920,7 @@ impl<M: RemoteMemory> Sampler<M> {
             // Threads inside the wait: blocked in it, or flagged as requesting the GIL and
             // left unread (blocked or woken, they are not among the runnable candidates).
             let mut blocked = 0u32;
-            let mut candidates: Vec<(u8, i32)> = Vec::new();
+            candidates.clear();
             for ((thread, kernel), &stand_in) in state.threads.iter().zip(kernel).zip(stand_ins) {
                 let Some(tid) = thread.tid else { continue };
                 if thread.interpreter != index || stand_in {
@@ -848,7 +972,7 @@ impl<M: RemoteMemory> Sampler<M> {
             candidates.sort_by_key(|&(rank, _)| rank);
             woken.extend(candidates.iter().take(runnable).map(|&(_, tid)| tid));
         }
-        woken
+        self.spare.candidates = candidates;
     }
 
     /// Whether a thread runnable without the GIL, not counted inside the GIL's waits and
@@ -924,15 +1048,13 @@ impl<M: RemoteMemory> Sampler<M> {
 
 /// More than one thread of an interpreter flags itself as holding its GIL.
 fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
-    let mut holders: Vec<usize> = threads
-        .iter()
-        .filter(|t| t.gil_flags.is_some_and(|f| f.holds))
-        .map(|t| t.interpreter)
-        .collect();
-    let flagged = holders.len();
-    holders.sort_unstable();
-    holders.dedup();
-    holders.len() < flagged
+    let holds = |t: &ThreadSample| t.gil_flags.is_some_and(|f| f.holds);
+    threads.iter().enumerate().any(|(index, thread)| {
+        holds(thread)
+            && threads[..index]
+                .iter()
+                .any(|earlier| holds(earlier) && earlier.interpreter == thread.interpreter)
+    })
 }
 
 impl<M: RemoteMemory> Sampler<M> {
@@ -1004,18 +1126,16 @@ impl<M: RemoteMemory> Sampler<M> {
 
     /// Keeps names right as threads come and go (see [`ThreadNames`]).
     fn name_new_threads(&mut self, sample: &Sample) {
-        let threads: Vec<LiveThread> = sample
-            .threads
-            .iter()
-            .map(|t| LiveThread {
-                tid: t.tid,
-                tstate: t.tstate,
-                ident: t.ident,
-                interpreter: sample.interpreters[t.interpreter].address,
-            })
-            .collect();
+        let threads = &mut self.spare.live_threads;
+        threads.clear();
+        threads.extend(sample.threads.iter().map(|t| LiveThread {
+            tid: t.tid,
+            tstate: t.tstate,
+            ident: t.ident,
+            interpreter: sample.interpreters[t.interpreter].address,
+        }));
         self.names
-            .update(&self.walker.mem, &self.walker.runtime, &threads);
+            .update(&self.walker.mem, &self.walker.runtime, threads);
     }
 }
 
@@ -1036,12 +1156,18 @@ fn waiting_on_a_stale_holder() -> Classification {
 /// A thread state being created carries its creator's ids until the new thread starts, and a
 /// thread running a subinterpreter has a thread state in each interpreter. The one kept holds
 /// a GIL, else has frames, else is the oldest (last in the list).
-fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<bool> {
+/// `stand_in[i]` says whether `state.threads[i]` is one; `kept` is working space.
+fn mark_stand_ins(
+    state: &PythonState,
+    interpreters: &[InterpreterRecord],
+    kept: &mut FxHashMap<i32, usize>,
+    stand_in: &mut Vec<bool>,
+) {
     let rank = |t: &crate::python::walker::ThreadRecord| {
         let holds = interpreters[t.interpreter].gil.holder() == Some(t.tstate);
         (holds, !t.frames.is_empty())
     };
-    let mut kept: FxHashMap<i32, usize> = FxHashMap::default();
+    kept.clear();
     for (index, thread) in state.threads.iter().enumerate() {
         let Some(tid) = thread.tid else { continue };
         let better = kept
@@ -1051,11 +1177,11 @@ fn stand_ins(state: &PythonState, interpreters: &[InterpreterRecord]) -> Vec<boo
             kept.insert(tid, index);
         }
     }
-    let mut stand_in = vec![true; state.threads.len()];
-    for index in kept.into_values() {
+    stand_in.clear();
+    stand_in.resize(state.threads.len(), true);
+    for &index in kept.values() {
         stand_in[index] = false;
     }
-    stand_in
 }
 
 /// Whether a thread runnable without the GIL, that neither the GIL's waiter count nor its
@@ -1134,25 +1260,29 @@ pub fn handoff_verdict(
 /// Marks as waiting for the GIL the threads of `earlier` that were runnable without it and
 /// that `later` shows were in a GIL handoff. Returns the tids still undecided.
 pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
-    let pending: Vec<i32> = earlier
+    let mut undecided: Vec<i32> = earlier
         .threads
         .iter()
         .filter(|t| t.class.state == ThreadState::NativeNogil)
         .map(|t| t.tid)
         .collect();
-    resolve_some(earlier, later, &pending)
+    resolve_some(earlier, later, &mut undecided);
+    undecided
 }
 
-/// [`resolve_handoffs`] for the threads `pending` only.
-fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i32> {
-    let mut undecided = Vec::new();
-    for thread in earlier
-        .threads
-        .iter_mut()
-        .filter(|t| t.class.state == ThreadState::NativeNogil && pending.contains(&t.tid))
-    {
-        let Some(next) = later.threads.iter().find(|t| t.tid == thread.tid) else {
-            continue;
+/// [`resolve_handoffs`] for the threads in `undecided` only, which keeps those still
+/// undecided.
+fn resolve_some(earlier: &mut Sample, later: &Sample, undecided: &mut Vec<i32>) {
+    undecided.retain(|&tid| {
+        let Some(thread) = earlier
+            .threads
+            .iter_mut()
+            .find(|t| t.tid == tid && t.class.state == ThreadState::NativeNogil)
+        else {
+            return false;
+        };
+        let Some(next) = later.threads.iter().find(|t| t.tid == tid) else {
+            return false;
         };
         let counted = later
             .gil_waiters
@@ -1163,13 +1293,13 @@ fn resolve_some(earlier: &mut Sample, later: &Sample, pending: &[i32]) -> Vec<i3
                 thread.class = Classification {
                     state: ThreadState::GilWait,
                     idle_reason: None,
-                }
+                };
+                false
             }
-            Some(false) => {}
-            None => undecided.push(thread.tid),
+            Some(false) => false,
+            None => true,
         }
-    }
-    undecided
+    });
 }
 
 /// Makes the thread states' own GIL flags (3.15+) the source of who holds the GIL and who
@@ -1232,36 +1362,40 @@ const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_millis(200
 pub struct HandoffResolver {
     /// Each held sample with the tids it still waits to resolve.
     held: std::collections::VecDeque<(Sample, Vec<i32>)>,
+    /// Emptied lists of tids, reused.
+    spare: Vec<Vec<i32>>,
 }
 
 impl HandoffResolver {
-    /// Takes a new sample; gives back the held ones now resolved and settled by the thread
-    /// flags ([`settle_by_thread_flags`]), oldest first.
-    pub fn push(&mut self, sample: Sample) -> Vec<Sample> {
+    /// Takes a new sample; appends to `ready` the held ones now resolved and settled by the
+    /// thread flags ([`settle_by_thread_flags`]), oldest first.
+    pub fn push(&mut self, sample: Sample, ready: &mut Vec<Sample>) {
         for (earlier, undecided) in &mut self.held {
             if !undecided.is_empty() {
-                *undecided = resolve_some(earlier, &sample, undecided);
+                resolve_some(earlier, &sample, undecided);
             }
         }
-        let mut ready = Vec::new();
         while let Some((front, undecided)) = self.held.front() {
             let expired = sample.time.saturating_duration_since(front.time) >= RESOLVE_WITHIN;
             if !undecided.is_empty() && !expired {
                 break;
             }
-            ready.extend(self.held.pop_front().map(|(mut s, _)| {
+            if let Some((mut s, mut tids)) = self.held.pop_front() {
                 settle_by_thread_flags(&mut s);
-                s
-            }));
+                ready.push(s);
+                tids.clear();
+                self.spare.push(tids);
+            }
         }
-        let pending = sample
-            .threads
-            .iter()
-            .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
-            .map(|t| t.tid)
-            .collect();
+        let mut pending = self.spare.pop().unwrap_or_default();
+        pending.extend(
+            sample
+                .threads
+                .iter()
+                .filter(|t| t.class.state == ThreadState::NativeNogil && t.cpu_ns.is_some())
+                .map(|t| t.tid),
+        );
         self.held.push_back((sample, pending));
-        ready
     }
 
     /// The samples still held, as they stand.
@@ -1427,9 +1561,11 @@ mod tests {
         };
         let start = std::time::Instant::now();
         let mut resolver = HandoffResolver::default();
-        assert!(resolver.push(sample(start)).is_empty());
+        let mut released = Vec::new();
+        resolver.push(sample(start), &mut released);
+        assert!(released.is_empty());
         let later = start + std::time::Duration::from_millis(1);
-        let mut released = resolver.push(sample(later));
+        resolver.push(sample(later), &mut released);
         released.extend(resolver.finish());
         assert_eq!(released.len(), 2);
         for s in &released {
@@ -1479,10 +1615,7 @@ mod tests {
             interpreters: vec![interpreter(0)],
             threads: vec![thread(0xb, 7, 0), thread(0xa, 7, 3), thread(0xc, 8, 1)],
         };
-        assert_eq!(
-            stand_ins(&state, &state.interpreters),
-            vec![true, false, false]
-        );
+        assert_eq!(stand_ins(&state), vec![true, false, false]);
     }
 
     #[test]
@@ -1491,6 +1624,17 @@ mod tests {
             interpreters: vec![interpreter(0xb)],
             threads: vec![thread(0xb, 7, 1), thread(0xa, 7, 3)],
         };
-        assert_eq!(stand_ins(&state, &state.interpreters), vec![false, true]);
+        assert_eq!(stand_ins(&state), vec![false, true]);
+    }
+
+    fn stand_ins(state: &PythonState) -> Vec<bool> {
+        let mut stand_in = vec![false; 9];
+        mark_stand_ins(
+            state,
+            &state.interpreters,
+            &mut FxHashMap::default(),
+            &mut stand_in,
+        );
+        stand_in
     }
 }

@@ -110,6 +110,8 @@ struct Live<'a> {
     target: Sampler,
     command: String,
     window: VecDeque<Sample>,
+    /// What the sampler released on the latest tick (kept for its capacity).
+    released: Vec<Sample>,
     names_read: Instant,
     /// The program image attached to: exec() replaces it.
     image: Option<ProgramImage>,
@@ -123,6 +125,7 @@ impl<'a> Live<'a> {
             target,
             command,
             window: VecDeque::new(),
+            released: Vec::new(),
             names_read: Instant::now(),
             image: ProgramImage::of(target_pid),
         }
@@ -224,12 +227,13 @@ impl<'a> Live<'a> {
     /// have read the new program (a static interpreter exec'd again keeps its addresses),
     /// which is why every frame is shown only after [`Live::exec_happened`] says no.
     fn sample(&mut self) -> Result<bool> {
-        let result = self.target.resolved_sample(true, false);
+        let mut samples = std::mem::take(&mut self.released);
+        let result = self.target.resolved_sample(true, false, &mut samples);
         if result.is_err() && self.exec_happened() {
             return Ok(false);
         }
         match result {
-            Ok(samples) => {
+            Ok(()) => {
                 let unnamed = samples
                     .iter()
                     .flat_map(|s| &s.threads)
@@ -239,16 +243,19 @@ impl<'a> Live<'a> {
                     self.target.refresh_names();
                     self.names_read = Instant::now();
                 }
-                for sample in samples {
+                for sample in samples.drain(..) {
                     let oldest = sample.time.checked_sub(self.config.window);
                     self.window.push_back(sample);
                     while let (Some(front), Some(oldest)) = (self.window.front(), oldest) {
                         if front.time >= oldest {
                             break;
                         }
-                        self.window.pop_front();
+                        if let Some(old) = self.window.pop_front() {
+                            self.target.recycle(old);
+                        }
                     }
                 }
+                self.released = samples;
                 Ok(true)
             }
             Err(SampleError::Torn) => Ok(true),
@@ -270,7 +277,7 @@ impl<'a> Live<'a> {
     fn window_recording(&self) -> Recording {
         let mut a = Aggregator::default();
         for sample in &self.window {
-            a.add(sample.clone());
+            a.add(sample);
         }
         let span = match (self.window.front(), self.window.back()) {
             (Some(first), Some(last)) => last.time.duration_since(first.time),

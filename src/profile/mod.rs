@@ -21,14 +21,17 @@ use crate::python::walker::Frame;
 use crate::sample::{Sample, Sampler};
 use rustc_hash::FxHashMap;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct StackKey {
     tid: i32,
     class: Classification,
-    /// Innermost first, as read.
-    frames: Vec<Frame>,
+    /// Into [`Aggregator::frame_lists`].
+    frames: FrameListId,
     truncated: bool,
 }
+
+/// A distinct list of frames, numbered in the order first seen.
+type FrameListId = u32;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct StackTally {
@@ -93,6 +96,9 @@ pub struct RunInfo {
 pub struct Aggregator {
     threads: FxHashMap<i32, ThreadTally>,
     stacks: FxHashMap<StackKey, StackTally>,
+    /// Every distinct frame list (innermost first, as read) once: a sample's stack is
+    /// looked up by its frames as they are, without copying them.
+    frame_lists: FxHashMap<Vec<Frame>, FrameListId>,
     gil: GilCounts,
     /// Kept only when asked for (`--format trace`): it is the one part that grows with the
     /// recording's length.
@@ -162,9 +168,9 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, sample: Sample) {
+    pub fn add(&mut self, sample: &Sample) {
         if let Some(window) = self.window.as_mut() {
-            window.add(sample.clone());
+            window.add(sample);
         }
         self.samples += 1;
         self.stopped_samples += u64::from(sample.target_stopped);
@@ -173,13 +179,13 @@ impl Aggregator {
             .iter()
             .filter(|t| t.class.state == ThreadState::GilWait)
             .count() as u64;
-        self.add_gil(&sample, waiters);
-        self.add_flag_check(&sample);
+        self.add_gil(sample, waiters);
+        self.add_flag_check(sample);
         if let Some(timeline) = self.timeline.as_mut() {
-            timeline.add(&sample);
+            timeline.add(sample);
         }
-        for thread in sample.threads {
-            if let Some(seen) = thread.event_loop {
+        for thread in &sample.threads {
+            if let Some(seen) = thread.event_loop.clone() {
                 let threshold = self.stall_ms.unwrap_or(event_loop::DEFAULT_STALL_MS);
                 self.loops
                     .entry(thread.tid)
@@ -191,7 +197,7 @@ impl Aggregator {
             let key = StackKey {
                 tid: thread.tid,
                 class: thread.class,
-                frames: thread.frames,
+                frames: self.frame_list_id(&thread.frames),
                 truncated: thread.truncated,
             };
             let stack = self.stacks.entry(key).or_default();
@@ -200,6 +206,15 @@ impl Aggregator {
                 stack.waiters += waiters;
             }
         }
+    }
+
+    fn frame_list_id(&mut self, frames: &[Frame]) -> FrameListId {
+        if let Some(&id) = self.frame_lists.get(frames) {
+            return id;
+        }
+        let id = self.frame_lists.len() as FrameListId;
+        self.frame_lists.insert(frames.to_vec(), id);
+        id
     }
 
     fn add_flag_check(&mut self, sample: &Sample) {
@@ -317,6 +332,10 @@ impl Aggregator {
 
     /// Every distinct stack with its count, frames resolved and ordered outermost first.
     pub fn stack_counts(&self, codes: &CodeTable) -> Vec<StackCount> {
+        let mut frame_lists: Vec<&[Frame]> = vec![&[]; self.frame_lists.len()];
+        for (frames, &id) in &self.frame_lists {
+            frame_lists[id as usize] = frames;
+        }
         let mut stacks: Vec<StackCount> = self
             .stacks
             .iter()
@@ -324,8 +343,7 @@ impl Aggregator {
                 tid: key.tid,
                 state: key.class.state,
                 idle_reason: key.class.idle_reason,
-                frames: key
-                    .frames
+                frames: frame_lists[key.frames as usize]
                     .iter()
                     .rev()
                     .map(|f| codes.frame_info(f))

@@ -266,13 +266,18 @@ impl ThreadNames {
             self.read(mem, runtime, threads);
         }
         self.wanted = arrived;
-        self.interpreters = threads.iter().map(|t| t.interpreter).collect();
+        self.interpreters.clear();
+        self.interpreters
+            .extend(threads.iter().map(|t| t.interpreter));
         self.interpreters.sort_unstable();
         self.interpreters.dedup();
-        self.named_objects = threads
-            .iter()
-            .filter_map(|t| self.known.get(&t.tid).map(|k| k.object))
-            .collect();
+        self.named_objects.clear();
+        let known = &self.known;
+        self.named_objects.extend(
+            threads
+                .iter()
+                .filter_map(|t| known.get(&t.tid).map(|k| k.object)),
+        );
     }
 
     /// Forgets the name of a tid that now has another thread state: the kernel reused the

@@ -363,20 +363,24 @@ impl<M: RemoteMemory> Walker<M> {
         &self,
         interpreters: &[InterpreterRecord],
     ) -> Result<Vec<InterpreterRecord>, MemError> {
-        self.reread_gils_with(interpreters, |_| ())
-            .map(|(records, _)| records)
+        let mut records = Vec::with_capacity(interpreters.len());
+        self.reread_gils_into(interpreters, &mut records, &mut Vec::new(), |_| ())?;
+        Ok(records)
     }
 
-    /// [`Walker::reread_gils`], also handing `inspect` the bytes of each GIL struct as read,
-    /// for what else the struct holds (the C library's condition variables and mutexes):
-    /// the same read, so the same instant.
-    pub fn reread_gils_with<T>(
+    /// [`Walker::reread_gils`] into `records`, also handing `inspect` the bytes of each GIL
+    /// struct as read, for what else the struct holds (the C library's condition variables
+    /// and mutexes): the same read, so the same instant. Its answers go to `seen`. Both
+    /// vectors are cleared first.
+    pub fn reread_gils_into<T>(
         &self,
         interpreters: &[InterpreterRecord],
+        records: &mut Vec<InterpreterRecord>,
+        seen: &mut Vec<T>,
         mut inspect: impl FnMut(&[u8]) -> T,
-    ) -> Result<(Vec<InterpreterRecord>, Vec<T>), MemError> {
-        let mut records = Vec::with_capacity(interpreters.len());
-        let mut seen = Vec::with_capacity(interpreters.len());
+    ) -> Result<(), MemError> {
+        records.clear();
+        seen.clear();
         let mut buf = [0u8; MAX_GIL_READ];
         for i in interpreters {
             let bytes = self.read_gil_bytes(i.gil.address, &mut buf)?;
@@ -386,7 +390,7 @@ impl<M: RemoteMemory> Walker<M> {
             });
             seen.push(inspect(bytes));
         }
-        Ok((records, seen))
+        Ok(())
     }
 
     /// Reads the threads' GIL flags (3.13+) again, in one batch, so that they describe the

@@ -196,6 +196,8 @@ struct Profiled {
     confirmed_at: Instant,
     /// Samples taken since then.
     unconfirmed: Vec<Sample>,
+    /// What the sampler released on the latest tick (kept for its capacity).
+    released: Vec<Sample>,
 }
 
 impl Profiled {
@@ -226,6 +228,7 @@ impl Profiled {
             window_before_exec: None,
             confirmed_at: now,
             unconfirmed: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -244,18 +247,20 @@ impl Profiled {
         if self.exec.is_some() {
             return;
         }
-        let result = self.target.resolved_sample(true, blocking);
+        let mut released = std::mem::take(&mut self.released);
+        let result = self.target.resolved_sample(true, blocking, &mut released);
         if (result.is_err() || self.confirmed_at.elapsed() >= EXEC_CHECK) && !self.confirm_program()
         {
-            self.on_exec(result.unwrap_or_default());
+            self.on_exec(released);
             return;
         }
         match result {
-            Ok(samples) => {
+            Ok(()) => {
                 self.refresh_names_if_due();
-                for sample in samples {
+                for sample in released.drain(..) {
                     self.add_unless_unconfirmed(sample);
                 }
+                self.released = released;
             }
             Err(SampleError::Torn) => self.torn += 1,
             Err(SampleError::Gone) => self.ended = Some(Instant::now()),
@@ -279,10 +284,18 @@ impl Profiled {
             return false;
         }
         self.confirmed_at = checked_at;
-        for sample in std::mem::take(&mut self.unconfirmed) {
-            self.aggregator.add(sample);
+        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        for sample in unconfirmed.drain(..) {
+            self.count(sample);
         }
+        self.unconfirmed = unconfirmed;
         true
+    }
+
+    /// Counts a sample and hands it back to the sampler for reuse.
+    fn count(&mut self, sample: Sample) {
+        self.aggregator.add(&sample);
+        self.target.recycle(sample);
     }
 
     /// Counts a sample taken before the last check that the program is the same; holds back
@@ -291,7 +304,7 @@ impl Profiled {
     /// must not be counted as the old program's.
     fn add_unless_unconfirmed(&mut self, sample: Sample) {
         if sample.time <= self.confirmed_at {
-            self.aggregator.add(sample);
+            self.count(sample);
         } else {
             self.unconfirmed.push(sample);
         }
@@ -309,7 +322,7 @@ impl Profiled {
             .chain(released)
             .chain(held);
         for sample in taken.filter(|s| s.time <= self.confirmed_at) {
-            self.aggregator.add(sample);
+            self.aggregator.add(&sample);
         }
         self.close_program(at);
         self.expect_program(at);
@@ -451,7 +464,7 @@ impl Profiled {
         if self.awaiting.is_none() && self.exec.is_none() {
             if self.confirm_program() {
                 for last in self.target.last_samples() {
-                    self.aggregator.add(last);
+                    self.aggregator.add(&last);
                 }
                 self.close_program(end);
             } else {

@@ -35,10 +35,11 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
                 Sampler::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
             target.set_verify_flags(true);
             let (mut compared, mut agreeing, mut samples) = (0u64, 0u64, 0usize);
+            let mut resolved = Vec::new();
             while samples < SAMPLES {
-                match target.resolved_sample(false, false) {
-                    Ok(resolved) => {
-                        for sample in resolved {
+                match target.resolved_sample(false, false, &mut resolved) {
+                    Ok(()) => {
+                        for sample in resolved.drain(..) {
                             samples += 1;
                             if let Some(check) = sample
                                 .flag_check

@@ -3,6 +3,7 @@
 mod support;
 
 mod advice;
+mod allocations;
 mod churn;
 mod ci;
 mod cli_misuse;

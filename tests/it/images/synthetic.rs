@@ -415,7 +415,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
     // What `record` and `top` report: the mode most samples saw, as the aggregator counts.
     let mut aggregator = Aggregator::default();
     for _ in 0..3 {
-        aggregator.add(Sample {
+        aggregator.add(&Sample {
             interpreters: state.interpreters.clone(),
             threads: Vec::new(),
             target_stopped: false,
