@@ -398,6 +398,11 @@ impl<M: RemoteMemory> Sampler<M> {
         Ok(())
     }
 
+    /// How many samples [`Sampler::resolved_sample`] holds back now, waiting for later ones.
+    pub fn held_back(&self) -> usize {
+        self.pending.held.len()
+    }
+
     /// Takes back a sample its consumer is done with: its vectors are reused for later
     /// samples.
     pub fn recycle(&mut self, mut sample: Sample) {

@@ -49,14 +49,15 @@ fn allocations() -> u64 {
 /// objects are behind it (at 1 s and 4 s after attaching), a sample does not allocate.
 /// Before samples were handed back for reuse, every one allocated 36 to 209 times.
 ///
-/// Some still do, and so the test asks it of 95% of samples (measured alone at 1 kHz: 0 to
-/// 3 allocations in about 1,200 samples; in other runs up to 52): a frame at an instruction not seen before
-/// adds a line-table entry; each thread running no event loop is checked for one again
-/// every second, which before 3.13 reads its thread dict (about three allocations); from
-/// 3.13 `_asyncio`'s exported offsets are looked for a bounded number of times until the
-/// module is loaded; a sample held back longer than any before needs a new one; a torn
-/// read asks /proc whether the target is still alive. In one run of the whole suite, one
-/// target read 635 allocations in 1,095 samples, not traced.
+/// Some still do. A sample that leaves more samples held back than ever before (the
+/// handoff resolver holds them for up to 200 ms) needs new vectors, a few allocations per
+/// sample held: that is expected, and counted apart. Of the others, the test asks 95% not to
+/// allocate (measured alone at 1 kHz: 0 to 3 allocations in about 1,200 samples, 0 to 30 on
+/// a loaded machine): a frame at an instruction not seen before adds a line-table entry;
+/// each thread running no event loop is checked for one again every second, which before
+/// 3.13 reads its thread dict (about three allocations); from 3.13 `_asyncio`'s exported
+/// offsets are looked for a bounded number of times until the module is loaded; a torn read
+/// asks /proc whether the target is still alive.
 #[test]
 fn the_steady_sampling_loop_does_not_allocate() {
     let pythons = support::pythons();
@@ -66,19 +67,20 @@ fn the_steady_sampling_loop_does_not_allocate() {
         let child = Child::fixture(&python, "dump_workload.py", &[]);
         let steady = steady_allocations(&label, child.pid());
         eprintln!(
-            "{label}: {} allocations in {} steady samples, {} of them without any",
-            steady.allocations, steady.samples, steady.without
+            "{label}: {} allocations in {} steady samples; {} held back more than ever, {} of \
+             the others without any",
+            steady.allocations, steady.samples, steady.holding_more, steady.without
         );
         assert!(
             steady.samples >= 200,
             "{label}: only {} samples",
             steady.samples
         );
+        let others = steady.samples - steady.holding_more;
         assert!(
-            steady.without as f64 >= 0.95 * steady.samples as f64,
-            "{label}: {} of {} samples allocated ({} allocations)",
-            steady.samples - steady.without,
-            steady.samples,
+            steady.without as f64 >= 0.95 * others as f64,
+            "{label}: {} of {others} samples allocated ({} allocations)",
+            others - steady.without,
             steady.allocations
         );
     }
@@ -86,7 +88,9 @@ fn the_steady_sampling_loop_does_not_allocate() {
 
 struct Steady {
     samples: u64,
-    /// Samples that allocated nothing.
+    /// Samples after which more samples were held back than ever before.
+    holding_more: u64,
+    /// Of the other samples, those that allocated nothing.
     without: u64,
     allocations: u64,
 }
@@ -102,9 +106,11 @@ fn steady_allocations(label: &str, pid: i32) -> Steady {
     let end = attached + Duration::from_secs(6);
     let mut steady = Steady {
         samples: 0,
+        holding_more: 0,
         without: 0,
         allocations: 0,
     };
+    let mut most_held = 0;
     while Instant::now() < end {
         let counted = Instant::now() >= steady_from;
         let before = allocations();
@@ -118,11 +124,18 @@ fn steady_allocations(label: &str, pid: i32) -> Steady {
             Err(SampleError::Torn) => {}
             Err(e) => panic!("{label}: {e:?}"),
         }
+        let made = allocations() - before;
+        let held = target.held_back();
+        let holding_more = held > most_held;
+        most_held = most_held.max(held);
         if counted {
-            let made = allocations() - before;
             steady.samples += 1;
-            steady.without += u64::from(made == 0);
             steady.allocations += made;
+            if holding_more {
+                steady.holding_more += 1;
+            } else {
+                steady.without += u64::from(made == 0);
+            }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
