@@ -790,8 +790,13 @@ impl<M: RemoteMemory> Sampler<M> {
                     ThreadState::GilWait
                 })
             } else {
-                classify(holds, kernel_state, gil, waiting)
-                    .unwrap_or_else(|Contradiction| waiting_on_a_stale_holder())
+                match classify(holds, kernel_state, gil, waiting) {
+                    Ok(class) => class,
+                    // Paused inside take_gil between its `locked` and `last_holder` stores,
+                    // the contradiction stays for as long as the pause: pause again.
+                    Err(Contradiction) if paused => return Err(SampleError::Torn),
+                    Err(Contradiction) => waiting_on_a_stale_holder(),
+                }
             };
             self.track_gil_wait(tid, kernel_state, gil, class);
             let event_loop = self.observe_loop(tid, thread);
