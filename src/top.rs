@@ -690,7 +690,7 @@ fn install_signal_handlers() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::report::{IdleFractions, StateFractions, ThreadClass};
+    use crate::model::report::{StateFractions, ThreadClass};
 
     fn view(threads: usize) -> View {
         View {
@@ -700,10 +700,7 @@ mod tests {
             gil: GilFigures::default(),
             threads: (0..threads)
                 .map(|i| ThreadFigures {
-                    tid: 100 + i as i32,
                     name: Some(format!("worker-{i}")),
-                    group: "worker-*".into(),
-                    samples: 200,
                     class: ThreadClass::GilBound,
                     states: StateFractions {
                         gil_held: 0.5,
@@ -711,12 +708,7 @@ mod tests {
                         native_nogil: 0.1,
                         idle: 0.1,
                     },
-                    idle_reasons: IdleFractions::default(),
-                    top_frames: Vec::new(),
-                    wakeups: 0,
-                    wakeups_waiting_for_gil: 0.0,
-                    mean_wait_per_wakeup_ms: 0.0,
-                    event_loop: None,
+                    ..ThreadFigures::idle(100 + i as i32, "worker-*", 200)
                 })
                 .collect(),
             groups: Vec::new(),

@@ -130,6 +130,31 @@ pub struct ThreadFigures {
     pub event_loop: Option<EventLoopFigures>,
 }
 
+#[cfg(test)]
+impl ThreadFigures {
+    /// A thread idle in all its `samples`, with nothing else known: where tests' threads
+    /// start from.
+    pub(crate) fn idle(tid: i32, group: &str, samples: u64) -> Self {
+        ThreadFigures {
+            tid,
+            name: None,
+            group: group.to_string(),
+            samples,
+            class: ThreadClass::Idle,
+            states: StateFractions {
+                idle: 1.0,
+                ..StateFractions::default()
+            },
+            idle_reasons: IdleFractions::default(),
+            top_frames: Vec::new(),
+            wakeups: 0,
+            wakeups_waiting_for_gil: 0.0,
+            mean_wait_per_wakeup_ms: 0.0,
+            event_loop: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct GilFigures {
     /// Share of samples in which some thread held the GIL.

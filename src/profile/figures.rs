@@ -452,38 +452,21 @@ mod tests {
         }
     }
 
-    fn figures(tid: i32, group: &str, samples: u64) -> ThreadFigures {
-        ThreadFigures {
-            tid,
-            name: None,
-            group: group.to_string(),
-            samples,
-            class: ThreadClass::Idle,
-            states: StateFractions::default(),
-            idle_reasons: IdleFractions::default(),
-            top_frames: Vec::new(),
-            wakeups: 0,
-            wakeups_waiting_for_gil: 0.0,
-            mean_wait_per_wakeup_ms: 0.0,
-            event_loop: None,
-        }
-    }
-
     #[test]
     fn brief_threads_join_their_jobs_group_or_the_short_lived_one() {
         // A 10 s recording at 100 Hz: a thread seen for less than 5 s (500 samples) is brief.
         let threads = vec![
-            figures(1, "MainThread", 1000),
-            figures(2, "Thread-* (handle)", 30),
-            figures(3, "Thread-* (handle)", 40),
+            ThreadFigures::idle(1, "MainThread", 1000),
+            ThreadFigures::idle(2, "Thread-* (handle)", 30),
+            ThreadFigures::idle(3, "Thread-* (handle)", 40),
             // Came and went before its name was read: joins the group of its entry function.
-            figures(4, "(unnamed: handle)", 20),
+            ThreadFigures::idle(4, "(unnamed: handle)", 20),
             // Unnamed, but no group runs its entry: alone and brief.
-            figures(5, "(unnamed: cleanup)", 10),
+            ThreadFigures::idle(5, "(unnamed: cleanup)", 10),
             // Named, alone and brief.
-            figures(6, "reaper", 50),
+            ThreadFigures::idle(6, "reaper", 50),
             // Alone but there most of the time: keeps its own row.
-            figures(7, "watchdog", 900),
+            ThreadFigures::idle(7, "watchdog", 900),
         ];
         let groups: Vec<(i32, String)> = regroup_brief_threads(threads, 10.0, 10.0)
             .into_iter()
