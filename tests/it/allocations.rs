@@ -2,7 +2,9 @@
 
 use crate::support::{self, Child};
 use gilscope::profile::Aggregator;
+use gilscope::python::walker::Frame;
 use gilscope::sample::{SampleError, Sampler};
+use rustc_hash::FxHashMap;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -71,6 +73,10 @@ fn the_steady_sampling_loop_does_not_allocate() {
              the others without any",
             steady.allocations, steady.samples, steady.holding_more, steady.without
         );
+        assert_eq!(
+            steady.other_stacks, 0,
+            "{label}: threads whose stack is fixed were read with other frames in reused samples"
+        );
         assert!(
             steady.samples >= 200,
             "{label}: only {} samples",
@@ -93,6 +99,10 @@ struct Steady {
     /// Of the other samples, those that allocated nothing.
     without: u64,
     allocations: u64,
+    /// Thread samples whose frames were not the thread's frames before the steady part
+    /// (every thread of the workload stays on one line for good, so a reused vector that
+    /// kept another thread's frames would show).
+    other_stacks: u64,
 }
 
 /// Samples `pid` at about 1 kHz for 6 s as `record` does (resolved, counted, handed back);
@@ -104,11 +114,14 @@ fn steady_allocations(label: &str, pid: i32) -> Steady {
     let attached = Instant::now();
     let steady_from = attached + Duration::from_millis(4500);
     let end = attached + Duration::from_secs(6);
+    let stacks_from = attached + Duration::from_millis(4200);
+    let mut stacks: FxHashMap<i32, Vec<Frame>> = FxHashMap::default();
     let mut steady = Steady {
         samples: 0,
         holding_more: 0,
         without: 0,
         allocations: 0,
+        other_stacks: 0,
     };
     let mut most_held = 0;
     while Instant::now() < end {
@@ -118,6 +131,14 @@ fn steady_allocations(label: &str, pid: i32) -> Steady {
             Ok(()) => {
                 for sample in resolved.drain(..) {
                     aggregator.add(&sample);
+                    for thread in &sample.threads {
+                        if counted {
+                            let same = stacks.get(&thread.tid).map(|s| s == &thread.frames);
+                            steady.other_stacks += u64::from(same == Some(false));
+                        } else if Instant::now() >= stacks_from {
+                            stacks.insert(thread.tid, thread.frames.clone());
+                        }
+                    }
                     target.recycle(sample);
                 }
             }
