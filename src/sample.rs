@@ -455,12 +455,9 @@ impl<M: RemoteMemory> Sampler<M> {
             return Err(self.mem_error(e));
         }
         // The instant the sample describes: the thread states, /proc and the GIL's second
-        // read follow each other closely; the stacks come after them. A sampler holds a CPU
-        // for as long as it reads, and the target runs differently meanwhile (on 2 CPUs a
-        // thread it displaced may hold the GIL): the longer the reads before the states are
-        // settled, the less the instant is like any other. Reading the stacks first made
-        // `queue_pipeline`'s producer hold the GIL at 0.177 of the instants against 0.21 of
-        // the time (docs/accuracy.md).
+        // read follow each other closely, so that they agree with one another; the stacks
+        // come after them. (Whether the order moves the instants at large is measured in
+        // docs/accuracy.md, sixth round: it did not, reading stacks at all did.)
         let time = std::time::Instant::now();
         let (mut kernel, running) = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
