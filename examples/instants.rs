@@ -3,6 +3,10 @@
 //! truth at that instant (a confusion matrix, not only the averages).
 //!
 //!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
+//!
+//! `FRAMES=1` reads stacks too, as `record` does. `SPIN_US=N` spins N µs after each sample
+//! (on the sampling thread, reading nothing): whether the sampler's CPU time alone moves
+//! the instants, as reading stacks does (docs/accuracy.md, sixth round).
 
 use gilscope::sample::{Sample, SampleError, Sampler};
 use std::io::Write;
@@ -30,6 +34,12 @@ fn main() -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut out = std::io::stdout().lock();
     let mut next = Instant::now();
+    let spin = Duration::from_micros(
+        std::env::var("SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     while Instant::now() < end {
         next += period;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -45,6 +55,10 @@ fn main() -> anyhow::Result<()> {
             }
             Err(_) => break,
         };
+        let spin_until = Instant::now() + spin;
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
         for sample in resolved {
             // The instant the threads' states were read, on the monotonic clock.
             let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;

@@ -456,8 +456,8 @@ impl<M: RemoteMemory> Sampler<M> {
         }
         // The instant the sample describes: the thread states, /proc and the GIL's second
         // read follow each other closely, so that they agree with one another; the stacks
-        // come after them. (Whether the order moves the instants at large is measured in
-        // docs/accuracy.md, sixth round: it did not, reading stacks at all did.)
+        // come after them. (The order does not move the instants at large: docs/accuracy.md,
+        // sixth round.)
         let time = std::time::Instant::now();
         let (mut kernel, running) = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
