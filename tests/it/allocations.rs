@@ -49,7 +49,9 @@ fn allocations() -> u64 {
 /// Sampling and counting a target whose threads keep running the same code: once every
 /// code object, name and stack has been seen and the sampler's scheduled re-reads of code
 /// objects are behind it (at 1 s and 4 s after attaching), a sample does not allocate.
-/// Before samples were handed back for reuse, every one allocated 36 to 209 times.
+/// Before samples were handed back for reuse, every sample allocated: 36 to 209 times on
+/// average over 500 samples taken back to back after 300 to warm up (the code re-reads
+/// included).
 ///
 /// Some still do. A sample that leaves more samples held back than ever before (the
 /// handoff resolver holds them for up to 200 ms) needs new vectors, a few allocations per
