@@ -1151,7 +1151,8 @@ impl<M: RemoteMemory> Sampler<M> {
 /// which may be waiting for it again (or waiting in a handoff on `switch_cond`). The kernel's
 /// view is the later one: the thread waits, and the GIL is held by a thread not named yet.
 /// Threads that start and end take and drop the GIL often, so this is common under churn;
-/// it is no reason to drop the sample.
+/// it is no reason to drop a live sample. A paused one is taken again instead (the pause
+/// would keep the contradiction for as long as it lasts).
 fn waiting_on_a_stale_holder() -> Classification {
     Classification {
         state: ThreadState::GilWait,
