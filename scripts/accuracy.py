@@ -365,7 +365,7 @@ def timeline_from_perf(data, tids):
 def confusion(samples, changes, names):
     """Counts (truth at the sample's instant, gilscope's class) per thread."""
     import bisect
-    matrices = {}
+    matrices, splits = {}, {}
     for tid, events in changes.items():
         events.sort()
         times = [e[0] for e in events]
@@ -389,14 +389,20 @@ def confusion(samples, changes, names):
                 continue
             truth = gil if gil in ("held", "wait") else cpu
             matrix[(truth, sampled)] = matrix.get((truth, sampled), 0) + 1
-    return matrices
+            if gil == "wait":
+                # Where the scheduler had a thread inside take_gil/drop_gil: kept apart, so
+                # the totals above count each instant once.
+                split = splits.setdefault(names.get(tid, str(tid)), {})
+                split[(cpu, sampled)] = split.get((cpu, sampled), 0) + 1
+    return matrices, splits
 
 
-def print_confusion(kind, matrices, load):
+def print_confusion(kind, measured, load):
     """The matrices, and per thread the share of instants at which the truth and gilscope
     say holding and waiting: the classifier's own error, without sampling noise."""
     print(f"\n{kind} (load average {load:.1f}): rows the truth at the sample's instant, "
           "columns gilscope's class")
+    matrices, splits = measured
     worst = 0.0
     for name, matrix in sorted(matrices.items()):
         total = sum(matrix.values())
@@ -408,6 +414,12 @@ def print_confusion(kind, matrices, load):
             row = [matrix.get((truth, c), 0) for c in SAMPLED_CLASSES]
             if any(row):
                 print(f"    {truth:<10}" + "".join(f"{n:>14}" for n in row))
+            if truth == "wait":
+                split = splits.get(name, {})
+                for cpu in TRUTH_CLASSES[2:]:
+                    row = [split.get((cpu, c), 0) for c in SAMPLED_CLASSES]
+                    if any(row):
+                        print(f"    {'  ' + cpu:<10}" + "".join(f"{n:>14}" for n in row))
         share = lambda pick: sum(n for key, n in matrix.items() if pick(*key)) / total
         held = (share(lambda t, c: t == "held"), share(lambda t, c: c == "gil_held"))
         wait = (share(lambda t, c: t == "wait"), share(lambda t, c: c == "gil_wait"))

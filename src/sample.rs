@@ -946,6 +946,13 @@ impl<M: RemoteMemory> Sampler<M> {
                     }
                     KernelState::NotRead if thread.gil_requested == Some(true) => blocked += 1,
                     KernelState::Running if gil.holder() != Some(thread.tstate) => {
+                        if let Some(word) = self.woken_from_gil_wait(tid, gil) {
+                            woken.insert(tid);
+                            // Woken from the wait on a condition and not run since, it is
+                            // still among the condition's counted waiters.
+                            blocked += u32::from(conds.contains(gil.address, word));
+                            continue;
+                        }
                         // A waiter the GIL's release woke has not run since it slept; a
                         // preempted thread or one on a CPU is rarely inside the wait.
                         let woken_rank = match self.switches.last(tid) {
@@ -993,9 +1000,27 @@ impl<M: RemoteMemory> Sampler<M> {
         )
     }
 
-    /// A runnable thread is still waiting for the GIL if it was last seen blocked on it, is
-    /// not its last holder now, and has used almost no CPU since.
+    /// The futex word a runnable thread was woken from, if that is one of the GIL's and the
+    /// thread has not run since: it is inside `take_gil` (or `drop_gil`, handing the GIL
+    /// over), queued for a CPU. /proc says only "running", and a waiter woken on the GIL's
+    /// mutex is in no count. A thread preempted with a GIL word in the register is left to
+    /// the next sample: the register is the one it was preempted with, which outside a
+    /// system call may be stale, and taking it read `queue_pipeline`'s producer as
+    /// waiting up to 0.04 too often (docs/accuracy.md, seventh round).
+    fn woken_from_gil_wait(&self, tid: i32, gil: &GilState) -> Option<u64> {
+        self.switches
+            .left_with_argument(tid)
+            .filter(|out| !out.preempted && gil.contains(out.argument))
+            .map(|out| out.argument)
+    }
+
+    /// A runnable thread is still waiting for the GIL if it was woken from a wait on it and
+    /// has not run since, or if it was last seen blocked on it, is not its last holder now,
+    /// and has used almost no CPU since.
     fn still_waiting(&mut self, tid: i32, tstate: u64, gil: &GilState) -> bool {
+        if self.woken_from_gil_wait(tid, gil).is_some() {
+            return true;
+        }
         let Some(mark) = self.gil_waiters.get(&tid).copied() else {
             return false;
         };

@@ -8,12 +8,20 @@
 //! `PERF_RECORD_SWITCH` record marks a switch out with `SWITCH_OUT_PREEMPT` when the thread
 //! was still runnable.
 //!
-//! One perf event per thread (a software dummy event that counts nothing, with
-//! `context_switch` set), mapped read-only with `write_backward`, so the kernel overwrites
-//! old records and the newest one always sits at `data_head`: reading a thread's last
-//! switch is two loads from shared memory, no system call. Opening needs the rights ptrace
-//! needs; where perf events are not allowed (a container's seccomp filter, a high
-//! `perf_event_paranoid`), the tracker says nothing and the sampler does without.
+//! A thread woken from a wait and not run since is runnable too, and /proc no longer says
+//! what it waited on. So each switch out also samples the thread's first-argument register
+//! (x86-64 `rdi`, arm64 `x0`) as it entered the kernel: in a system call, the call's first
+//! argument, which for `futex(2)` is the word it waits on.
+//!
+//! One perf event per thread (the software context-switch counter, sampling every switch
+//! out with the user registers, and `context_switch` set for the switch records), mapped
+//! read-only with `write_backward`, so the kernel overwrites old records and the newest
+//! one always sits at `data_head`: reading a thread's last switch is a few loads from
+//! shared memory, no system call. Opening needs the rights ptrace needs; sampling the
+//! registers of a switch also needs kernel events (root, or `perf_event_paranoid` at most
+//! 1), and without them the rings hold the switch records alone. Where perf events are not
+//! allowed at all (a container's seccomp filter, a high `perf_event_paranoid`), the
+//! tracker says nothing and the sampler does without.
 
 use perf_event_open_sys as sys;
 use rustc_hash::FxHashMap;
@@ -31,6 +39,15 @@ pub enum LastSwitch {
     /// Switched out to wait (a futex, a sleep, I/O). Runnable now means woken and not yet
     /// run since.
     Slept,
+}
+
+/// A thread's newest switch out, with the register sampled at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchOut {
+    /// Still runnable when it left ([`LastSwitch::Preempted`]), else it went to wait.
+    pub preempted: bool,
+    /// The first-argument register as the thread entered the kernel.
+    pub argument: u64,
 }
 
 /// Threads tracked at most, by all trackers of this process together: one file descriptor
@@ -106,7 +123,19 @@ impl SwitchTracker {
 
     /// The newest switch of `tid`, or `None` if it is not tracked or has not switched since.
     pub fn last(&self, tid: i32) -> Option<LastSwitch> {
-        self.rings.get(&tid)?.last()
+        Some(self.rings.get(&tid)?.last()?.0)
+    }
+
+    /// If the newest switch of `tid` is a switch out (it is off a CPU: asleep, woken and not
+    /// run since, or preempted), how, and its first-argument register as it entered the
+    /// kernel: the address a futex wait or wake was given. `None` if the thread is on a
+    /// CPU, is not tracked, or the kernel does not let this process sample registers.
+    pub fn left_with_argument(&self, tid: i32) -> Option<SwitchOut> {
+        let (kind, argument) = self.rings.get(&tid)?.last()?;
+        Some(SwitchOut {
+            preempted: kind == LastSwitch::Preempted,
+            argument: argument?,
+        })
     }
 
     /// A mark that changes whenever `tid` is switched in or out (the ring's write position),
@@ -133,36 +162,33 @@ struct Ring {
     len: usize,
 }
 
+/// The perf register number of the first-argument register.
+#[cfg(target_arch = "x86_64")]
+const FIRST_ARGUMENT_REGISTER: Option<u32> = Some(5); // PERF_REG_X86_DI
+#[cfg(target_arch = "aarch64")]
+const FIRST_ARGUMENT_REGISTER: Option<u32> = Some(0); // PERF_REG_ARM64_X0
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const FIRST_ARGUMENT_REGISTER: Option<u32> = None;
+
+/// Whether kernel events were refused once (an unprivileged user under
+/// `perf_event_paranoid` 2): later rings do not ask again.
+static REGISTERS_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 // SAFETY: the mapping is only read, through volatile loads, and unmapped once on drop.
 unsafe impl Send for Ring {}
 
 impl Ring {
     fn open(tid: i32) -> std::io::Result<Ring> {
-        let mut attr = sys::bindings::perf_event_attr {
-            type_: sys::bindings::PERF_TYPE_SOFTWARE,
-            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
-            config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
-            ..Default::default()
-        };
-        attr.set_context_switch(1);
-        attr.set_write_backward(1);
-        attr.set_exclude_kernel(1);
-        attr.set_exclude_hv(1);
-        // SAFETY: attr is a valid, fully initialised perf_event_attr.
-        let fd = unsafe {
-            sys::perf_event_open(
-                &mut attr,
-                tid,
-                -1,
-                -1,
-                sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: perf_event_open returned a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let register =
+            FIRST_ARGUMENT_REGISTER.filter(|_| !REGISTERS_REFUSED.load(Ordering::Relaxed));
+        let fd = match register.map(|r| open_event(tid, Some(r))) {
+            Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                REGISTERS_REFUSED.store(true, Ordering::Relaxed);
+                open_event(tid, None)
+            }
+            Some(opened) => opened,
+            None => open_event(tid, None),
+        }?;
         let page = page_size();
         let len = page * (1 + DATA_PAGES);
         // SAFETY: a read-only shared mapping of the event's ring; checked below.
@@ -191,7 +217,10 @@ impl Ring {
         head
     }
 
-    fn last(&self) -> Option<LastSwitch> {
+    /// The newest switch record, and for a switch out the first-argument register sampled
+    /// with it (the sample is written just before the switch record, so it follows it in a
+    /// ring written backward).
+    fn last(&self) -> Option<(LastSwitch, Option<u64>)> {
         let meta = self.base as *const sys::bindings::perf_event_mmap_page;
         // SAFETY: the first page of the mapping is the kernel's perf_event_mmap_page; the
         // kernel writes data_head after the record it points to (read with acquire below).
@@ -221,13 +250,40 @@ impl Ring {
             return None;
         }
         let misc = u32::from(header.misc);
-        Some(if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT == 0 {
-            LastSwitch::OnCpu
-        } else if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0 {
+        if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT == 0 {
+            return Some((LastSwitch::OnCpu, None));
+        }
+        let kind = if misc & sys::bindings::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0 {
             LastSwitch::Preempted
         } else {
             LastSwitch::Slept
-        })
+        };
+        Some((
+            kind,
+            self.sampled_argument(head + u64::from(header.size), offset, size),
+        ))
+    }
+
+    /// The register of the sample record at ring position `position`, if it is one with the
+    /// registers of a user thread: `{ header, abi, register }`, each 8 bytes.
+    fn sampled_argument(&self, position: u64, offset: u64, size: u64) -> Option<u64> {
+        let word = |index: u64| -> Option<u64> {
+            let at = offset as usize + ((position + 8 * index) % size) as usize;
+            if at + 8 > self.len {
+                return None;
+            }
+            // SAFETY: `at + 8` is inside the mapping (checked above); records are 8-byte
+            // aligned, so no word of one wraps around the ring's end.
+            Some(unsafe { std::ptr::read_volatile((self.base as *const u8).add(at) as *const u64) })
+        };
+        // SAFETY: a perf_event_header is 8 bytes of plain integers.
+        let header: sys::bindings::perf_event_header = unsafe { std::mem::transmute(word(0)?) };
+        let abi = word(1)?;
+        (header.type_ == sys::bindings::PERF_RECORD_SAMPLE
+            && header.size == 24
+            && abi != u64::from(sys::bindings::PERF_SAMPLE_REGS_ABI_NONE))
+        .then(|| word(2))
+        .flatten()
     }
 }
 
@@ -237,6 +293,45 @@ impl Drop for Ring {
         unsafe { libc::munmap(self.base, self.len) };
         OPEN_RINGS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A perf event recording `tid`'s context switches; with `register`, one that also samples
+/// that user register at every switch out.
+fn open_event(tid: i32, register: Option<u32>) -> std::io::Result<OwnedFd> {
+    let mut attr = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
+        ..Default::default()
+    };
+    attr.set_context_switch(1);
+    attr.set_write_backward(1);
+    attr.set_exclude_hv(1);
+    match register {
+        Some(register) => {
+            // The switch counter fires in the scheduler, in kernel mode: it is not excluded.
+            attr.config = sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64;
+            attr.__bindgen_anon_1.sample_period = 1;
+            attr.sample_type = sys::bindings::PERF_SAMPLE_REGS_USER as u64;
+            attr.sample_regs_user = 1 << register;
+        }
+        None => attr.set_exclude_kernel(1),
+    }
+    // SAFETY: attr is a valid, fully initialised perf_event_attr.
+    let fd = unsafe {
+        sys::perf_event_open(
+            &mut attr,
+            tid,
+            -1,
+            -1,
+            sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: perf_event_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn page_size() -> usize {
@@ -305,6 +400,52 @@ mod tests {
             matches!(seen, Some(LastSwitch::OnCpu | LastSwitch::Preempted)),
             "a spinning thread's newest switch: {seen:?}"
         );
+    }
+
+    #[test]
+    fn a_thread_asleep_in_a_futex_left_with_its_address() {
+        let word = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let address = word.as_ptr() as u64;
+        let (ready, started) = mpsc::channel();
+        let (go, gone) = mpsc::channel::<()>();
+        let waiter_word = word.clone();
+        let waiter = std::thread::spawn(move || {
+            ready.send(this_tid()).unwrap();
+            gone.recv().unwrap();
+            while waiter_word.load(Ordering::Acquire) == 0 {
+                // SAFETY: a futex wait on a live word, woken by the test below.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        waiter_word.as_ptr(),
+                        libc::FUTEX_WAIT,
+                        0,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+            }
+        });
+        let tid = started.recv().unwrap();
+        let mut tracker = SwitchTracker::live();
+        tracker.track(tid);
+        go.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut seen, mut kind) = (None, None);
+        while Instant::now() < deadline && seen != Some(address) {
+            seen = tracker.left_with_argument(tid).map(|out| out.argument);
+            kind = tracker.last(tid);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        word.store(1, Ordering::Release);
+        // SAFETY: wakes the waiter above.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+        waiter.join().unwrap();
+        assert_eq!(
+            seen.map(|a| format!("{a:#x}")),
+            Some(format!("{address:#x}")),
+            "the register a thread asleep in futex(2) left the CPU with"
+        );
+        assert_eq!(kind, Some(LastSwitch::Slept));
     }
 
     #[test]
