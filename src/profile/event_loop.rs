@@ -26,7 +26,8 @@ use crate::model::state::{IdleReason, ThreadState};
 use crate::python::code::CodeTable;
 use crate::python::event_loop::{LoopKind, LoopObservation};
 use crate::python::walker::Frame;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
 
 /// `--stall-ms` when not given.
 pub const DEFAULT_STALL_MS: f64 = 20.0;
@@ -35,8 +36,12 @@ const MAX_STALLS_KEPT: usize = 100_000;
 /// Samples of one stretch kept for naming its blocking code.
 const MAX_STRETCH_SAMPLES: usize = 10_000;
 
-/// What the stall samples are kept by: the stack, its class and the running task.
-type StallKey = (Vec<Frame>, Classification, Option<String>);
+/// What the stall samples are kept by: the stack, its class and the running task. Stacks
+/// and names are shared, so keeping a sample allocates nothing once its stack is known.
+type StallKey = (Arc<[Frame]>, Classification, Option<Arc<str>>);
+
+/// Distinct stacks kept for sharing at most; past this the set starts over.
+const MAX_STACKS_SHARED: usize = 4096;
 
 /// One stretch of running code, open until the loop is seen out of it.
 #[derive(Debug)]
@@ -63,6 +68,10 @@ pub struct LoopTracker {
     /// When the loop was last seen in its selector.
     last_selector_ns: Option<u64>,
     stall_stacks: FxHashMap<StallKey, u64>,
+    /// The stacks seen in stretches, shared by the samples that have them.
+    stacks: FxHashSet<Arc<[Frame]>>,
+    /// A closed stretch's sample list, emptied, for the next stretch.
+    spare_samples: Vec<StallKey>,
 }
 
 impl LoopTracker {
@@ -92,7 +101,22 @@ impl LoopTracker {
             open: None,
             last_selector_ns: None,
             stall_stacks: FxHashMap::default(),
+            stacks: FxHashSet::default(),
+            spare_samples: Vec::new(),
         }
+    }
+
+    /// `frames`, shared with the earlier samples that had the same stack.
+    fn shared_stack(&mut self, frames: &[Frame]) -> Arc<[Frame]> {
+        if let Some(known) = self.stacks.get(frames) {
+            return known.clone();
+        }
+        if self.stacks.len() >= MAX_STACKS_SHARED {
+            self.stacks.clear();
+        }
+        let stack: Arc<[Frame]> = Arc::from(frames);
+        self.stacks.insert(stack.clone());
+        stack
     }
 
     /// One sample of the thread: what the loop showed, the thread's class and stack.
@@ -121,10 +145,8 @@ impl LoopTracker {
             if !seen.in_selector && self.stall_stacks.len() < MAX_STRETCH_SAMPLES {
                 // The callback's frames only: the loop's caller is not what keeps it busy.
                 let callback = &frames[..frames.len().saturating_sub(seen.caller_frames)];
-                *self
-                    .stall_stacks
-                    .entry((callback.to_vec(), class, seen.task.clone()))
-                    .or_default() += 1;
+                let key = (self.shared_stack(callback), class, seen.task.clone());
+                *self.stall_stacks.entry(key).or_default() += 1;
             }
             self.previous = Some(seen);
             return;
@@ -165,16 +187,20 @@ impl LoopTracker {
                     last_seen_ns: seen.at_ns,
                     last_on_cpu: on_cpu,
                     last_cpu_ns: busy_time,
-                    samples: Vec::new(),
+                    samples: std::mem::take(&mut self.spare_samples),
                 });
             }
+            let keep = self
+                .open
+                .as_ref()
+                .is_some_and(|open| open.samples.len() < MAX_STRETCH_SAMPLES);
+            let stack = keep.then(|| self.shared_stack(frames));
             let open = self.open.as_mut().expect("a stretch is open");
             open.last_seen_ns = seen.at_ns;
             open.last_on_cpu = on_cpu;
             open.last_cpu_ns = busy_time;
-            if open.samples.len() < MAX_STRETCH_SAMPLES {
-                open.samples
-                    .push((frames.to_vec(), class, seen.task.clone()));
+            if let Some(stack) = stack {
+                open.samples.push((stack, class, seen.task.clone()));
             }
         }
         self.previous = Some(seen);
@@ -198,9 +224,23 @@ impl LoopTracker {
     /// past it (the kernel adds CPU time up at scheduler ticks, so this bound can be a tick
     /// high). The length taken is the middle of what is left.
     fn close(&mut self, upper_ns: u64, busy_now: Option<u64>) {
-        let Some(stretch) = self.open.take() else {
+        let Some(mut stretch) = self.open.take() else {
             return;
         };
+        let mut samples = std::mem::take(&mut stretch.samples);
+        self.count_stall(&stretch, upper_ns, busy_now, &mut samples);
+        samples.clear();
+        self.spare_samples = samples;
+    }
+
+    /// Counts the stretch as a stall if it lasted long enough, with its samples.
+    fn count_stall(
+        &mut self,
+        stretch: &Stretch,
+        upper_ns: u64,
+        busy_now: Option<u64>,
+        samples: &mut Vec<StallKey>,
+    ) {
         let upper_ns = upper_ns.max(stretch.last_seen_ns);
         let gap = upper_ns - stretch.last_seen_ns;
         let after = match (stretch.last_on_cpu, stretch.last_cpu_ns, busy_now) {
@@ -217,7 +257,7 @@ impl LoopTracker {
         if c.stalls_ms.len() < MAX_STALLS_KEPT {
             c.stalls_ms.push(length_ns as f64 / 1e6);
         }
-        for key in stretch.samples {
+        for key in samples.drain(..) {
             *self.stall_stacks.entry(key).or_default() += 1;
         }
     }
@@ -241,7 +281,7 @@ impl LoopTracker {
             }
         }
         let mut by_frame: FxHashMap<FrameInfo, BlockingCount> = FxHashMap::default();
-        let mut tasks: FxHashMap<FrameInfo, FxHashMap<String, u64>> = FxHashMap::default();
+        let mut tasks: FxHashMap<FrameInfo, FxHashMap<Arc<str>, u64>> = FxHashMap::default();
         for ((frames, class, task), n) in tracker_stalls {
             let frame = blocking_frame(codes, &frames);
             if let Some(task) = task {
@@ -270,7 +310,10 @@ impl LoopTracker {
             if let Some(entry) = by_frame.get_mut(&frame) {
                 entry.tasks = named
                     .into_iter()
-                    .map(|(name, samples)| TaskCount { name, samples })
+                    .map(|(name, samples)| TaskCount {
+                        name: name.to_string(),
+                        samples,
+                    })
                     .collect();
                 entry
                     .tasks
@@ -507,7 +550,7 @@ mod tests {
                     run_delay_ns: 0,
                     timeslices: i as u64,
                 }),
-                task: task(i).map(String::from),
+                task: task(i).map(Arc::from),
                 kind,
                 caller_frames: 0,
             };

@@ -61,15 +61,19 @@ pub fn type_flags(mem: &impl RemoteMemory, ol: &ObjectLayout, obj: u64) -> Resul
 /// The entries of a `PyDictKeysObject`, as `(key, value)` in entry order (the order of the
 /// shared keys, for split tables). Deleted and unused entries are kept, so index `i` is
 /// entry `i`; in split tables the values here are NULL.
+/// Read into `entries` through `bytes` (both cleared first).
 fn read_keys(
     mem: &impl RemoteMemory,
     ol: &ObjectLayout,
     keys: u64,
-) -> Result<Vec<(u64, u64)>, MemError> {
+    bytes: &mut Vec<u8>,
+    entries: &mut Vec<(u64, u64)>,
+) -> Result<(), MemError> {
+    entries.clear();
     let (entries_at, count, entry_size, key_at) = match ol.dict_keys_format {
         DictKeysFormat::Sized => {
-            let head = mem.read_vec(keys, SIZED_HEADER as usize)?;
-            let f = Fields::new(keys, &head);
+            read_into(mem, keys, SIZED_HEADER as usize, bytes)?;
+            let f = Fields::new(keys, bytes);
             let size = u64::try_from(f.i64(SIZED_DK_SIZE)?).map_err(|_| fault(keys))?;
             let count = u64::try_from(f.i64(SIZED_DK_NENTRIES)?).map_err(|_| fault(keys))?;
             if !size.is_power_of_two() || size > 1 << MAX_LOG2_SIZE || count > size {
@@ -84,8 +88,8 @@ fn read_keys(
             (at(keys, SIZED_HEADER + size * index_width)?, count, 24, 8)
         }
         DictKeysFormat::Log2 { header } => {
-            let head = mem.read_vec(keys, header as usize)?;
-            let f = Fields::new(keys, &head);
+            read_into(mem, keys, header as usize, bytes)?;
+            let f = Fields::new(keys, bytes);
             let log2_size = u64::from(f.u8(LOG2_DK_LOG2_SIZE)?);
             let log2_index_bytes = u64::from(f.u8(LOG2_DK_LOG2_INDEX_BYTES)?);
             let kind = f.u8(LOG2_DK_KIND)?;
@@ -108,14 +112,25 @@ fn read_keys(
     if count > MAX_DICT_ENTRIES {
         return Err(fault(keys));
     }
-    let bytes = mem.read_vec(entries_at, (count * entry_size) as usize)?;
-    let f = Fields::new(entries_at, &bytes);
-    (0..count)
-        .map(|i| {
-            let entry = i * entry_size;
-            Ok((f.u64(entry + key_at)?, f.u64(entry + key_at + 8)?))
-        })
-        .collect()
+    read_into(mem, entries_at, (count * entry_size) as usize, bytes)?;
+    let f = Fields::new(entries_at, bytes);
+    for i in 0..count {
+        let entry = i * entry_size;
+        entries.push((f.u64(entry + key_at)?, f.u64(entry + key_at + 8)?));
+    }
+    Ok(())
+}
+
+/// `len` bytes at `addr` into `bytes`, which keeps its capacity.
+fn read_into(
+    mem: &impl RemoteMemory,
+    addr: u64,
+    len: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<(), MemError> {
+    bytes.clear();
+    bytes.resize(len, 0);
+    mem.read(addr, bytes)
 }
 
 /// Where `values[0]` sits in a `PyDictValues` (the prefix bytes of 3.11-3.12 lie before
@@ -133,29 +148,46 @@ pub fn read_dict(
     layout: &Layout,
     dict: u64,
 ) -> Result<Vec<(u64, u64)>, MemError> {
-    Ok(read_dict_and_keys(mem, layout, dict)?.1)
+    let mut entries = Vec::new();
+    read_dict_into(mem, layout, dict, &mut Vec::new(), &mut entries)?;
+    Ok(entries)
 }
 
-/// [`read_dict`], with the address of the dict's keys object.
+/// [`read_dict`] into `entries`, through `bytes`: both are cleared first and keep their
+/// capacity, so a caller that reuses them allocates nothing once they are large enough.
+pub fn read_dict_into(
+    mem: &impl RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+    bytes: &mut Vec<u8>,
+    entries: &mut Vec<(u64, u64)>,
+) -> Result<(), MemError> {
+    read_dict_and_keys(mem, layout, dict, bytes, entries).map(|_| ())
+}
+
+/// [`read_dict_into`], returning the address of the dict's keys object.
 fn read_dict_and_keys(
     mem: &impl RemoteMemory,
     layout: &Layout,
     dict: u64,
-) -> Result<(u64, Vec<(u64, u64)>), MemError> {
+    bytes: &mut Vec<u8>,
+    entries: &mut Vec<(u64, u64)>,
+) -> Result<u64, MemError> {
+    entries.clear();
     let ol = &layout.object;
     if type_flags(mem, ol, dict)? & TPFLAGS_DICT_SUBCLASS == 0 {
         return Err(fault(dict));
     }
     let keys = mem.read_u64(at(dict, ol.dict_keys)?)?;
     let values = mem.read_u64(at(dict, ol.dict_values)?)?;
-    let mut entries = read_keys(mem, ol, keys)?;
+    read_keys(mem, ol, keys, bytes, entries)?;
     if values != 0 {
         // A split table: the keys are shared, the values are this dict's own. 3.13+ records
         // how many values there is room for; slots past it are not values.
         let start = values_start(layout, values)?;
         let header = start - values;
-        let bytes = mem.read_vec(values, header as usize + entries.len() * 8)?;
-        let f = Fields::new(values, &bytes);
+        read_into(mem, values, header as usize + entries.len() * 8, bytes)?;
+        let f = Fields::new(values, bytes);
         if header != 0 {
             entries.truncate(usize::from(f.u8(0)?));
         }
@@ -164,7 +196,7 @@ fn read_dict_and_keys(
         }
     }
     entries.retain(|&(key, value)| key != 0 && value != 0);
-    Ok((keys, entries))
+    Ok(keys)
 }
 
 /// Where `str` keys were found, so that looking the same names up again in the same table
@@ -211,7 +243,8 @@ pub fn dict_get_str_indexed(
     name: &'static str,
     index: &mut KeyIndex,
 ) -> Result<Option<u64>, MemError> {
-    let (keys, entries) = read_dict_and_keys(mem, layout, dict)?;
+    let mut entries = Vec::new();
+    let keys = read_dict_and_keys(mem, layout, dict, &mut Vec::new(), &mut entries)?;
     Ok(index
         .find(mem, &layout.object, keys, &entries, name)?
         .map(|i| entries[i].1))
@@ -307,7 +340,8 @@ pub fn instance_attr_indexed(
             if values == 0 || keys == 0 {
                 return Ok(None);
             }
-            let entries = read_keys(mem, ol, keys)?;
+            let mut entries = Vec::new();
+            read_keys(mem, ol, keys, &mut Vec::new(), &mut entries)?;
             let Some(i) = index.find(mem, ol, keys, &entries, name)? else {
                 return Ok(None);
             };
@@ -404,7 +438,8 @@ fn shared_value(
     if values == 0 || keys == 0 {
         return Ok(None);
     }
-    let entries = read_keys(mem, ol, keys)?;
+    let mut entries = Vec::new();
+    read_keys(mem, ol, keys, &mut Vec::new(), &mut entries)?;
     let Some(index) = find_str(mem, ol, &entries, name)? else {
         return Ok(None);
     };

@@ -79,7 +79,8 @@ pub struct LoopObservation {
     /// The thread's scheduler counters, read with it.
     pub sched: Option<SchedCounters>,
     /// The name of the asyncio task running, where it can be read (docs/event-loops.md).
-    pub task: Option<String>,
+    /// Shared by every observation of the same name.
+    pub task: Option<std::sync::Arc<str>>,
     pub kind: LoopKind,
     /// uvloop: how many of the outermost frames belong to the loop's caller, not to the
     /// callback running (0 for asyncio).
@@ -204,19 +205,23 @@ impl LoopReader {
         else {
             return self.observe_uvloop(mem, frames, sched, thread);
         };
-        let inside: Vec<Role> = frames[..run_once]
-            .iter()
-            .map(|f| self.role(codes, f.code))
-            .collect();
-        // `inside` is innermost first: its last frame is the one `_run_once` called. A
-        // selector subclass's own `select` (wrapping the real one) counts as the selector.
-        let called = frames[..run_once]
-            .last()
-            .map(|f| codes.info(f.code).name.as_str());
-        let in_selector = (inside.contains(&Role::SelectorSelect)
-            || inside.last() == Some(&Role::ProcessEvents)
-            || called == Some("select"))
-            && !inside.contains(&Role::HandleRun);
+        // The frames inside `_run_once` are innermost first: the last is the one it called.
+        // A selector subclass's own `select` (wrapping the real one) counts as the selector.
+        let inside = &frames[..run_once];
+        let (mut selecting, mut running_callback) = (false, false);
+        for frame in inside {
+            match self.role(codes, frame.code) {
+                Role::SelectorSelect => selecting = true,
+                Role::HandleRun => running_callback = true,
+                _ => {}
+            }
+        }
+        let called = inside.last().map(|f| f.code);
+        let in_selector = (selecting
+            || called.is_some_and(|code| {
+                self.role(codes, code) == Role::ProcessEvents || codes.info(code).name == "select"
+            }))
+            && !running_callback;
         let frame = addresses.get(run_once).copied();
         let (pass_start_ns, task) = match frame {
             Some(frame) if !in_selector => {

@@ -20,16 +20,18 @@
 use super::attach::Runtime;
 use super::dict::{
     KeyIndex, TPFLAGS_LONG_SUBCLASS, TPFLAGS_UNICODE_SUBCLASS, dict_get_str_indexed, instance_attr,
-    read_dict, read_u64_int, skip_fault, type_flags,
+    read_dict_into, read_u64_int, skip_fault, type_flags,
 };
 use super::layout::Layout;
-use super::strings::{read_c_string, read_unicode};
+use super::strings::{read_c_string, read_unicode_into};
 use super::version::Version;
 use crate::mem::{MemError, MemoryExt, RemoteMemory};
 use crate::process::ElfSymbols;
 use crate::process::Process;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::fmt::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where the running task and its name are, for one CPython version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +144,19 @@ pub struct TaskReader {
     index: KeyIndex,
     /// Type address -> is it the C `Task` (else: read `_name`).
     c_task_types: FxHashMap<u64, bool>,
+    /// The task names read so far, each shared by every sample that reads it, and the
+    /// buffers a name (and the dict that leads to it) is read through: a name seen before
+    /// costs no allocation.
+    names: FxHashSet<Arc<str>>,
+    raw: Vec<u8>,
+    text: String,
+    /// The entries of `_current_tasks`, read through `raw`.
+    entries: Vec<(u64, u64)>,
 }
+
+/// Task names kept at most; past this the set starts over (a server may name each
+/// request's task apart).
+const MAX_NAMES_KEPT: usize = 4096;
 
 impl TaskReader {
     pub fn new(runtime: &Runtime) -> Self {
@@ -164,6 +178,10 @@ impl TaskReader {
             current_tasks: FxHashMap::default(),
             index: KeyIndex::default(),
             c_task_types: FxHashMap::default(),
+            names: FxHashSet::default(),
+            raw: Vec::new(),
+            text: String::new(),
+            entries: Vec::new(),
         }
     }
 
@@ -176,7 +194,7 @@ impl TaskReader {
         interp: u64,
         tstate: u64,
         event_loop: u64,
-    ) -> Option<String> {
+    ) -> Option<Arc<str>> {
         let task = self.running_task(mem, interp, tstate, event_loop).ok()??;
         self.task_name(mem, task).ok()?
     }
@@ -213,17 +231,15 @@ impl TaskReader {
         let Some(dict) = self.current_tasks(mem, interp)? else {
             return Ok(None);
         };
-        let entries = match read_dict(mem, &self.layout, dict) {
-            Ok(entries) => entries,
-            Err(e) => {
-                self.current_tasks.remove(&interp);
-                return Err(e);
-            }
-        };
-        Ok(entries
-            .into_iter()
-            .find(|&(key, _)| key == event_loop)
-            .map(|(_, task)| task))
+        if let Err(e) = read_dict_into(mem, &self.layout, dict, &mut self.raw, &mut self.entries) {
+            self.current_tasks.remove(&interp);
+            return Err(e);
+        }
+        Ok(self
+            .entries
+            .iter()
+            .find(|&&(key, _)| key == event_loop)
+            .map(|&(_, task)| task))
     }
 
     /// `sys.modules["asyncio.tasks"]._current_tasks`, kept per interpreter once found.
@@ -352,7 +368,7 @@ impl TaskReader {
         &mut self,
         mem: &impl RemoteMemory,
         task: u64,
-    ) -> Result<Option<String>, MemError> {
+    ) -> Result<Option<Arc<str>>, MemError> {
         let ol = &self.layout.object;
         let ty = mem.read_u64(task.wrapping_add(ol.ob_type))?;
         let is_c_task = match self.c_task_types.get(&ty) {
@@ -383,16 +399,34 @@ impl TaskReader {
         }
         let flags = type_flags(mem, ol, name)?;
         if flags & TPFLAGS_UNICODE_SUBCLASS != 0 {
-            let mut text = read_unicode(mem, ol, name)?;
-            if let Some((cut, _)) = text.char_indices().nth(MAX_NAME) {
-                text.truncate(cut);
+            read_unicode_into(mem, ol, name, &mut self.raw, &mut self.text)?;
+            if let Some((cut, _)) = self.text.char_indices().nth(MAX_NAME) {
+                self.text.truncate(cut);
             }
-            return Ok(Some(text));
+        } else if flags & TPFLAGS_LONG_SUBCLASS != 0 {
+            let Some(n) = read_u64_int(mem, ol, name)? else {
+                return Ok(None);
+            };
+            self.text.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(self.text, "Task-{n}");
+        } else {
+            return Ok(None);
         }
-        if flags & TPFLAGS_LONG_SUBCLASS != 0 {
-            return Ok(read_u64_int(mem, ol, name)?.map(|n| format!("Task-{n}")));
+        Ok(Some(self.interned_text()))
+    }
+
+    /// The name in `self.text`, shared with earlier reads of the same name.
+    fn interned_text(&mut self) -> Arc<str> {
+        if let Some(known) = self.names.get(self.text.as_str()) {
+            return known.clone();
         }
-        Ok(None)
+        if self.names.len() >= MAX_NAMES_KEPT {
+            self.names.clear();
+        }
+        let name: Arc<str> = Arc::from(self.text.as_str());
+        self.names.insert(name.clone());
+        name
     }
 }
 

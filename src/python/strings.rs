@@ -18,6 +18,21 @@ pub fn read_unicode(
     layout: &ObjectLayout,
     addr: u64,
 ) -> Result<String, MemError> {
+    let mut text = String::new();
+    read_unicode_into(mem, layout, addr, &mut Vec::new(), &mut text)?;
+    Ok(text)
+}
+
+/// [`read_unicode`] into `text`, through `raw`: both are cleared first and keep their
+/// capacity, so a reader that reuses them allocates nothing once they are large enough.
+pub fn read_unicode_into(
+    mem: &impl RemoteMemory,
+    layout: &ObjectLayout,
+    addr: u64,
+    raw: &mut Vec<u8>,
+    text: &mut String,
+) -> Result<(), MemError> {
+    text.clear();
     let state_at = addr.wrapping_add(layout.unicode_state);
     let state = mem.read_u32(state_at)? >> layout.unicode_kind_shift;
     let length = mem.read_i64(addr.wrapping_add(layout.unicode_length))?;
@@ -33,26 +48,26 @@ pub fn read_unicode(
     } else {
         layout.unicode_compact_size
     };
-    let raw = mem.read_vec(addr.wrapping_add(data), (chars * u64::from(kind)) as usize)?;
-    Ok(decode(&raw, kind))
+    raw.clear();
+    raw.resize((chars * u64::from(kind)) as usize, 0);
+    mem.read(addr.wrapping_add(data), raw)?;
+    decode_into(raw, kind, text);
+    Ok(())
 }
 
-fn decode(raw: &[u8], kind: u32) -> String {
+fn decode_into(raw: &[u8], kind: u32, text: &mut String) {
     match kind {
-        1 => raw.iter().map(|&b| char::from(b)).collect(),
-        2 => {
-            let units: Vec<u16> = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16_lossy(&units)
-        }
-        _ => raw
-            .chunks_exact(4)
-            .map(|c| {
-                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
-            })
-            .collect(),
+        1 => text.extend(raw.iter().map(|&b| char::from(b))),
+        2 => text.extend(
+            char::decode_utf16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
+            )
+            .map(|c| c.unwrap_or('\u{fffd}')),
+        ),
+        _ => text.extend(raw.chunks_exact(4).map(|c| {
+            char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
+        })),
     }
 }
 

@@ -70,28 +70,57 @@ fn the_steady_sampling_loop_does_not_allocate() {
         let label = python.label();
         let child = Child::fixture(&python, "dump_workload.py", &[]);
         let steady = steady_allocations(&label, child.pid());
-        eprintln!(
-            "{label}: {} allocations in {} steady samples; {} held back more than ever, {} of \
-             the others without any",
-            steady.allocations, steady.samples, steady.holding_more, steady.without
-        );
         assert_eq!(
             steady.other_stacks, 0,
             "{label}: threads whose stack is fixed were read with other frames in reused samples"
         );
-        assert!(
-            steady.samples >= 200,
-            "{label}: only {} samples",
-            steady.samples
-        );
-        let others = steady.samples - steady.holding_more;
-        assert!(
-            steady.without as f64 >= 0.95 * others as f64,
-            "{label}: {} of {others} samples allocated ({} allocations)",
-            others - steady.without,
-            steady.allocations
-        );
+        assert_few_allocate(&label, &steady);
     }
+}
+
+/// The same on an asyncio server whose handlers run in named tasks: every sample of the
+/// loop's thread reads the loop's state and, while a callback runs, the running task's
+/// name (through `asyncio`'s `_current_tasks` dict before 3.14), and the stall tracker
+/// keeps the samples of long stretches. Names and stacks seen before are shared, and the
+/// dict is read into buffers that are kept. Measured alone at 1 kHz: 2-3% of about 1,200
+/// samples allocated, for a stack or a code object not seen before, or the once-a-second
+/// look for a running loop on a thread that runs none.
+#[test]
+fn the_steady_sampling_loop_of_an_event_loop_does_not_allocate() {
+    let pythons = support::pythons();
+    assert!(!pythons.is_empty(), "no interpreter found");
+    for python in &pythons {
+        let label = python.label();
+        let child = Child::fixture(
+            python,
+            "event_loop.py",
+            &["--mode", "cpu", "--seconds", "30", "--block-ms", "5"],
+        );
+        let steady = steady_allocations(&label, child.pid());
+        assert_few_allocate(&label, &steady);
+    }
+}
+
+/// Of the steady samples that did not hold back more samples than ever, 95% allocated
+/// nothing.
+fn assert_few_allocate(label: &str, steady: &Steady) {
+    eprintln!(
+        "{label}: {} allocations in {} steady samples; {} held back more than ever, {} of \
+         the others without any",
+        steady.allocations, steady.samples, steady.holding_more, steady.without
+    );
+    assert!(
+        steady.samples >= 200,
+        "{label}: only {} samples",
+        steady.samples
+    );
+    let others = steady.samples - steady.holding_more;
+    assert!(
+        steady.without as f64 >= 0.95 * others as f64,
+        "{label}: {} of {others} samples allocated ({} allocations)",
+        others - steady.without,
+        steady.allocations
+    );
 }
 
 struct Steady {
