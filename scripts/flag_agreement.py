@@ -12,6 +12,7 @@ Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/flag_agreement.py --python /opt/gilscope-pythons/3.15/usr/bin/python3.15
                                       [--workloads cpu_threads,convoy,...] [--seconds 5]
+                                      [--gilscope BIN]
 """
 
 import argparse
@@ -31,8 +32,10 @@ def main():
     parser.add_argument("--workloads", default=DEFAULT)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--gilscope", default=os.path.join(ROOT, "target", "release", "gilscope"),
+                        help="the gilscope binary (another build, to compare)")
     args = parser.parse_args()
-    gilscope = os.path.join(ROOT, "target", "release", "gilscope")
+    gilscope = args.gilscope
     if not os.path.exists(gilscope):
         sys.exit("build gilscope first: cargo build --release")
     print(f"load average {os.getloadavg()[0]:.1f}; {args.python}")

@@ -903,7 +903,9 @@ impl<M: RemoteMemory> Sampler<M> {
     /// for the GIL, then one last seen holding it (a holder asked to drop it), then the rest
     /// in turn, so that no thread is favoured over many samples. A runnable thread that owns
     /// one of the GIL's mutexes is inside `take_gil` or `drop_gil`: it waits, whatever the
-    /// count.
+    /// count; so does one woken from a futex on the GIL and not run since (see
+    /// [`Sampler::woken_from_gil_wait`]), which fills a place in the count if it waited on a
+    /// condition.
     fn woken_waiters(
         &mut self,
         state: &PythonState,
