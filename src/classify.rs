@@ -4,6 +4,7 @@
 
 use crate::model::state::{IdleReason, ThreadState};
 use crate::process::KernelState;
+use crate::process::switches::SwitchOut;
 use crate::python::walker::GilState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +37,16 @@ pub struct Contradiction;
 /// over, on `switch_cond`).
 pub fn is_gil_wait(kernel: KernelState, gil: &GilState) -> bool {
     matches!(kernel, KernelState::Syscall { nr, args } if is_futex(nr) && gil.contains(args[0]))
+}
+
+/// The futex word a runnable thread went to sleep on, if it is one of the GIL's: `last_out`
+/// is its newest switch, when that is a switch out (it has not run since). A thread
+/// preempted is not taken: outside a system call, the register it was preempted with says
+/// nothing of where it is.
+pub fn woken_from_gil_futex(last_out: Option<SwitchOut>, gil: &GilState) -> Option<u64> {
+    last_out
+        .filter(|out| !out.preempted && gil.contains(out.argument))
+        .map(|out| out.argument)
 }
 
 /// Classifies one thread. `holds_gil`: the GIL is locked and names this thread.
@@ -178,6 +189,28 @@ mod tests {
             class(true, syscall(libc::SYS_read, [3, 0, 0, 0, 0, 0])).0,
             ThreadState::GilHeld
         );
+    }
+
+    #[test]
+    fn a_thread_woken_from_a_gil_futex_is_told_by_the_word_it_slept_on() {
+        let out = |preempted, argument| {
+            Some(SwitchOut {
+                preempted,
+                argument,
+            })
+        };
+        // Asleep on the GIL's mutex (inside the struct), woken, not run since.
+        assert_eq!(
+            woken_from_gil_futex(out(false, 0x1000 + 80), &GIL),
+            Some(0x1000 + 80)
+        );
+        // Asleep on another lock, or a sleep whose first argument is a clock id.
+        assert_eq!(woken_from_gil_futex(out(false, 0x1000 + 208), &GIL), None);
+        assert_eq!(woken_from_gil_futex(out(false, 1), &GIL), None);
+        // Preempted: the register is whatever it held.
+        assert_eq!(woken_from_gil_futex(out(true, 0x1000 + 80), &GIL), None);
+        // On a CPU, or no register sampled.
+        assert_eq!(woken_from_gil_futex(None, &GIL), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! from /proc, joined and classified. [`Sampler`] keeps everything that can be reused across
 //! samples (open /proc files, code objects, thread names).
 
-use crate::classify::{Classification, Contradiction, classify, classify_without_gil, is_gil_wait};
+use crate::classify::{
+    Classification, Contradiction, classify, classify_without_gil, is_gil_wait,
+    woken_from_gil_futex,
+};
 
 use crate::error::Error;
 use crate::mem::{LiveMemory, MemError, RemoteMemory};
@@ -1006,14 +1009,10 @@ impl<M: RemoteMemory> Sampler<M> {
     /// thread has not run since: it is inside `take_gil` (or `drop_gil`, handing the GIL
     /// over), queued for a CPU. /proc says only "running", and a waiter woken on the GIL's
     /// mutex is in no count. A thread preempted with a GIL word in the register is left to
-    /// the next sample: the register is the one it was preempted with, which outside a
-    /// system call may be stale, and taking it read `queue_pipeline`'s producer as
-    /// waiting up to 0.04 too often (docs/accuracy.md, seventh round).
+    /// the next sample ([`woken_from_gil_futex`]): taking it read `queue_pipeline`'s
+    /// producer as waiting up to 0.04 too often (docs/accuracy.md, seventh round).
     fn woken_from_gil_wait(&self, tid: i32, gil: &GilState) -> Option<u64> {
-        self.switches
-            .left_with_argument(tid)
-            .filter(|out| !out.preempted && gil.contains(out.argument))
-            .map(|out| out.argument)
+        woken_from_gil_futex(self.switches.left_with_argument(tid), gil)
     }
 
     /// A runnable thread is still waiting for the GIL if it was woken from a wait on it and
