@@ -178,17 +178,23 @@ static REGISTERS_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 unsafe impl Send for Ring {}
 
 impl Ring {
+    /// A ring for `tid` that samples the first-argument register if the kernel allows it.
     fn open(tid: i32) -> std::io::Result<Ring> {
         let register =
             FIRST_ARGUMENT_REGISTER.filter(|_| !REGISTERS_REFUSED.load(Ordering::Relaxed));
-        let fd = match register.map(|r| open_event(tid, Some(r))) {
+        match register.map(|r| Ring::open_with(tid, Some(r))) {
             Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
                 REGISTERS_REFUSED.store(true, Ordering::Relaxed);
-                open_event(tid, None)
+                Ring::open_with(tid, None)
             }
             Some(opened) => opened,
-            None => open_event(tid, None),
-        }?;
+            None => Ring::open_with(tid, None),
+        }
+    }
+
+    /// A ring for `tid`, sampling `register` at each switch out, or no register.
+    fn open_with(tid: i32, register: Option<u32>) -> std::io::Result<Ring> {
+        let fd = open_event(tid, register)?;
         let page = page_size();
         let len = page * (1 + DATA_PAGES);
         // SAFETY: a read-only shared mapping of the event's ring; checked below.
@@ -446,6 +452,33 @@ mod tests {
             "the register a thread asleep in futex(2) left the CPU with"
         );
         assert_eq!(kind, Some(LastSwitch::Slept));
+    }
+
+    /// Where kernel events are refused, the ring holds the switch records alone: how a
+    /// thread left its CPU is known, the register is not.
+    #[test]
+    fn without_the_register_the_switches_are_still_recorded() {
+        let (ready, started) = mpsc::channel();
+        let (go, gone) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let waiter = std::thread::spawn(move || {
+            ready.send(this_tid()).unwrap();
+            gone.recv().unwrap();
+            released.recv().unwrap();
+        });
+        let tid = started.recv().unwrap();
+        let ring = Ring::open_with(tid, None).unwrap();
+        go.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = None;
+        while Instant::now() < deadline && seen.is_none_or(|(kind, _)| kind != LastSwitch::Slept) {
+            seen = ring.last();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release.send(()).unwrap();
+        waiter.join().unwrap();
+        let (kind, argument) = seen.expect("no switch recorded");
+        assert_eq!((kind, argument), (LastSwitch::Slept, None));
     }
 
     #[test]
