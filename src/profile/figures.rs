@@ -97,8 +97,10 @@ pub const OTHER_SHORT_LIVED: &str = "(other short-lived threads)";
 
 /// Threads that came and went between name reads join the group their job already has:
 /// an unnamed thread started with `f` joins `Thread-* (f)` where that group exists. A
-/// short-lived thread still alone in its group joins [`OTHER_SHORT_LIVED`], so that a
-/// thread-per-request server is a few rows, not one per stray request.
+/// short-lived thread still alone in its group joins [`OTHER_SHORT_LIVED`], and so do the
+/// threads of an unnamed group (`(unnamed: f)`) seen for less than a short-lived thread's
+/// time all together: their entry was guessed from stacks read part-way as they ended, so
+/// a thread-per-request server under load is a few rows, not one per stray request.
 fn regroup_brief_threads(
     mut threads: Vec<ThreadFigures>,
     duration_s: f64,
@@ -118,13 +120,18 @@ fn regroup_brief_threads(
             }
         }
     }
-    let mut sizes: HashMap<String, usize> = HashMap::new();
+    let mut sizes: HashMap<String, (usize, u64)> = HashMap::new();
     for t in &threads {
-        *sizes.entry(t.group.clone()).or_default() += 1;
+        let size = sizes.entry(t.group.clone()).or_default();
+        size.0 += 1;
+        size.1 += t.samples;
     }
     let brief_ms = SHORT_LIVED * duration_s * 1000.0;
     for t in &mut threads {
-        if sizes[&t.group] == 1 && (t.samples as f64) * period_ms < brief_ms {
+        let (members, samples) = sizes[&t.group];
+        let alone = members == 1 && (t.samples as f64) * period_ms < brief_ms;
+        let stray = t.group.starts_with("(unnamed: ") && (samples as f64) * period_ms < brief_ms;
+        if alone || stray {
             t.group = OTHER_SHORT_LIVED.to_string();
         }
     }
@@ -463,6 +470,13 @@ mod tests {
             ThreadFigures::idle(4, "(unnamed: handle)", 20),
             // Unnamed, but no group runs its entry: alone and brief.
             ThreadFigures::idle(5, "(unnamed: cleanup)", 10),
+            // Two unnamed threads whose stacks were read part-way as they ended, seen briefly
+            // all together.
+            ThreadFigures::idle(8, "(unnamed: _parsegen)", 2),
+            ThreadFigures::idle(9, "(unnamed: _parsegen)", 1),
+            // Unnamed threads that ran long enough together keep their row.
+            ThreadFigures::idle(10, "(unnamed: poll)", 300),
+            ThreadFigures::idle(11, "(unnamed: poll)", 300),
             // Named, alone and brief.
             ThreadFigures::idle(6, "reaper", 50),
             // Alone but there most of the time: keeps its own row.
@@ -478,6 +492,10 @@ mod tests {
             (3, "Thread-* (handle)"),
             (4, "Thread-* (handle)"),
             (5, OTHER_SHORT_LIVED),
+            (8, OTHER_SHORT_LIVED),
+            (9, OTHER_SHORT_LIVED),
+            (10, "(unnamed: poll)"),
+            (11, "(unnamed: poll)"),
             (6, OTHER_SHORT_LIVED),
             (7, "watchdog"),
         ];
