@@ -39,14 +39,19 @@ pub fn is_gil_wait(kernel: KernelState, gil: &GilState) -> bool {
     matches!(kernel, KernelState::Syscall { nr, args } if is_futex(nr) && gil.contains(args[0]))
 }
 
-/// The futex word a runnable thread went to sleep on, if it is one of the GIL's: `last_out`
-/// is its newest switch, when that is a switch out (it has not run since). A thread
-/// preempted is not taken: outside a system call, the register it was preempted with says
-/// nothing of where it is.
-pub fn woken_from_gil_futex(last_out: Option<SwitchOut>, gil: &GilState) -> Option<u64> {
-    last_out
-        .filter(|out| !out.preempted && gil.contains(out.argument))
-        .map(|out| out.argument)
+/// How a runnable thread left its CPU inside a futex call on one of the GIL's words:
+/// `last_out` is its newest switch, when that is a switch out (it has not run since). It
+/// went to sleep on the word and was woken since, or was preempted inside a system call on
+/// it (`in_system_call(ip)`: a futex wake as it handed the GIL over, or the way out of a
+/// wait). Either way it is inside `take_gil` or `drop_gil`. A thread preempted in user
+/// code is not taken: the register it was preempted with says nothing of where it is.
+pub fn in_gil_futex_call(
+    last_out: Option<SwitchOut>,
+    gil: &GilState,
+    in_system_call: impl FnOnce(u64) -> bool,
+) -> Option<SwitchOut> {
+    let out = last_out.filter(|out| gil.contains(out.argument))?;
+    (!out.preempted || in_system_call(out.ip)).then_some(out)
 }
 
 /// Classifies one thread. `holds_gil`: the GIL is locked and names this thread.
@@ -192,25 +197,35 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_woken_from_a_gil_futex_is_told_by_the_word_it_slept_on() {
-        let out = |preempted, argument| {
+    fn a_thread_off_its_cpu_in_a_gil_futex_call_is_told_by_its_registers() {
+        const AFTER_SYSCALL: u64 = 0x7000;
+        let out = |preempted, argument, ip| {
             Some(SwitchOut {
                 preempted,
                 argument,
+                ip,
             })
+        };
+        let call = |last_out| {
+            in_gil_futex_call(last_out, &GIL, |ip| ip == AFTER_SYSCALL).map(|out| out.argument)
         };
         // Asleep on the GIL's mutex (inside the struct), woken, not run since.
         assert_eq!(
-            woken_from_gil_futex(out(false, 0x1000 + 80), &GIL),
+            call(out(false, 0x1000 + 80, AFTER_SYSCALL)),
             Some(0x1000 + 80)
         );
         // Asleep on another lock, or a sleep whose first argument is a clock id.
-        assert_eq!(woken_from_gil_futex(out(false, 0x1000 + 208), &GIL), None);
-        assert_eq!(woken_from_gil_futex(out(false, 1), &GIL), None);
-        // Preempted: the register is whatever it held.
-        assert_eq!(woken_from_gil_futex(out(true, 0x1000 + 80), &GIL), None);
+        assert_eq!(call(out(false, 0x1000 + 208, AFTER_SYSCALL)), None);
+        assert_eq!(call(out(false, 1, AFTER_SYSCALL)), None);
+        // Preempted inside a futex call on the GIL (handing it over).
+        assert_eq!(
+            call(out(true, 0x1000 + 32, AFTER_SYSCALL)),
+            Some(0x1000 + 32)
+        );
+        // Preempted in user code: the register is whatever it held.
+        assert_eq!(call(out(true, 0x1000 + 80, 0x7100)), None);
         // On a CPU, or no register sampled.
-        assert_eq!(woken_from_gil_futex(None, &GIL), None);
+        assert_eq!(call(None), None);
     }
 
     #[test]

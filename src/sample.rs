@@ -3,8 +3,7 @@
 //! samples (open /proc files, code objects, thread names).
 
 use crate::classify::{
-    Classification, Contradiction, classify, classify_without_gil, is_gil_wait,
-    woken_from_gil_futex,
+    Classification, Contradiction, classify, classify_without_gil, in_gil_futex_call, is_gil_wait,
 };
 
 use crate::error::Error;
@@ -13,7 +12,7 @@ use crate::model::state::FlagComparison;
 use crate::model::state::ThreadState;
 use crate::process::glibc::{CONDVAR_SIZE, CondvarLayout};
 use crate::process::pause::PausedProcess;
-use crate::process::switches::{LastSwitch, SwitchTracker};
+use crate::process::switches::{LastSwitch, SYSCALL_INSTRUCTION, SwitchOut, SwitchTracker};
 use crate::process::{KernelState, KernelStateReader, Process};
 use crate::python::attach::{Runtime, attach};
 use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, monotonic_ns};
@@ -145,6 +144,10 @@ const CODE_REREADS_AFTER: [std::time::Duration; 2] = [
     std::time::Duration::from_secs(4),
 ];
 
+/// Instruction pointers remembered as system call sites or not; past this the map starts
+/// over.
+const MAX_SYSTEM_CALL_SITES: usize = 4096;
+
 /// How often `--blocking` pauses the target again after a torn read.
 const PAUSE_ATTEMPTS: usize = 20;
 
@@ -161,6 +164,9 @@ pub struct Sampler<M = LiveMemory> {
     gil_waiters: FxHashMap<i32, GilWaitMark>,
     /// Threads runnable without the GIL at the latest sample.
     native_before: FxHashSet<i32>,
+    /// Per instruction pointer a thread was preempted at: does a system call instruction
+    /// end there.
+    system_call_sites: FxHashMap<u64, bool>,
     /// Buffers reused from sample to sample.
     state: PythonState,
     kernel_states: Vec<KernelState>,
@@ -302,6 +308,7 @@ impl<M: RemoteMemory> Sampler<M> {
             names: ThreadNames::default(),
             gil_waiters: FxHashMap::default(),
             native_before: FxHashSet::default(),
+            system_call_sites: FxHashMap::default(),
             state: PythonState::default(),
             kernel_states: Vec::new(),
             skipped: Vec::new(),
@@ -951,11 +958,13 @@ impl<M: RemoteMemory> Sampler<M> {
                     }
                     KernelState::NotRead if thread.gil_requested == Some(true) => blocked += 1,
                     KernelState::Running if gil.holder() != Some(thread.tstate) => {
-                        if let Some(word) = self.woken_from_gil_wait(tid, gil) {
+                        if let Some(out) = self.woken_from_gil_wait(tid, gil) {
                             woken.insert(tid);
                             // Woken from the wait on a condition and not run since, it is
                             // still among the condition's counted waiters.
-                            blocked += u32::from(conds.contains(gil.address, word));
+                            blocked += u32::from(
+                                !out.preempted && conds.contains(gil.address, out.argument),
+                            );
                             continue;
                         }
                         // A waiter the GIL's release woke has not run since it slept; a
@@ -1005,14 +1014,31 @@ impl<M: RemoteMemory> Sampler<M> {
         )
     }
 
-    /// The futex word a runnable thread was woken from, if that is one of the GIL's and the
-    /// thread has not run since: it is inside `take_gil` (or `drop_gil`, handing the GIL
-    /// over), queued for a CPU. /proc says only "running", and a waiter woken on the GIL's
-    /// mutex is in no count. A thread preempted with a GIL word in the register is left to
-    /// the next sample ([`woken_from_gil_futex`]): taking it read `queue_pipeline`'s
-    /// producer as waiting up to 0.04 too often (docs/accuracy.md, seventh round).
-    fn woken_from_gil_wait(&self, tid: i32, gil: &GilState) -> Option<u64> {
-        woken_from_gil_futex(self.switches.left_with_argument(tid), gil)
+    /// How a runnable thread left its CPU inside a futex call on one of the GIL's words, if it
+    /// did and has not run since ([`in_gil_futex_call`]): woken from a wait on one, or
+    /// preempted inside the system call (a holder waking a waiter as it drops the GIL, a
+    /// waiter on its way out of the wait). It is inside `take_gil` or `drop_gil`. /proc says
+    /// only "running", and a waiter woken on the GIL's mutex is in no count. Whether a
+    /// preempted thread was in a system call is told by the bytes before its instruction
+    /// pointer, read once per address.
+    fn woken_from_gil_wait(&mut self, tid: i32, gil: &GilState) -> Option<SwitchOut> {
+        let last_out = self.switches.left_with_argument(tid);
+        let mem = &self.walker.mem;
+        let sites = &mut self.system_call_sites;
+        in_gil_futex_call(last_out, gil, |ip| {
+            if sites.len() >= MAX_SYSTEM_CALL_SITES {
+                sites.clear();
+            }
+            *sites.entry(ip).or_insert_with(|| {
+                let mut before = [0u8; 4];
+                let before = &mut before[..SYSCALL_INSTRUCTION.len()];
+                !before.is_empty()
+                    && mem
+                        .read(ip.wrapping_sub(before.len() as u64), before)
+                        .is_ok()
+                    && before == SYSCALL_INSTRUCTION
+            })
+        })
     }
 
     /// A runnable thread is still waiting for the GIL if it was woken from a wait on it and

@@ -9,9 +9,12 @@
 //! was still runnable.
 //!
 //! A thread woken from a wait and not run since is runnable too, and /proc no longer says
-//! what it waited on. So each switch out also samples the thread's first-argument register
-//! (x86-64 `rdi`, arm64 `x0`) as it entered the kernel: in a system call, the call's first
-//! argument, which for `futex(2)` is the word it waits on.
+//! what it waited on. So each switch out also samples two of the thread's user registers
+//! as it entered the kernel: the first-argument register (x86-64 `rdi`, arm64 `x0`), in a
+//! system call the call's first argument, which for `futex(2)` is the word it waits on or
+//! wakes; and the instruction pointer, right after the system call instruction if it
+//! entered the kernel by one (a thread preempted in user code has whatever it had in the
+//! register).
 //!
 //! One perf event per thread (the software context-switch counter, sampling every switch
 //! out with the user registers, and `context_switch` set for the switch records), mapped
@@ -41,14 +44,26 @@ pub enum LastSwitch {
     Slept,
 }
 
-/// A thread's newest switch out, with the register sampled at it.
+/// A thread's newest switch out, with the registers sampled at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SwitchOut {
     /// Still runnable when it left ([`LastSwitch::Preempted`]), else it went to wait.
     pub preempted: bool,
     /// The first-argument register as the thread entered the kernel.
     pub argument: u64,
+    /// The user instruction pointer then: right after the system call instruction if it
+    /// entered the kernel by one.
+    pub ip: u64,
 }
+
+/// The bytes of the instruction that makes a system call, which ends right before a
+/// sampled [`SwitchOut::ip`] when the thread left its CPU inside a system call.
+#[cfg(target_arch = "x86_64")]
+pub const SYSCALL_INSTRUCTION: &[u8] = &[0x0f, 0x05];
+#[cfg(target_arch = "aarch64")]
+pub const SYSCALL_INSTRUCTION: &[u8] = &[0x01, 0x00, 0x00, 0xd4]; // svc #0
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const SYSCALL_INSTRUCTION: &[u8] = &[];
 
 /// Threads tracked at most, by all trackers of this process together: one file descriptor
 /// and 8 KiB of mapped memory each. Never more than a quarter of the descriptors the
@@ -131,10 +146,12 @@ impl SwitchTracker {
     /// kernel: the address a futex wait or wake was given. `None` if the thread is on a
     /// CPU, is not tracked, or the kernel does not let this process sample registers.
     pub fn left_with_argument(&self, tid: i32) -> Option<SwitchOut> {
-        let (kind, argument) = self.rings.get(&tid)?.last()?;
+        let (kind, registers) = self.rings.get(&tid)?.last()?;
+        let (argument, ip) = registers?;
         Some(SwitchOut {
             preempted: kind == LastSwitch::Preempted,
-            argument: argument?,
+            argument,
+            ip,
         })
     }
 
@@ -162,13 +179,14 @@ struct Ring {
     len: usize,
 }
 
-/// The perf register number of the first-argument register.
+/// The perf register numbers of the first-argument register and the instruction pointer
+/// (the first is the lower on both, so a sample holds them in that order).
 #[cfg(target_arch = "x86_64")]
-const FIRST_ARGUMENT_REGISTER: Option<u32> = Some(5); // PERF_REG_X86_DI
+const REGISTERS: Option<[u32; 2]> = Some([5, 8]); // PERF_REG_X86_DI, PERF_REG_X86_IP
 #[cfg(target_arch = "aarch64")]
-const FIRST_ARGUMENT_REGISTER: Option<u32> = Some(0); // PERF_REG_ARM64_X0
+const REGISTERS: Option<[u32; 2]> = Some([0, 32]); // PERF_REG_ARM64_X0, PERF_REG_ARM64_PC
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const FIRST_ARGUMENT_REGISTER: Option<u32> = None;
+const REGISTERS: Option<[u32; 2]> = None;
 
 /// Whether kernel events were refused once (an unprivileged user under
 /// `perf_event_paranoid` 2): later rings do not ask again.
@@ -180,8 +198,7 @@ unsafe impl Send for Ring {}
 impl Ring {
     /// A ring for `tid` that samples the first-argument register if the kernel allows it.
     fn open(tid: i32) -> std::io::Result<Ring> {
-        let register =
-            FIRST_ARGUMENT_REGISTER.filter(|_| !REGISTERS_REFUSED.load(Ordering::Relaxed));
+        let register = REGISTERS.filter(|_| !REGISTERS_REFUSED.load(Ordering::Relaxed));
         match register.map(|r| Ring::open_with(tid, Some(r))) {
             Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
                 REGISTERS_REFUSED.store(true, Ordering::Relaxed);
@@ -192,9 +209,9 @@ impl Ring {
         }
     }
 
-    /// A ring for `tid`, sampling `register` at each switch out, or no register.
-    fn open_with(tid: i32, register: Option<u32>) -> std::io::Result<Ring> {
-        let fd = open_event(tid, register)?;
+    /// A ring for `tid`, sampling `registers` at each switch out, or no register.
+    fn open_with(tid: i32, registers: Option<[u32; 2]>) -> std::io::Result<Ring> {
+        let fd = open_event(tid, registers)?;
         let page = page_size();
         let len = page * (1 + DATA_PAGES);
         // SAFETY: a read-only shared mapping of the event's ring; checked below.
@@ -226,7 +243,7 @@ impl Ring {
     /// The newest switch record, and for a switch out the first-argument register sampled
     /// with it (the sample is written just before the switch record, so it follows it in a
     /// ring written backward).
-    fn last(&self) -> Option<(LastSwitch, Option<u64>)> {
+    fn last(&self) -> Option<(LastSwitch, Option<(u64, u64)>)> {
         let meta = self.base as *const sys::bindings::perf_event_mmap_page;
         // SAFETY: the first page of the mapping is the kernel's perf_event_mmap_page; the
         // kernel writes data_head after the record it points to (read with acquire below).
@@ -266,13 +283,13 @@ impl Ring {
         };
         Some((
             kind,
-            self.sampled_argument(head + u64::from(header.size), offset, size),
+            self.sampled_registers(head + u64::from(header.size), offset, size),
         ))
     }
 
-    /// The register of the sample record at ring position `position`, if it is one with the
-    /// registers of a user thread: `{ header, abi, register }`, each 8 bytes.
-    fn sampled_argument(&self, position: u64, offset: u64, size: u64) -> Option<u64> {
+    /// The two registers of the sample record at ring position `position`, if it is one with
+    /// the registers of a user thread: `{ header, abi, argument, ip }`, each 8 bytes.
+    fn sampled_registers(&self, position: u64, offset: u64, size: u64) -> Option<(u64, u64)> {
         let word = |index: u64| -> Option<u64> {
             let at = offset as usize + ((position + 8 * index) % size) as usize;
             if at + 8 > self.len {
@@ -285,11 +302,13 @@ impl Ring {
         // SAFETY: a perf_event_header is 8 bytes of plain integers.
         let header: sys::bindings::perf_event_header = unsafe { std::mem::transmute(word(0)?) };
         let abi = word(1)?;
-        (header.type_ == sys::bindings::PERF_RECORD_SAMPLE
-            && header.size == 24
-            && abi != u64::from(sys::bindings::PERF_SAMPLE_REGS_ABI_NONE))
-        .then(|| word(2))
-        .flatten()
+        if header.type_ != sys::bindings::PERF_RECORD_SAMPLE
+            || header.size != 32
+            || abi == u64::from(sys::bindings::PERF_SAMPLE_REGS_ABI_NONE)
+        {
+            return None;
+        }
+        Some((word(2)?, word(3)?))
     }
 }
 
@@ -301,9 +320,9 @@ impl Drop for Ring {
     }
 }
 
-/// A perf event recording `tid`'s context switches; with `register`, one that also samples
-/// that user register at every switch out.
-fn open_event(tid: i32, register: Option<u32>) -> std::io::Result<OwnedFd> {
+/// A perf event recording `tid`'s context switches; with `registers`, one that also samples
+/// those user registers at every switch out.
+fn open_event(tid: i32, registers: Option<[u32; 2]>) -> std::io::Result<OwnedFd> {
     let mut attr = sys::bindings::perf_event_attr {
         type_: sys::bindings::PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
@@ -313,13 +332,13 @@ fn open_event(tid: i32, register: Option<u32>) -> std::io::Result<OwnedFd> {
     attr.set_context_switch(1);
     attr.set_write_backward(1);
     attr.set_exclude_hv(1);
-    match register {
-        Some(register) => {
+    match registers {
+        Some(registers) => {
             // The switch counter fires in the scheduler, in kernel mode: it is not excluded.
             attr.config = sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64;
             attr.__bindgen_anon_1.sample_period = 1;
             attr.sample_type = sys::bindings::PERF_SAMPLE_REGS_USER as u64;
-            attr.sample_regs_user = 1 << register;
+            attr.sample_regs_user = registers.iter().fold(0, |mask, r| mask | 1 << r);
         }
         None => attr.set_exclude_kernel(1),
     }
@@ -436,8 +455,9 @@ mod tests {
         tracker.track(tid);
         go.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut seen, mut kind) = (None, None);
+        let (mut seen, mut kind, mut seen_ip) = (None, None, None);
         while Instant::now() < deadline && seen != Some(address) {
+            seen_ip = tracker.left_with_argument(tid).map(|out| out.ip);
             seen = tracker.left_with_argument(tid).map(|out| out.argument);
             kind = tracker.last(tid);
             std::thread::sleep(Duration::from_millis(1));
@@ -452,6 +472,12 @@ mod tests {
             "the register a thread asleep in futex(2) left the CPU with"
         );
         assert_eq!(kind, Some(LastSwitch::Slept));
+        // The instruction pointer is right after the system call instruction.
+        let ip = seen_ip.expect("an instruction pointer") as usize;
+        let len = SYSCALL_INSTRUCTION.len();
+        // SAFETY: the bytes before a sampled instruction pointer of this process's own code.
+        let before = unsafe { std::slice::from_raw_parts((ip - len) as *const u8, len) };
+        assert_eq!(before, SYSCALL_INSTRUCTION);
     }
 
     /// Where kernel events are refused, the ring holds the switch records alone: how a
