@@ -913,9 +913,9 @@ impl<M: RemoteMemory> Sampler<M> {
     /// for the GIL, then one last seen holding it (a holder asked to drop it), then the rest
     /// in turn, so that no thread is favoured over many samples. A runnable thread that owns
     /// one of the GIL's mutexes is inside `take_gil` or `drop_gil`: it waits, whatever the
-    /// count; so does one woken from a futex on the GIL and not run since (see
-    /// [`Sampler::woken_from_gil_wait`]), which fills a place in the count if it waited on a
-    /// condition.
+    /// count; so does one that left its CPU inside a futex call on the GIL and has not run
+    /// since (see [`Sampler::off_cpu_in_gil_call`]), which fills a place in the count if it
+    /// was woken from a wait on a condition.
     fn woken_waiters(
         &mut self,
         state: &PythonState,
@@ -958,7 +958,7 @@ impl<M: RemoteMemory> Sampler<M> {
                     }
                     KernelState::NotRead if thread.gil_requested == Some(true) => blocked += 1,
                     KernelState::Running if gil.holder() != Some(thread.tstate) => {
-                        if let Some(out) = self.woken_from_gil_wait(tid, gil) {
+                        if let Some(out) = self.off_cpu_in_gil_call(tid, gil) {
                             woken.insert(tid);
                             // Woken from the wait on a condition and not run since, it is
                             // still among the condition's counted waiters.
@@ -1021,7 +1021,7 @@ impl<M: RemoteMemory> Sampler<M> {
     /// only "running", and a waiter woken on the GIL's mutex is in no count. Whether a
     /// preempted thread was in a system call is told by the bytes before its instruction
     /// pointer, read once per address.
-    fn woken_from_gil_wait(&mut self, tid: i32, gil: &GilState) -> Option<SwitchOut> {
+    fn off_cpu_in_gil_call(&mut self, tid: i32, gil: &GilState) -> Option<SwitchOut> {
         let last_out = self.switches.left_with_argument(tid);
         let mem = &self.walker.mem;
         let sites = &mut self.system_call_sites;
@@ -1041,11 +1041,11 @@ impl<M: RemoteMemory> Sampler<M> {
         })
     }
 
-    /// A runnable thread is still waiting for the GIL if it was woken from a wait on it and
-    /// has not run since, or if it was last seen blocked on it, is not its last holder now,
-    /// and has used almost no CPU since.
+    /// A runnable thread is still waiting for the GIL if it left its CPU inside a futex call
+    /// on it and has not run since, or if it was last seen blocked on it, is not its last
+    /// holder now, and has used almost no CPU since.
     fn still_waiting(&mut self, tid: i32, tstate: u64, gil: &GilState) -> bool {
-        if self.woken_from_gil_wait(tid, gil).is_some() {
+        if self.off_cpu_in_gil_call(tid, gil).is_some() {
             return true;
         }
         let Some(mark) = self.gil_waiters.get(&tid).copied() else {
