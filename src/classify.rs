@@ -55,9 +55,11 @@ pub fn in_gil_futex_call(
 }
 
 /// Classifies one thread. `holds_gil`: the GIL is locked and names this thread.
-/// `waiting_for_gil`: the thread was last seen blocked on the GIL and has used (almost) no
-/// CPU since, so if it is runnable now it is a woken waiter still inside `take_gil`, most
-/// likely queued for a CPU, and not native code.
+/// `waiting_for_gil`: the sampler found the thread inside a wait on the GIL though the
+/// kernel shows it runnable (glibc's waiter count, a GIL mutex it owns, the futex call it
+/// left its CPU in, or, without the count, last seen blocked on the GIL with almost no CPU
+/// used since), so if it is runnable now it is inside `take_gil` or `drop_gil`, most likely
+/// queued for a CPU, and not native code.
 pub fn classify(
     holds_gil: bool,
     kernel: KernelState,

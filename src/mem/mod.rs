@@ -108,9 +108,16 @@ pub trait MemoryExt: RemoteMemory {
         Ok(i64::from_le_bytes(self.read_array(addr)?))
     }
     fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
-        let mut buf = vec![0u8; len];
-        self.read(addr, &mut buf)?;
+        let mut buf = Vec::new();
+        self.read_into(addr, len, &mut buf)?;
         Ok(buf)
+    }
+    /// `len` bytes at `addr` into `buf`, which is resized to them and keeps its capacity:
+    /// a reader that reuses it allocates nothing once it is large enough.
+    fn read_into(&self, addr: u64, len: usize, buf: &mut Vec<u8>) -> Result<(), MemError> {
+        buf.clear();
+        buf.resize(len, 0);
+        self.read(addr, buf)
     }
 }
 

@@ -72,7 +72,7 @@ fn read_keys(
     entries.clear();
     let (entries_at, count, entry_size, key_at) = match ol.dict_keys_format {
         DictKeysFormat::Sized => {
-            read_into(mem, keys, SIZED_HEADER as usize, bytes)?;
+            mem.read_into(keys, SIZED_HEADER as usize, bytes)?;
             let f = Fields::new(keys, bytes);
             let size = u64::try_from(f.i64(SIZED_DK_SIZE)?).map_err(|_| fault(keys))?;
             let count = u64::try_from(f.i64(SIZED_DK_NENTRIES)?).map_err(|_| fault(keys))?;
@@ -88,7 +88,7 @@ fn read_keys(
             (at(keys, SIZED_HEADER + size * index_width)?, count, 24, 8)
         }
         DictKeysFormat::Log2 { header } => {
-            read_into(mem, keys, header as usize, bytes)?;
+            mem.read_into(keys, header as usize, bytes)?;
             let f = Fields::new(keys, bytes);
             let log2_size = u64::from(f.u8(LOG2_DK_LOG2_SIZE)?);
             let log2_index_bytes = u64::from(f.u8(LOG2_DK_LOG2_INDEX_BYTES)?);
@@ -112,25 +112,13 @@ fn read_keys(
     if count > MAX_DICT_ENTRIES {
         return Err(fault(keys));
     }
-    read_into(mem, entries_at, (count * entry_size) as usize, bytes)?;
+    mem.read_into(entries_at, (count * entry_size) as usize, bytes)?;
     let f = Fields::new(entries_at, bytes);
     for i in 0..count {
         let entry = i * entry_size;
         entries.push((f.u64(entry + key_at)?, f.u64(entry + key_at + 8)?));
     }
     Ok(())
-}
-
-/// `len` bytes at `addr` into `bytes`, which keeps its capacity.
-fn read_into(
-    mem: &impl RemoteMemory,
-    addr: u64,
-    len: usize,
-    bytes: &mut Vec<u8>,
-) -> Result<(), MemError> {
-    bytes.clear();
-    bytes.resize(len, 0);
-    mem.read(addr, bytes)
 }
 
 /// Where `values[0]` sits in a `PyDictValues` (the prefix bytes of 3.11-3.12 lie before
@@ -186,7 +174,7 @@ fn read_dict_and_keys(
         // how many values there is room for; slots past it are not values.
         let start = values_start(layout, values)?;
         let header = start - values;
-        read_into(mem, values, header as usize + entries.len() * 8, bytes)?;
+        mem.read_into(values, header as usize + entries.len() * 8, bytes)?;
         let f = Fields::new(values, bytes);
         if header != 0 {
             entries.truncate(usize::from(f.u8(0)?));

@@ -48,9 +48,11 @@ pub fn read_unicode_into(
     } else {
         layout.unicode_compact_size
     };
-    raw.clear();
-    raw.resize((chars * u64::from(kind)) as usize, 0);
-    mem.read(addr.wrapping_add(data), raw)?;
+    mem.read_into(
+        addr.wrapping_add(data),
+        (chars * u64::from(kind)) as usize,
+        raw,
+    )?;
     decode_into(raw, kind, text);
     Ok(())
 }
