@@ -476,6 +476,12 @@ impl<M: RemoteMemory> Sampler<M> {
         // holder only ever decide runnable threads.
         let conds = self.conds;
         let mut sample = self.empty_sample(time);
+        // Where the flags are the source (3.15+), or checked against the inference, they
+        // are read again in the same read as the GIL: the GIL struct names the holder at
+        // that instant, and flags from the walk, tens of µs earlier, could contradict it.
+        let flags = self.walker.layout().tstate.gil_flags;
+        let reread_flags = self.verify_flags || flags.is_some_and(|f| f.exported);
+        self.flags_steady.clear();
         let reread =
             if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
                 sample.interpreters.extend_from_slice(&state.interpreters);
@@ -485,6 +491,8 @@ impl<M: RemoteMemory> Sampler<M> {
             } else {
                 self.walker.reread_gils_into(
                     &state.interpreters,
+                    reread_flags.then_some(&mut state.threads[..]),
+                    &mut self.flags_steady,
                     &mut sample.interpreters,
                     &mut self.spare.waits,
                     |bytes| {
@@ -499,19 +507,18 @@ impl<M: RemoteMemory> Sampler<M> {
             self.recycle(sample);
             return Err(self.mem_error(e));
         }
-        // Checking the inference against the flags needs the flags at the instant /proc was
-        // read: read them again now, and compare only threads whose flags did not change
-        // while /proc was read (a short hold can end in those tens of µs).
-        self.flags_steady.clear();
-        if self.verify_flags {
-            match self.walker.reread_thread_flags(&mut state.threads) {
-                Ok(steady) => self.flags_steady = steady,
-                Err(e) => {
-                    self.kernel_states = kernel;
-                    self.state = state;
-                    self.recycle(sample);
-                    return Err(self.mem_error(e));
-                }
+        // A thread the walk's flags settled without /proc whose flags have changed since:
+        // they no longer say what it does, so ask the kernel.
+        for ((thread, kernel_state), steady) in state
+            .threads
+            .iter()
+            .zip(kernel.iter_mut())
+            .zip(&self.flags_steady)
+        {
+            if *kernel_state == KernelState::NotRead && !steady {
+                *kernel_state = thread
+                    .tid
+                    .map_or(KernelState::Gone, |tid| self.kernel.read(tid));
             }
         }
         // A thread skipped as the holder that the second read no longer names: ask now. So

@@ -115,6 +115,9 @@ pub struct Walker<M> {
     seen_threads: FxHashSet<u64>,
     tid_pieces: Vec<Piece>,
     tid_bytes: Vec<u8>,
+    /// The GILs' and the GIL flags' second read, kept between samples.
+    reread_pieces: Vec<Piece>,
+    reread_bytes: Vec<u8>,
 }
 
 impl<M: RemoteMemory> Walker<M> {
@@ -142,6 +145,8 @@ impl<M: RemoteMemory> Walker<M> {
             seen_threads: FxHashSet::default(),
             tid_pieces: Vec::new(),
             tid_bytes: Vec::new(),
+            reread_pieces: Vec::new(),
+            reread_bytes: Vec::new(),
         }
     }
 
@@ -358,76 +363,97 @@ impl<M: RemoteMemory> Walker<M> {
         Ok(())
     }
 
-    /// Reads the GILs of already-walked interpreters again (one read each).
+    /// Reads the GILs of already-walked interpreters again.
     pub fn reread_gils(
-        &self,
+        &mut self,
         interpreters: &[InterpreterRecord],
     ) -> Result<Vec<InterpreterRecord>, MemError> {
         let mut records = Vec::with_capacity(interpreters.len());
-        self.reread_gils_into(interpreters, &mut records, &mut Vec::new(), |_| ())?;
+        self.reread_gils_into(
+            interpreters,
+            None,
+            &mut Vec::new(),
+            &mut records,
+            &mut Vec::new(),
+            |_| (),
+        )?;
         Ok(records)
     }
 
     /// [`Walker::reread_gils`] into `records`, also handing `inspect` the bytes of each GIL
     /// struct as read, for what else the struct holds (the C library's condition variables
-    /// and mutexes): the same read, so the same instant. Its answers go to `seen`. Both
-    /// vectors are cleared first.
+    /// and mutexes): the same read, so the same instant. Its answers go to `seen`.
+    ///
+    /// With `threads`, their GIL flags (3.13+) are read again in the same read too, so that
+    /// the flags and the GIL struct describe one instant (a thread can take and drop the
+    /// GIL many times between the walk and this read). `steady` then says, per thread,
+    /// whether they read as they did at the walk; a thread whose flags cannot be read keeps
+    /// the walk's. All three vectors are cleared first.
     pub fn reread_gils_into<T>(
-        &self,
+        &mut self,
         interpreters: &[InterpreterRecord],
+        threads: Option<&mut [ThreadRecord]>,
+        steady: &mut Vec<bool>,
         records: &mut Vec<InterpreterRecord>,
         seen: &mut Vec<T>,
         mut inspect: impl FnMut(&[u8]) -> T,
     ) -> Result<(), MemError> {
         records.clear();
         seen.clear();
-        let mut buf = [0u8; MAX_GIL_READ];
+        steady.clear();
+        let gil_len = (self.runtime.layout.gil.size as usize).min(MAX_GIL_READ);
+        let flags = self.runtime.layout.tstate.gil_flags;
+        let flag_span = flags.map(|f| {
+            let holds = f.holds.word();
+            let start = f.requested.map_or(holds, |r| r.min(holds));
+            let end = f.requested.map_or(holds, |r| r.max(holds)) + 4;
+            (start, (end - start) as usize)
+        });
+        let pieces = &mut self.reread_pieces;
+        pieces.clear();
+        let mut at = 0;
         for i in interpreters {
-            let bytes = self.read_gil_bytes(i.gil.address, &mut buf)?;
+            pieces.push(Piece::new(i.gil.address, at, gil_len));
+            at += gil_len;
+        }
+        if let (Some(threads), Some((start, len))) = (threads.as_deref(), flag_span) {
+            for t in threads {
+                pieces.push(Piece::new(t.tstate + start, at, len));
+                at += len;
+            }
+        }
+        let buf = &mut self.reread_bytes;
+        buf.clear();
+        buf.resize(at, 0);
+        self.mem.read_pieces(pieces, buf)?;
+        for (i, piece) in interpreters.iter().zip(pieces.iter()) {
+            let bytes = piece.bytes(buf).ok_or(MemError::Fault {
+                addr: i.gil.address,
+            })?;
             records.push(InterpreterRecord {
                 gil: gil_from(&self.runtime.layout, &Fields::new(i.gil.address, bytes))?,
                 ..i.clone()
             });
             seen.push(inspect(bytes));
         }
-        Ok(())
-    }
-
-    /// Reads the threads' GIL flags (3.13+) again, in one batch, so that they describe the
-    /// end of the sample rather than its start. Returns, per thread, whether they read the
-    /// same both times. A thread whose flags cannot be read keeps the ones from the walk.
-    pub fn reread_thread_flags(&self, threads: &mut [ThreadRecord]) -> Result<Vec<bool>, MemError> {
-        let mut steady = vec![true; threads.len()];
-        let Some(flags) = self.runtime.layout.tstate.gil_flags else {
-            return Ok(steady);
+        let (Some(threads), Some(flags), Some((start, _))) = (threads, flags, flag_span) else {
+            return Ok(());
         };
-        let holds = flags.holds.word();
-        let start = flags.requested.map_or(holds, |r| r.min(holds));
-        let end = flags.requested.map_or(holds, |r| r.max(holds)) + 4;
-        let len = (end - start) as usize;
-        let mut pieces: Vec<Piece> = threads
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Piece::new(t.tstate + start, i * len, len))
-            .collect();
-        let mut buf = vec![0u8; threads.len() * len];
-        self.mem.read_pieces(&mut pieces, &mut buf)?;
-        for ((thread, piece), steady) in threads.iter_mut().zip(&pieces).zip(&mut steady) {
-            let Some(bytes) = piece.bytes(&buf) else {
-                continue;
-            };
-            let fields = Fields::new(thread.tstate + start, bytes);
-            let word = |offset: u64| fields.u32(offset - start).ok();
+        for (thread, piece) in threads.iter_mut().zip(&pieces[interpreters.len()..]) {
             let before = (thread.holds_gil, thread.gil_requested);
-            if let Some(w) = word(holds) {
-                thread.holds_gil = Some(flags.holds.is_set(w));
+            if let Some(bytes) = piece.bytes(buf) {
+                let fields = Fields::new(thread.tstate + start, bytes);
+                let word = |offset: u64| fields.u32(offset - start).ok();
+                if let Some(w) = word(flags.holds.word()) {
+                    thread.holds_gil = Some(flags.holds.is_set(w));
+                }
+                if let Some(w) = flags.requested.and_then(word) {
+                    thread.gil_requested = Some(w != 0);
+                }
             }
-            if let Some(w) = flags.requested.and_then(word) {
-                thread.gil_requested = Some(w != 0);
-            }
-            *steady = before == (thread.holds_gil, thread.gil_requested);
+            steady.push(before == (thread.holds_gil, thread.gil_requested));
         }
-        Ok(steady)
+        Ok(())
     }
 
     fn gil_address(&self, interp: u64) -> Result<u64, MemError> {

@@ -13,9 +13,11 @@ use std::time::Duration;
 /// Samples to compare per workload, 5 ms apart.
 const SAMPLES: usize = 600;
 
-/// On the two shapes with sub-millisecond holds handed between many threads, where the
-/// inference has the least time to see each state: at least this share of the thread states
-/// compared must agree with the flags. Measured alone: 0.998-1.000 (1-5 of 2,300-3,300
+/// On the shapes with sub-millisecond holds, where the inference has the least time to see
+/// each state (two handing the GIL between many threads, and a lone asyncio loop taking it
+/// thousands of times a second): at least this share of the thread states compared must
+/// agree with the flags. On the loop, flags read after the GIL struct gave 0.977-0.983;
+/// read in the same read, 0.998. Measured alone: 0.998-1.000 (1-5 of 2,300-3,300
 /// disagree). Before the register sampled at each switch out told which futex a woken
 /// thread slept on, a waiter woken on the GIL's mutex was read as native: 0.984-0.994 alone
 /// (15-52 disagree), 0.95-0.96 in earlier rounds. Comparing the flags of one instant with
@@ -28,7 +30,7 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
     assert!(!pythons.is_empty(), "no interpreter found");
     let mut checked = 0;
     for python in pythons.iter().filter(|p| p.minor >= 15 && p.gil_enabled) {
-        for kind in ["queue_pipeline", "json_pool"] {
+        for kind in ["queue_pipeline", "json_pool", "asyncio_echo"] {
             let label = format!("{} {kind}", python.label());
             let _machine = support::machine(true);
             let child = Child::fixture(python, "workload.py", &[kind, "--seconds", "60"]);
@@ -58,8 +60,10 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
             }
             let share = agreeing as f64 / compared.max(1) as f64;
             eprintln!("{label}: {agreeing} of {compared} thread states agreed ({share:.3})");
+            // A thread running native code, which the flags say nothing of, is not compared:
+            // the lone loop is, in 5-10% of samples.
             assert!(
-                compared >= SAMPLES as u64,
+                compared >= SAMPLES as u64 / 2,
                 "{label}: only {compared} thread states compared in {samples} samples"
             );
             assert!(
