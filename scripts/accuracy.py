@@ -245,8 +245,12 @@ def truth_from_perf(data, start, end):
     # perf may start delivering events after gilscope has begun (or stop before it ends, if
     # it lost some): only the span both saw is measured.
     start, end = max(start, events[0][1]), min(end, events[-1][1])
+    calls = {}  # tid -> {"take": [µs inside take_gil per call], "drop": [µs inside drop_gil]}
     for tid, t, event in events:
         kind = event.split(":")[-1].split("_")[0]
+        if kind in ("taken", "dropped") and tid in state and start <= state[tid][1] and t <= end:
+            inside = calls.setdefault(tid, {"take": [], "drop": []})
+            inside["take" if kind == "taken" else "drop"].append((t - state[tid][1]) * 1e6)
         close(state, totals, tid, t, start, end)
         if kind == "taken":
             state[tid] = ("held", t)
@@ -260,7 +264,17 @@ def truth_from_perf(data, start, end):
     if counts["take"] and abs(counts["take"] - counts["taken"]) > max(10, counts["take"] // 100):
         sys.exit(f"uprobes saw {counts['take']} take_gil calls but {counts['taken']} returns")
     window = end - start
-    return {tid: {k: v / window for k, v in t.items()} for tid, t in totals.items()}
+    truth = {tid: {k: v / window for k, v in t.items()} for tid, t in totals.items()}
+    for tid, inside in calls.items():
+        truth.setdefault(tid, {"held": 0.0, "wait": 0.0})["calls"] = {
+            "per_s": len(inside["take"]) / window,
+            "take_us": median(inside["take"]), "drop_us": median(inside["drop"]),
+        }
+    return truth
+
+
+def median(values):
+    return sorted(values)[len(values) // 2] if values else None
 
 
 def close(state, totals, tid, t, start, end):
@@ -281,19 +295,29 @@ def compare(report, truth, pyspy_held):
             "name": thread["name"] or str(thread["tid"]),
             "held": thread["states"]["gil_held"], "wait": thread["states"]["gil_wait"],
             "true_held": true["held"], "true_wait": true["wait"],
+            "calls": true.get("calls"),
             "pyspy_held": None if pyspy_held is None else pyspy_held.get(thread["tid"], 0.0),
         })
     return rows
 
 
 def print_rows(kind, rows, load):
+    """The last columns say what the truth's own probes cost: acquisitions a second, and the
+    median µs from entry to return of take_gil and of drop_gil. A thread that never waits
+    for another still spends that time inside them, trapping into the probes, and the truth
+    counts it as waiting."""
     print(f"\n{kind} (load average {load:.1f}):")
     spy = rows and rows[0]["pyspy_held"] is not None
-    print(f"  {'thread':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6}" + (f" {'py-spy':>7}" if spy else ""))
+    print(f"  {'thread':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6}" + (f" {'py-spy':>7}" if spy else "")
+          + f" {'takes/s':>8} {'take µs':>8} {'drop µs':>8}")
     for r in rows:
         line = f"  {r['name']:<14} {r['held']:6.3f} {r['true_held']:6.3f} {r['wait']:6.3f} {r['true_wait']:6.3f}"
         if spy:
             line += f" {r['pyspy_held']:7.3f}"
+        calls = r.get("calls")
+        if calls:
+            us = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"
+            line += f" {calls['per_s']:8.0f} {us(calls['take_us'])} {us(calls['drop_us'])}"
         print(line)
 
 
