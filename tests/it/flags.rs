@@ -5,7 +5,7 @@
 //! context-switch records and the handoff resolution) and counts, sample by sample, how
 //! often that agrees with the flags.
 
-use crate::support::{self, Child};
+use crate::support::{self, Child, Interpreter};
 use gilscope::model::state::FlagComparison;
 use gilscope::sample::{SampleError, Sampler};
 use std::time::Duration;
@@ -32,40 +32,7 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
     for python in pythons.iter().filter(|p| p.minor >= 15 && p.gil_enabled) {
         for kind in ["queue_pipeline", "json_pool", "asyncio_echo"] {
             let label = format!("{} {kind}", python.label());
-            let _machine = support::machine(true);
-            let child = Child::fixture(python, "workload.py", &[kind, "--seconds", "60"]);
-            let mut target =
-                Sampler::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
-            target.set_verify_flags(true);
-            let (mut compared, mut agreeing, mut samples) = (0u64, 0u64, 0usize);
-            let mut resolved = Vec::new();
-            while samples < SAMPLES {
-                match target.resolved_sample(false, false, &mut resolved) {
-                    Ok(()) => {
-                        for sample in resolved.drain(..) {
-                            samples += 1;
-                            if let Some(check) = sample
-                                .flag_check
-                                .filter(|c| c.compared == FlagComparison::State)
-                            {
-                                compared += u64::from(check.threads);
-                                agreeing += u64::from(check.agreeing);
-                            }
-                        }
-                    }
-                    Err(SampleError::Torn) => {}
-                    Err(e) => panic!("{label}: {e:?}"),
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let share = agreeing as f64 / compared.max(1) as f64;
-            eprintln!("{label}: {agreeing} of {compared} thread states agreed ({share:.3})");
-            // A thread running native code, which the flags say nothing of, is not compared:
-            // the lone loop is, in 5-10% of samples.
-            assert!(
-                compared >= SAMPLES as u64 / 2,
-                "{label}: only {compared} thread states compared in {samples} samples"
-            );
+            let share = agreement(python, kind, FlagComparison::State, &label);
             assert!(
                 share >= AGREEMENT,
                 "{label}: {share:.3} of thread states agreed with the GIL flags (at least {AGREEMENT})"
@@ -77,4 +44,74 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
         checked > 0 || pythons.iter().all(|p| p.minor < 15),
         "a 3.15+ interpreter was found but none was checked"
     );
+}
+
+/// On 3.13 and 3.14 the unexported `holds_gil` (pinned from the headers) checks the GIL
+/// struct's holder in every sample. Read with the thread states, tens of µs before the GIL
+/// struct, it disagreed on a lone asyncio loop in 0.034-0.062 of thread states (3.14), and
+/// on `queue_pipeline` in 0.035 (3.13); read in the same read as the struct, 0.002-0.013.
+/// What is left: the two are separate stores in `take_gil` and `drop_gil`, and separate
+/// pieces of one read.
+const HOLDER_AGREEMENT: f64 = 0.98;
+
+#[test]
+fn the_gil_struct_names_the_holder_its_flags_name_on_3_13_and_3_14() {
+    let pythons = support::pythons();
+    assert!(!pythons.is_empty(), "no interpreter found");
+    let mut checked = 0;
+    for python in pythons
+        .iter()
+        .filter(|p| (13..15).contains(&p.minor) && p.gil_enabled)
+    {
+        for kind in ["asyncio_echo", "queue_pipeline"] {
+            let label = format!("{} {kind}", python.label());
+            let share = agreement(python, kind, FlagComparison::Holder, &label);
+            assert!(
+                share >= HOLDER_AGREEMENT,
+                "{label}: the holder agreed with holds_gil in {share:.3} of thread states (at least {HOLDER_AGREEMENT})"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0 || pythons.iter().all(|p| !(13..15).contains(&p.minor)),
+        "a 3.13 or 3.14 interpreter was found but none was checked"
+    );
+}
+
+/// The share of thread states that agreed with the flags over [`SAMPLES`] samples of the
+/// workload `kind`, compared as `comparison` says (`State` with `--verify-flags`).
+fn agreement(python: &Interpreter, kind: &str, comparison: FlagComparison, label: &str) -> f64 {
+    let _machine = support::machine(true);
+    let child = Child::fixture(python, "workload.py", &[kind, "--seconds", "60"]);
+    let mut target =
+        Sampler::attach(child.pid()).unwrap_or_else(|e| panic!("{label}: attach: {e:#}"));
+    target.set_verify_flags(comparison == FlagComparison::State);
+    let (mut compared, mut agreeing, mut samples) = (0u64, 0u64, 0usize);
+    let mut resolved = Vec::new();
+    while samples < SAMPLES {
+        match target.resolved_sample(false, false, &mut resolved) {
+            Ok(()) => {
+                for sample in resolved.drain(..) {
+                    samples += 1;
+                    if let Some(check) = sample.flag_check.filter(|c| c.compared == comparison) {
+                        compared += u64::from(check.threads);
+                        agreeing += u64::from(check.agreeing);
+                    }
+                }
+            }
+            Err(SampleError::Torn) => {}
+            Err(e) => panic!("{label}: {e:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let share = agreeing as f64 / compared.max(1) as f64;
+    eprintln!("{label}: {agreeing} of {compared} thread states agreed ({share:.3})");
+    // A thread running native code, which the flags say nothing of, is not compared on
+    // 3.15: the lone loop is, in 5-10% of samples.
+    assert!(
+        compared >= SAMPLES as u64 / 2,
+        "{label}: only {compared} thread states compared in {samples} samples"
+    );
+    share
 }
