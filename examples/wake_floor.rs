@@ -6,7 +6,11 @@
 //!     cargo build --release --example wake_floor
 //!     target/release/examples/wake_floor RATE_HZ SECONDS
 //!
-//! Prints `WAKES N SECONDS S` when done.
+//! Prints `WAKES N SECONDS S` when done. With `INSTANTS=1` it first prints each wake-up's
+//! CLOCK_MONOTONIC time as a sample line of `examples/instants` with no threads, so that
+//! `scripts/accuracy.py --instants --sampler wake_floor` can ask whether the instants of
+//! this schedule, without any reading, are a fair draw of the target's time. `SPIN_US=N`
+//! spins N µs after each wake-up: the CPU a sample holds, without its reads.
 
 use gilscope::record::schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
 use std::time::{Duration, Instant};
@@ -27,6 +31,16 @@ fn main() {
     let end = started + Duration::from_secs_f64(seconds);
     let mut schedule = Schedule::new(rate, 5);
     let mut wakes = 0u64;
+    let mut instants = Vec::new();
+    if std::env::var_os("INSTANTS").is_some() {
+        instants.reserve((rate * seconds) as usize + 1);
+    }
+    let spin = Duration::from_micros(
+        std::env::var("SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     loop {
         let deadline = schedule.next_deadline(Instant::now());
         if deadline >= end {
@@ -34,6 +48,18 @@ fn main() {
         }
         sleep_until(deadline);
         wakes += 1;
+        if instants.capacity() > instants.len() {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .expect("CLOCK_MONOTONIC is always readable");
+            instants.push(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64);
+        }
+        let spin_until = Instant::now() + spin;
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+    }
+    for t0 in instants {
+        println!("{{\"t0\": {t0}, \"threads\": []}}");
     }
     println!(
         "WAKES {wakes} SECONDS {:.3}",

@@ -20,7 +20,11 @@ with the truth at that sample's own instant instead of comparing averages: perf 
 the scheduler's switches and wake-ups, and each thread gets a confusion matrix of the truth
 (holding, waiting, or outside the GIL's functions: on a CPU, woken and not run since,
 preempted, asleep) against gilscope's class. That is how a systematic error is traced to
-its cause.
+its cause. Each run also compares the truth at the instants with the truth over the run:
+where they part, the instants are not a fair draw of that thread's time. `--sampler
+wake_floor` takes the instants from examples/wake_floor instead (record's schedule, no
+reading; its SPIN_US holds the CPU as a sample would), and `--window-us N` also gives the
+run without the N µs after each instant.
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols (pyenv's builds do).
@@ -95,6 +99,13 @@ def parse_args():
                    help="instead of averages, compare every sample with the truth at its own instant "
                         "(needs `cargo build --release --example instants`): a confusion matrix per "
                         "thread, the truth split by what the scheduler had the thread doing")
+    p.add_argument("--sampler", choices=("instants", "wake_floor"), default="instants",
+                   help="with --instants: the sampler whose instants are taken; wake_floor wakes on "
+                        "record's schedule and reads nothing, so its instants show whether the "
+                        "schedule alone is a fair draw of the target's time")
+    p.add_argument("--window-us", type=float, default=0.0,
+                   help="with --instants: also give the run's shares outside the N µs after each "
+                        "instant (the sampler's own time on a CPU, e.g. wake_floor's SPIN_US)")
     return p.parse_args()
 
 
@@ -321,7 +332,6 @@ def print_rows(kind, rows, load):
         print(line)
 
 
-INSTANTS = os.path.join(ROOT, "target", "release", "examples", "instants")
 # Truth at an instant: the GIL side from the uprobes (holding, or inside take_gil/drop_gil),
 # and for a thread outside the GIL's functions what the scheduler had it doing: on a CPU,
 # woken from a wait and not run since, preempted and queued for a CPU, or asleep.
@@ -332,8 +342,9 @@ SAMPLED_CLASSES = ("gil_held", "gil_wait", "native_nogil", "idle")
 def measure_instants(kind, args):
     """Runs examples/instants beside perf, which records the uprobes and the scheduler's
     switches and wake-ups system-wide. Returns {thread name: {(truth, class): count}}."""
-    if not os.path.exists(INSTANTS):
-        sys.exit("build the sampler first: cargo build --release --example instants")
+    sampler = os.path.join(ROOT, "target", "release", "examples", args.sampler)
+    if not os.path.exists(sampler):
+        sys.exit(f"build the sampler first: cargo build --release --example {args.sampler}")
     workload = start_workload(args.python, kind)
     try:
         pid = workload.pid
@@ -343,7 +354,10 @@ def measure_instants(kind, args):
                 perf_data = os.path.join(tmp, "perf.data")
                 perf = start_perf(group, pid, perf_data,
                                   extra=["-a", "-e", "sched:sched_switch", "-e", "sched:sched_waking"])
-                out = subprocess.run([INSTANTS, str(pid), str(args.rate), str(args.seconds)],
+                out = subprocess.run([sampler, str(args.rate), str(args.seconds)]
+                                     if args.sampler == "wake_floor" else
+                                     [sampler, str(pid), str(args.rate), str(args.seconds)],
+                                     env=dict(os.environ, INSTANTS="1"),
                                      check=True, capture_output=True, text=True).stdout
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
@@ -354,7 +368,46 @@ def measure_instants(kind, args):
         workload.kill()
         workload.wait()
     samples = [json.loads(line) for line in out.splitlines() if '"threads"' in line]
-    return confusion(samples, events, workload.names)
+    matrices, splits = confusion(samples, events, workload.names)
+    return matrices, splits, fairness(samples, events, workload.names, args.window_us / 1e6)
+
+
+def fairness(samples, changes, names, window):
+    """Per thread name: the truth's share of holding and of waiting at the samples'
+    instants, and over the time between the first and the last of them. Where the two part,
+    the instants are not a fair draw of that thread's time, whatever the classes read.
+    With `window` (s), also over that time less the `window` after each instant."""
+    import bisect
+    instants = sorted(s["t0"] / 1e9 for s in samples)
+    if len(instants) < 2:
+        return {}
+    lo, hi = instants[0], instants[-1]
+    shares = {}
+    for tid, events in changes.items():
+        gil = sorted((t, value) for t, side, value in events if side == "gil")
+        if not gil:
+            continue
+        times = [t for t, _ in gil]
+        at = [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in instants) if i > 0]
+        spent = {"held": 0.0, "wait": 0.0}
+        outside = {"held": 0.0, "wait": 0.0}
+        for (t, value), (until, _) in zip(gil, gil[1:] + [(hi, None)]):
+            start, end = max(t, lo), min(until, hi)
+            if value not in spent or end <= start:
+                continue
+            spent[value] += end - start
+            covered = 0.0
+            first = max(0, bisect.bisect_right(instants, start) - 1)
+            for x in instants[first:bisect.bisect_right(instants, end)]:
+                covered += max(0.0, min(end, x + window) - max(start, x))
+            outside[value] += end - start - covered
+        rest = (hi - lo) - window * len(instants)
+        shares[names.get(tid, str(tid))] = {
+            "instants": {k: at.count(k) / max(1, len(at)) for k in spent},
+            "run": {k: v / (hi - lo) for k, v in spent.items()},
+            "outside": {k: v / rest for k, v in outside.items()} if window else None,
+        }
+    return shares
 
 
 def timeline_from_perf(data, tids):
@@ -426,7 +479,7 @@ def print_confusion(kind, measured, load):
     say holding and waiting: the classifier's own error, without sampling noise."""
     print(f"\n{kind} (load average {load:.1f}): rows the truth at the sample's instant, "
           "columns gilscope's class")
-    matrices, splits = measured
+    matrices, splits, shares = measured
     worst = 0.0
     for name, matrix in sorted(matrices.items()):
         total = sum(matrix.values())
@@ -451,7 +504,17 @@ def print_confusion(kind, measured, load):
         worst = max(worst, error)
         print(f"    at the instants: held {held[0]:.3f} truth, {held[1]:.3f} gilscope; "
               f"wait {wait[0]:.3f} truth, {wait[1]:.3f} gilscope; error {error:.3f}")
-    print(f"  largest error at the instants: {worst:.3f}")
+    if matrices:
+        print(f"  largest error at the instants: {worst:.3f}")
+    print("  the truth at the instants against over the run (a fair draw matches):")
+    for name, share in sorted(shares.items()):
+        at, run = share["instants"], share["run"]
+        line = (f"    {name:<14} held {at['held']:.3f} at the instants, {run['held']:.3f} over the run; "
+                f"wait {at['wait']:.3f}, {run['wait']:.3f}")
+        if share["outside"]:
+            out = share["outside"]
+            line += f"; outside the sampler's windows held {out['held']:.3f}, wait {out['wait']:.3f}"
+        print(line)
 
 
 if __name__ == "__main__":
