@@ -340,8 +340,9 @@ SAMPLED_CLASSES = ("gil_held", "gil_wait", "native_nogil", "idle")
 
 
 def measure_instants(kind, args):
-    """Runs examples/instants beside perf, which records the uprobes and the scheduler's
-    switches and wake-ups system-wide. Returns {thread name: {(truth, class): count}}."""
+    """Runs examples/instants (or --sampler's example) beside perf, which records the
+    uprobes and the scheduler's switches and wake-ups system-wide. Returns the confusion
+    matrices and their splits (see confusion) and the instants' fairness (see fairness)."""
     sampler = os.path.join(ROOT, "target", "release", "examples", args.sampler)
     if not os.path.exists(sampler):
         sys.exit(f"build the sampler first: cargo build --release --example {args.sampler}")
@@ -504,7 +505,7 @@ def print_confusion(kind, measured, load):
         worst = max(worst, error)
         print(f"    at the instants: held {held[0]:.3f} truth, {held[1]:.3f} gilscope; "
               f"wait {wait[0]:.3f} truth, {wait[1]:.3f} gilscope; error {error:.3f}")
-    if matrices:
+    if any(matrices.values()):
         print(f"  largest error at the instants: {worst:.3f}")
     print("  the truth at the instants against over the run (a fair draw matches):")
     for name, share in sorted(shares.items()):
