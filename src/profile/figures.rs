@@ -100,7 +100,9 @@ pub const OTHER_SHORT_LIVED: &str = "(other short-lived threads)";
 /// short-lived thread still alone in its group joins [`OTHER_SHORT_LIVED`], and so do the
 /// threads of an unnamed group (`(unnamed: f)`) seen for less than a short-lived thread's
 /// time all together: their entry was guessed from stacks read part-way as they ended, so
-/// a thread-per-request server under load is a few rows, not one per stray request.
+/// a thread-per-request server under load is a few rows, not one per stray request. So do
+/// those of a `Thread-*` group (a default name, whose job before 3.10 is guessed the same
+/// way) that is as brief, each of its threads seen in one sample.
 fn regroup_brief_threads(
     mut threads: Vec<ThreadFigures>,
     duration_s: f64,
@@ -130,7 +132,10 @@ fn regroup_brief_threads(
     for t in &mut threads {
         let (members, samples) = sizes[&t.group];
         let alone = members == 1 && (t.samples as f64) * period_ms < brief_ms;
-        let stray = t.group.starts_with("(unnamed: ") && (samples as f64) * period_ms < brief_ms;
+        let brief = (samples as f64) * period_ms < brief_ms;
+        let stray = brief
+            && (t.group.starts_with("(unnamed: ")
+                || (t.group.starts_with("Thread-*") && samples as usize <= members));
         if alone || stray {
             t.group = OTHER_SHORT_LIVED.to_string();
         }
@@ -474,6 +479,10 @@ mod tests {
             // all together.
             ThreadFigures::idle(8, "(unnamed: _parsegen)", 2),
             ThreadFigures::idle(9, "(unnamed: _parsegen)", 1),
+            // Default names before 3.10, entries guessed from one part-read stack each.
+            ThreadFigures::idle(12, "Thread-* (_real_close)", 1),
+            ThreadFigures::idle(13, "Thread-* (_real_close)", 1),
+            ThreadFigures::idle(14, "Thread-*", 1),
             // Unnamed threads that ran long enough together keep their row.
             ThreadFigures::idle(10, "(unnamed: poll)", 300),
             ThreadFigures::idle(11, "(unnamed: poll)", 300),
@@ -494,6 +503,9 @@ mod tests {
             (5, OTHER_SHORT_LIVED),
             (8, OTHER_SHORT_LIVED),
             (9, OTHER_SHORT_LIVED),
+            (12, OTHER_SHORT_LIVED),
+            (13, OTHER_SHORT_LIVED),
+            (14, OTHER_SHORT_LIVED),
             (10, "(unnamed: poll)"),
             (11, "(unnamed: poll)"),
             (6, OTHER_SHORT_LIVED),
