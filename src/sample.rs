@@ -1614,24 +1614,12 @@ mod tests {
         // 3.15: the GIL struct named no holder, the thread's own flag says it holds it.
         let sample = |time| Sample {
             interpreters: vec![interpreter(0)],
-            threads: vec![ThreadSample {
-                tid: 7,
-                tstate: 0xa,
-                ident: 0xa,
-                interpreter: 0,
-                class: Classification::active(ThreadState::GilWait),
-                blocked_on_gil: false,
-                kernel: KernelState::Running,
-                cpu_ns: None,
-                gil_flags: Some(ThreadGilFlagValues {
-                    holds: true,
-                    requested: false,
-                    steady: true,
-                }),
-                frames: Vec::new(),
-                truncated: false,
-                event_loop: None,
-            }],
+            threads: vec![thread_7(
+                ThreadState::GilWait,
+                KernelState::Running,
+                None,
+                Some(flags(true, false)),
+            )],
             target_stopped: false,
             gil_waiters: vec![None],
             gil_mutex_owners: vec![[0, 0]],
@@ -1657,11 +1645,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_handoff_ends_at_a_gil_request_the_flags_show_without_proc() {
-        // 3.15: runnable without the GIL and unflagged, then left unread in /proc because
-        // its own flag requests the GIL, a few µs of CPU later: it was in a handoff.
-        let thread = |class, kernel, cpu_ns, requested| ThreadSample {
+    /// Thread 7 (thread state 0xa) of interpreter 0, as a sample saw it.
+    fn thread_7(
+        class: ThreadState,
+        kernel: KernelState,
+        cpu_ns: Option<u64>,
+        gil_flags: Option<ThreadGilFlagValues>,
+    ) -> ThreadSample {
+        ThreadSample {
             tid: 7,
             tstate: 0xa,
             ident: 0xa,
@@ -1669,15 +1660,28 @@ mod tests {
             class: Classification::active(class),
             blocked_on_gil: false,
             kernel,
-            cpu_ns: Some(cpu_ns),
-            gil_flags: Some(ThreadGilFlagValues {
-                holds: false,
-                requested,
-                steady: true,
-            }),
+            cpu_ns,
+            gil_flags,
             frames: Vec::new(),
             truncated: false,
             event_loop: None,
+        }
+    }
+
+    fn flags(holds: bool, requested: bool) -> ThreadGilFlagValues {
+        ThreadGilFlagValues {
+            holds,
+            requested,
+            steady: true,
+        }
+    }
+
+    #[test]
+    fn a_handoff_ends_at_a_gil_request_the_flags_show_without_proc() {
+        // 3.15: runnable without the GIL and unflagged, then left unread in /proc because
+        // its own flag requests the GIL, a few µs of CPU later: it was in a handoff.
+        let thread = |class, kernel, cpu_ns, requested| {
+            thread_7(class, kernel, Some(cpu_ns), Some(flags(false, requested)))
         };
         let earlier = thread(ThreadState::NativeNogil, KernelState::Running, 1_000, false);
         let later = thread(ThreadState::GilWait, KernelState::NotRead, 6_000, true);
@@ -1699,20 +1703,7 @@ mod tests {
                 },
                 ..interpreter(holder)
             }],
-            threads: vec![ThreadSample {
-                tid: 7,
-                tstate: 0xa,
-                ident: 0xa,
-                interpreter: 0,
-                class: Classification::active(class),
-                blocked_on_gil: false,
-                kernel: KernelState::Running,
-                cpu_ns: Some(cpu_ns),
-                gil_flags: None,
-                frames: Vec::new(),
-                truncated: false,
-                event_loop: None,
-            }],
+            threads: vec![thread_7(class, KernelState::Running, Some(cpu_ns), None)],
             target_stopped: false,
             gil_waiters: vec![Some(0)],
             gil_mutex_owners: vec![[0, 0]],
