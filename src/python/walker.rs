@@ -118,6 +118,8 @@ pub struct Walker<M> {
     /// The GILs' and the GIL flags' second read, kept between samples.
     reread_pieces: Vec<Piece>,
     reread_bytes: Vec<u8>,
+    /// One thread state at a time, while the links are followed.
+    tstate_buf: Vec<u8>,
 }
 
 impl<M: RemoteMemory> Walker<M> {
@@ -147,6 +149,7 @@ impl<M: RemoteMemory> Walker<M> {
             tid_bytes: Vec::new(),
             reread_pieces: Vec::new(),
             reread_bytes: Vec::new(),
+            tstate_buf: Vec::new(),
         }
     }
 
@@ -186,14 +189,15 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// [`Walker::read`] into `state`, reusing its vectors. On a live target a walk is
-    /// normally two process_vm_readv calls: every interpreter, GIL and thread state at the
-    /// addresses the last walk found (checked by their links), then every stack.
+    /// normally one process_vm_readv call: every interpreter, GIL and thread state at the
+    /// addresses the last walk found (checked by their links), and every stack where the
+    /// last walk found it.
     pub fn read_into(
         &mut self,
         with_frames: bool,
         state: &mut PythonState,
     ) -> Result<(), MemError> {
-        self.read_threads_into(state)?;
+        self.read_threads_into(state, with_frames)?;
         if with_frames {
             self.read_stacks_into(state)
         } else {
@@ -202,16 +206,32 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
-    /// Every interpreter, GIL and thread state, without stacks: the first half of
-    /// [`Walker::read_into`]. [`Walker::read_stacks_into`] or [`Walker::skip_stacks`]
-    /// finishes the walk.
-    pub fn read_threads_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
+    /// Every interpreter, GIL and thread state: the first half of [`Walker::read_into`].
+    /// With `stacks_ahead`, every stack is read in the same batch where the last walk found
+    /// it, for [`Walker::read_stacks_into`] to walk; [`Walker::read_stacks_into`] or
+    /// [`Walker::skip_stacks`] finishes the walk.
+    pub fn read_threads_into(
+        &mut self,
+        state: &mut PythonState,
+        stacks_ahead: bool,
+    ) -> Result<(), MemError> {
         state.interpreters.clear();
-        let consistent =
-            !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;
+        self.stacks.drop_ahead();
+        let (stacks, layout, frame_len) = (&mut self.stacks, &self.runtime.layout, self.frame_len);
+        let consistent = !self.list.is_empty()
+            && self
+                .list
+                .read_batch(&self.mem, &self.runtime, self.spans, |tstates, batch| {
+                    if stacks_ahead {
+                        stacks.plan_ahead(layout, frame_len, tstates, batch);
+                    }
+                })?;
         if consistent {
             self.fill_from_batch(state)?;
-        } else if let Err(e) = self.follow_links(state) {
+        } else if let Err(e) = {
+            self.stacks.drop_ahead();
+            self.follow_links(state)
+        } {
             // A half-built list must not be taken for the next walk's batch.
             self.list.clear();
             return Err(e);
@@ -220,10 +240,11 @@ impl<M: RemoteMemory> Walker<M> {
         Ok(())
     }
 
-    /// Every thread's stack, in one batch laid out from where [`Walker::read_threads_into`]
-    /// found the stacks, and walked from a copy of each thread state read in that batch
-    /// (the stacks may have moved since). A thread whose stack faults is read from a new
-    /// copy of its thread state.
+    /// Every thread's stack: from the thread list's batch where it was read ahead there and
+    /// is still where the thread state says, otherwise in one more batch laid out from
+    /// where [`Walker::read_threads_into`] found the stacks and walked from a copy of each
+    /// thread state read in that batch (the stacks may have moved since). A thread whose
+    /// stack faults is read from a new copy of its thread state.
     pub fn read_stacks_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         let mut cx = Context {
             mem: &self.mem,
@@ -236,13 +257,19 @@ impl<M: RemoteMemory> Walker<M> {
         let (layout, mem) = (&self.runtime.layout, &self.mem);
         let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
         let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
-        self.stacks
-            .read(&mut cx, &self.starts, &mut state.threads, fresh)
+        self.stacks.read(
+            &mut cx,
+            &self.starts,
+            &mut state.threads,
+            Some(&self.list.batch),
+            fresh,
+        )
     }
 
     /// Finishes a walk without stacks: every thread's frames are left empty.
     pub fn skip_stacks(&mut self, state: &mut PythonState) {
         self.stacks.clear_moved();
+        self.stacks.drop_ahead();
         for thread in &mut state.threads {
             thread.frames.clear();
             thread.truncated = false;
@@ -331,7 +358,7 @@ impl<M: RemoteMemory> Walker<M> {
         let mut tstate = self
             .mem
             .read_u64(interp.wrapping_add(layout.interp.threads_head))?;
-        let mut buf = std::mem::take(&mut self.list.bytes);
+        let mut buf = std::mem::take(&mut self.tstate_buf);
         let first = self.list.tstates.len();
         self.seen_threads.clear();
         while tstate != 0 {
@@ -359,7 +386,7 @@ impl<M: RemoteMemory> Walker<M> {
             self.list.tstates.push(tstate);
             tstate = f.u64(layout.tstate.next)?;
         }
-        self.list.bytes = buf;
+        self.tstate_buf = buf;
         Ok(())
     }
 
