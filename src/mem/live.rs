@@ -48,7 +48,9 @@ impl LiveMemory {
     ) -> Result<(usize, usize), MemError> {
         let mut local = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_PIECES_PER_CALL];
         let mut remote = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_PIECES_PER_CALL];
-        let mut sink = [0u8; 2 * PAGE as usize];
+        // Only ever written, by the kernel: left uninitialized (zeroing it was about 1% of a
+        // sample).
+        let mut sink = [const { MaybeUninit::<u8>::uninit() }; 2 * PAGE as usize];
         let (mut locals, mut remotes) = (0, 0);
         // The remote range being extended: its start and end.
         let mut range: Option<(u64, u64)> = None;
