@@ -460,14 +460,14 @@ impl<M: RemoteMemory> Sampler<M> {
         self.names
             .read_ahead(&self.walker.mem, &self.walker.runtime);
         let mut state = std::mem::take(&mut self.state);
-        if let Err(e) = self.walk_threads(&mut state, with_frames) {
+        if let Err(e) = self.walk_threads(&mut state) {
             self.state = state;
             return Err(self.mem_error(e));
         }
-        // The instant the sample describes: the thread states (and the stacks, read in the
-        // same batch where the last sample found them), /proc and the GIL's second read
-        // follow each other closely, so that they agree with one another. (The order does
-        // not move the instants at large: docs/accuracy.md, sixth round.)
+        // The instant the sample describes: the thread states, /proc and the GIL's second
+        // read follow each other closely, so that they agree with one another; the stacks
+        // come after them. (The order does not move the instants at large: docs/accuracy.md,
+        // sixth round.)
         let time = std::time::Instant::now();
         let (mut kernel, running) = self.read_kernel_states(&state);
         // The GIL again, right after the kernel reads, so both describe nearly one instant;
@@ -1125,12 +1125,12 @@ fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
 impl<M: RemoteMemory> Sampler<M> {
     /// A walk that faults (a thread state freed under the reader as its thread ended) is
     /// tried once more at once: the list is whole again within microseconds.
-    fn walk_threads(&mut self, state: &mut PythonState, with_frames: bool) -> Result<(), MemError> {
+    fn walk_threads(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         self.walk_started_ns = monotonic_ns();
-        match self.walker.read_threads_into(state, with_frames) {
+        match self.walker.read_threads_into(state) {
             Err(MemError::Fault { .. }) => {
                 self.walk_started_ns = monotonic_ns();
-                self.walker.read_threads_into(state, with_frames)?;
+                self.walker.read_threads_into(state)?;
             }
             other => other?,
         }
@@ -1141,10 +1141,9 @@ impl<M: RemoteMemory> Sampler<M> {
         Ok(())
     }
 
-    /// The stacks, walked after the states are settled (or left empty): from the walk's
-    /// batch where they were read ahead, else read now. `kernel` and the flags' steadiness
-    /// are kept in step with the threads: a thread ending as its stack is read is left out
-    /// of all of them.
+    /// The stacks, read after the states are settled (or left empty), with `kernel` and the
+    /// flags' steadiness kept in step with the threads: a thread ending as its stack is read
+    /// is left out of all of them.
     fn read_stacks(
         &mut self,
         with_frames: bool,

@@ -49,68 +49,6 @@ impl Piece {
     }
 }
 
-/// Pieces laid out one after another in a buffer that is kept between reads: what one
-/// process_vm_readv call gathers, planned by more than one reader (the thread list, and
-/// the stacks read ahead with it).
-#[derive(Debug, Default)]
-pub struct Batch {
-    pieces: Vec<Piece>,
-    bytes: Vec<u8>,
-}
-
-impl Batch {
-    /// Forgets the pieces; the buffer keeps its size, so refilling it zeroes nothing.
-    pub fn clear(&mut self) {
-        self.pieces.clear();
-    }
-
-    /// Adds `len` bytes at `addr`; returns the piece's index.
-    pub fn push(&mut self, addr: u64, len: usize) -> usize {
-        let at = self.pieces.last().map_or(0, |p| p.at + p.len);
-        self.pieces.push(Piece::new(addr, at, len));
-        self.pieces.len() - 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.pieces.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
-    }
-
-    /// Reads every piece (see [`RemoteMemory::read_pieces`]).
-    pub fn read(&mut self, mem: &impl RemoteMemory) -> Result<(), MemError> {
-        let end = self.pieces.last().map_or(0, |p| p.at + p.len);
-        if self.bytes.len() < end {
-            self.bytes.resize(end, 0);
-        }
-        mem.read_pieces(&mut self.pieces, &mut self.bytes[..end])
-    }
-
-    pub fn piece(&self, index: usize) -> &Piece {
-        &self.pieces[index]
-    }
-
-    /// The bytes of piece `index`, if it was read whole.
-    pub fn bytes(&self, index: usize) -> Option<&[u8]> {
-        self.pieces.get(index)?.bytes(&self.bytes)
-    }
-
-    /// Piece `index` as fields at its address, if it was read whole.
-    pub fn fields(&self, index: usize) -> Option<Fields<'_>> {
-        Some(Fields::new(self.pieces[index].addr, self.bytes(index)?))
-    }
-
-    /// The pieces `range` (of one reader) whose address is `addr` and that were read whole.
-    pub fn find(&self, range: std::ops::Range<usize>, addr: u64) -> Option<&[u8]> {
-        self.pieces[range]
-            .iter()
-            .find(|p| p.addr == addr)
-            .and_then(|p| p.bytes(&self.bytes))
-    }
-}
-
 /// A source of another process's memory.
 pub trait RemoteMemory {
     /// Fills `buf` from the bytes at `addr`, or fails without a partial result.

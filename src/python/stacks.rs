@@ -1,32 +1,23 @@
-//! Every thread's Python stack, read in batches. From 3.11 a thread's frames sit next to
+//! Every thread's Python stack, read in one batch. From 3.11 a thread's frames sit next to
 //! each other in its data stack (`tstate->datastack_chunk` up to `datastack_top`): that
 //! span is read whole and the `previous` links are followed inside the copy. Frames
 //! elsewhere (generators and coroutines keep theirs in the heap object, deep stacks spill
 //! into older chunks, and before 3.11 every frame is a heap object) are read at the
-//! addresses the previous walk found them, and one by one only when the stack moved. A
-//! frame whose address, code and instruction are those of the previous walk at the same
-//! depth is not decoded again.
-//!
-//! Stacks are read ahead, in the thread list's own batch, where the previous walk found
-//! them ([`StackReader::plan_ahead`]): a thread whose stack is still there (its span, its
-//! `_PyCFrame`) is walked from that copy, read in the same call as its thread state. Only
-//! the others (new threads, a span that grew past what was read or moved to another
-//! chunk) cost a second batch, which reads their thread states again with their stacks.
+//! addresses the previous walk found them, in the same batch, and one by one only when
+//! the stack moved. A frame whose address, code and instruction are those of the previous
+//! walk at the same depth is not decoded again.
 
 use super::attach::Runtime;
 use super::code::{CodeId, CodeTable};
 use super::layout::{FrameKind, FramePointer, Layout};
 use super::walker::{Frame, MAX_FRAMES, ThreadRecord};
-use crate::mem::{Batch, Fields, MemError, RemoteMemory};
+use crate::mem::{Fields, MemError, Piece, RemoteMemory};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A data-stack span larger than this is not read whole (chunks are 16 KiB unless one
 /// frame needs more); its frames are read one by one.
 const MAX_CHUNK_READ: u64 = 1 << 20;
-/// Data-stack spans are read up to this far past their top (a stack that grew a few frames
-/// since its top was read is read too) and not past the end of its page (the kernel pins
-/// whole pages, but copies only the bytes asked for).
-const CHUNK_SLACK: u64 = 2048;
+/// Data-stack spans are read to the end of their last page (the kernel pins whole pages).
 const PAGE: u64 = 4096;
 /// Per thread, at most this many out-of-chunk frames are read ahead from the last walk.
 const MAX_REMEMBERED: usize = 256;
@@ -78,8 +69,6 @@ struct RawFrame {
 /// What one thread's stack looked like at the previous walk.
 #[derive(Debug, Default)]
 struct History {
-    /// Where the stack started: where the next walk reads ahead.
-    start: StackStart,
     /// Innermost first, like the frames.
     raw: Vec<RawFrame>,
     decoded: Vec<Option<Frame>>,
@@ -88,15 +77,14 @@ struct History {
     generation: u64,
 }
 
-/// Which pieces of a batch belong to one thread.
+/// Which pieces of the batch belong to one thread.
 #[derive(Debug, Clone, Copy, Default)]
 struct ThreadPieces {
-    /// Its thread state again, read with the stack (where the stack starts now); none when
-    /// the stack was read ahead in the thread state's own batch.
-    tstate: Option<usize>,
+    /// Its thread state again, read with the stack: where the stack starts now.
+    tstate: usize,
     chunk: Option<usize>,
     cframe: Option<usize>,
-    /// `first_ahead..end_ahead`: frames read at the last walk's addresses.
+    /// `pieces[first_ahead..end_ahead]`: frames read ahead at last walk's addresses.
     first_ahead: usize,
     end_ahead: usize,
 }
@@ -104,14 +92,9 @@ struct ThreadPieces {
 /// Reads stacks; keeps its buffers and each thread's last stack between walks.
 #[derive(Debug, Default)]
 pub(super) struct StackReader {
-    /// The stacks read ahead, one per thread state of the list's batch, in its order.
-    ahead: Vec<(u64, Option<ThreadPieces>)>,
-    /// The second batch, for the threads whose stack was not read ahead.
-    batch: Batch,
-    /// Per thread of `rest`, its pieces of `batch`.
+    pieces: Vec<Piece>,
+    bytes: Vec<u8>,
     threads: Vec<ThreadPieces>,
-    /// Indices (into the walk's threads) of the threads the second batch reads.
-    rest: Vec<usize>,
     history: FxHashMap<u64, History>,
     generation: u64,
     single: Vec<u8>,
@@ -119,7 +102,7 @@ pub(super) struct StackReader {
     decoded: Vec<Option<Frame>>,
     outside: Vec<u64>,
     seen: FxHashSet<u64>,
-    /// Threads whose stack faulted, to read again.
+    /// Threads whose stack faulted in the batch, to read again.
     faulted: Vec<usize>,
     /// Some frame differed from the previous walk's (the target ran in between).
     moved: bool,
@@ -154,83 +137,40 @@ impl StackReader {
         self.moved = false;
     }
 
-    /// Forgets what was planned ahead: the batch it went into was not read, or not kept.
-    pub fn drop_ahead(&mut self) {
-        self.ahead.clear();
-    }
-
-    /// Adds to `batch` (the thread list's) each of `tstates`' stack where the last walk
-    /// found it: its data-stack span, its `_PyCFrame`'s frame pointer (3.11-3.12), and the
-    /// frames outside the span.
-    pub fn plan_ahead(
-        &mut self,
-        layout: &Layout,
-        frame_len: usize,
-        tstates: &[u64],
-        batch: &mut Batch,
-    ) {
-        self.ahead.clear();
-        for &tstate in tstates {
-            let pieces = self.history.get(&tstate).map(|history| {
-                plan_thread(
-                    batch,
-                    layout,
-                    frame_len,
-                    history.start,
-                    None,
-                    &history.outside,
-                )
-            });
-            self.ahead.push((tstate, pieces));
-        }
-    }
-
     /// Fills `frames` and `truncated` of every thread, `starts[i]` describing `threads[i]`.
-    /// A thread whose stack [`StackReader::plan_ahead`] put in `ahead` is walked from there
-    /// if that copy holds the stack where `starts` says it starts; the others are read in
-    /// one more batch, each from a copy of its thread state read with it (the stack may
-    /// have moved since `starts` was read). A stack that faults is read once more, from the
-    /// start `fresh` reads from a new copy of its thread state; if that or the stack
-    /// faults again, the thread is starting or ending (its frames being built or freed) and
-    /// is left out of `threads`, rather than failing the read of every thread.
+    /// A stack that faults is read once more, from the start `fresh` reads from a new copy
+    /// of its thread state; if that or the stack faults again, the thread is starting or
+    /// ending (its frames being built or freed) and is left out of `threads`, rather than
+    /// failing the read of every thread.
     pub fn read<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
         starts: &[StackStart],
         threads: &mut Vec<ThreadRecord>,
-        ahead: Option<&Batch>,
         mut fresh: impl FnMut(u64) -> Result<StackStart, MemError>,
     ) -> Result<(), MemError> {
         self.generation += 1;
         self.moved = false;
+        self.plan(cx, starts, threads);
+        cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
         self.faulted.clear();
-        self.rest.clear();
-        let current_frame = current_frame_offset(&cx.runtime.layout);
-        let ahead_pieces = std::mem::take(&mut self.ahead);
         for (index, thread) in threads.iter_mut().enumerate() {
-            let read_ahead =
-                ahead
-                    .zip(ahead_pieces.get(index))
-                    .and_then(|(batch, &(tstate, pieces))| {
-                        let pieces = pieces.filter(|_| tstate == thread.tstate)?;
-                        holds_stack(batch, pieces, starts[index], current_frame)
-                            .then_some((batch, pieces))
-                    });
-            let Some((batch, pieces)) = read_ahead else {
-                self.rest.push(index);
-                continue;
+            // The stack is walked from where it starts now, which may differ from where it
+            // started when the thread state was read for the sample: the sampler reads /proc
+            // and the GIL in between, and a frame named then may be freed by now.
+            let pieces = self.threads[index];
+            let start = match self.start_now(cx, pieces, starts[index]) {
+                Some(start) => start,
+                None => {
+                    self.faulted.push(index);
+                    continue;
+                }
             };
-            match self.walk_thread(cx, batch, pieces, starts[index], thread) {
+            match self.walk_thread(cx, pieces, start, thread) {
                 Err(MemError::Fault { .. }) => self.faulted.push(index),
                 other => other?,
             }
         }
-        self.ahead = ahead_pieces;
-        self.ahead.clear();
-        if !self.rest.is_empty() {
-            self.read_rest(cx, starts, threads)?;
-        }
-        self.faulted.sort_unstable();
         // From the last, so that leaving a thread out keeps the others' indices.
         while let Some(index) = self.faulted.pop() {
             let start = match fresh(threads[index].tstate) {
@@ -242,24 +182,17 @@ impl StackReader {
                 }
                 Err(e) => return Err(e),
             };
-            let mut batch = std::mem::take(&mut self.batch);
-            batch.clear();
-            let pieces = plan_thread(
-                &mut batch,
-                &cx.runtime.layout,
-                cx.frame_len,
-                start,
-                Some((threads[index].tstate, cx.tstate_len)),
-                self.outside_of(threads[index].tstate),
+            self.plan(
+                cx,
+                std::slice::from_ref(&start),
+                std::slice::from_ref(&threads[index]),
             );
-            let result = batch.read(cx.mem).and_then(|()| {
-                // Moved again since that copy, microseconds ago: walk from that copy, which
-                // the batch read matches.
-                let start = start_now(cx, &batch, pieces, start).unwrap_or(start);
-                self.walk_thread(cx, &batch, pieces, start, &mut threads[index])
-            });
-            self.batch = batch;
-            match result {
+            cx.mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
+            let pieces = self.threads[0];
+            // Moved again since that copy, microseconds ago: walk from that copy, which the
+            // batch read matches.
+            let start = self.start_now(cx, pieces, start).unwrap_or(start);
+            match self.walk_thread(cx, pieces, start, &mut threads[index]) {
                 Err(MemError::Fault { .. }) => {
                     threads.remove(index);
                 }
@@ -271,65 +204,86 @@ impl StackReader {
         Ok(())
     }
 
-    /// The threads of `self.rest`, in one batch: each thread state again, its stack where
-    /// `starts` says it starts, and its frames outside the span where the last walk found
-    /// them.
-    fn read_rest<M: RemoteMemory>(
-        &mut self,
-        cx: &mut Context<M>,
-        starts: &[StackStart],
-        threads: &mut [ThreadRecord],
-    ) -> Result<(), MemError> {
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
+    /// Lays out the batch: per thread its data-stack span, its `_PyCFrame`'s frame pointer
+    /// (3.11-3.12), and the frames the previous walk found outside the span.
+    fn plan<M>(&mut self, cx: &Context<M>, starts: &[StackStart], threads: &[ThreadRecord]) {
+        self.pieces.clear();
         self.threads.clear();
-        for &index in &self.rest {
-            let tstate = threads[index].tstate;
-            let outside = self.history.get(&tstate).map_or(&[][..], |h| &h.outside);
-            let pieces = plan_thread(
-                &mut batch,
-                &cx.runtime.layout,
-                cx.frame_len,
-                starts[index],
-                Some((tstate, cx.tstate_len)),
-                outside,
-            );
-            self.threads.push(pieces);
-        }
-        let result = batch.read(cx.mem);
-        if result.is_ok() {
-            for n in 0..self.rest.len() {
-                let (index, pieces) = (self.rest[n], self.threads[n]);
-                // The stack is walked from where it starts now, which may differ from where
-                // it started when the thread state was read for the sample: the sampler
-                // reads /proc and the GIL in between, and a frame named then may be freed
-                // by now.
-                let Some(start) = start_now(cx, &batch, pieces, starts[index]) else {
-                    self.faulted.push(index);
-                    continue;
-                };
-                match self.walk_thread(cx, &batch, pieces, start, &mut threads[index]) {
-                    Err(MemError::Fault { .. }) => self.faulted.push(index),
-                    Err(e) => {
-                        self.batch = batch;
-                        return Err(e);
-                    }
-                    Ok(()) => {}
+        let mut at = 0usize;
+        let mut push = |pieces: &mut Vec<Piece>, addr: u64, len: usize| {
+            pieces.push(Piece::new(addr, at, len));
+            at += len;
+            pieces.len() - 1
+        };
+        let current_frame = match cx.runtime.layout.tstate.frame {
+            FramePointer::ViaCFrame { current_frame, .. } => current_frame,
+            FramePointer::Direct(_) => 0,
+        };
+        for (start, thread) in starts.iter().zip(threads) {
+            let tstate = push(&mut self.pieces, thread.tstate, cx.tstate_len);
+            // To the end of the last page: a stack that grew a little since is read too, at
+            // no cost in pages.
+            let chunk = start.chunk.map(|(lo, hi)| {
+                let end = hi.next_multiple_of(PAGE).min(lo + MAX_CHUNK_READ);
+                push(&mut self.pieces, lo, (end - lo) as usize)
+            });
+            let cframe = (start.via_cframe && start.frame != 0)
+                .then(|| push(&mut self.pieces, start.frame.wrapping_add(current_frame), 8));
+            let first_ahead = self.pieces.len();
+            if let Some(history) = self.history.get(&thread.tstate) {
+                for &addr in &history.outside {
+                    push(&mut self.pieces, addr, cx.frame_len);
                 }
             }
+            self.threads.push(ThreadPieces {
+                tstate,
+                chunk,
+                cframe,
+                first_ahead,
+                end_ahead: self.pieces.len(),
+            });
         }
-        self.batch = batch;
-        result
+        self.bytes.resize(at, 0);
     }
 
-    fn outside_of(&self, tstate: u64) -> &[u64] {
-        self.history.get(&tstate).map_or(&[], |h| &h.outside)
+    /// Where a thread's stack starts, from the copy of its thread state read with the
+    /// stack; `None` if that copy is unreadable, or names a `_PyCFrame` or a data-stack
+    /// span other than the batch read (the stack is then read again on its own).
+    fn start_now<M>(
+        &self,
+        cx: &Context<M>,
+        pieces: ThreadPieces,
+        planned: StackStart,
+    ) -> Option<StackStart> {
+        let piece = &self.pieces[pieces.tstate];
+        let Some(bytes) = piece.bytes(&self.bytes) else {
+            // A thread state read without its data-stack fields (it ends near unmapped
+            // memory): its stack starts where the sample's read found it.
+            return planned.chunk.is_none().then_some(planned);
+        };
+        let f = Fields::new(piece.addr, bytes);
+        let now = StackStart::from_tstate(&f, &cx.runtime.layout, cx.datastack).ok()?;
+        if now.via_cframe && now.frame != planned.frame {
+            return None;
+        }
+        let chunk_read = pieces.chunk.map(|p| {
+            (
+                self.pieces[p].addr,
+                self.pieces[p].addr + self.pieces[p].len as u64,
+            )
+        });
+        match (now.chunk, chunk_read) {
+            (None, _) => Some(now),
+            (Some((lo, hi)), Some((read_lo, read_hi))) if lo == read_lo && hi <= read_hi => {
+                Some(now)
+            }
+            (Some(_), _) => None,
+        }
     }
 
     fn walk_thread<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
-        batch: &Batch,
         pieces: ThreadPieces,
         start: StackStart,
         thread: &mut ThreadRecord,
@@ -337,8 +291,8 @@ impl StackReader {
         let mut frame = if start.via_cframe {
             match pieces.cframe {
                 None => 0,
-                Some(piece) => match batch.fields(piece) {
-                    Some(f) => f.u64(0)?,
+                Some(piece) => match self.pieces[piece].bytes(&self.bytes) {
+                    Some(bytes) => Fields::new(self.pieces[piece].addr, bytes).u64(0)?,
                     None => return Err(MemError::Fault { addr: start.frame }),
                 },
             }
@@ -347,7 +301,7 @@ impl StackReader {
         };
         // Only the span in use now: what lies above its top is stale.
         let chunk = pieces.chunk.zip(start.chunk).and_then(|(p, (lo, hi))| {
-            let bytes = batch.bytes(p).filter(|_| batch.piece(p).addr == lo)?;
+            let bytes = self.pieces[p].bytes(&self.bytes)?;
             Some((lo, bytes.get(..(hi - lo) as usize)?))
         });
         let layout = &cx.runtime.layout;
@@ -375,7 +329,11 @@ impl StackReader {
                     if self.outside.len() < MAX_REMEMBERED {
                         self.outside.push(frame);
                     }
-                    match batch.find(pieces.first_ahead..pieces.end_ahead, frame) {
+                    let ahead = self.pieces[pieces.first_ahead..pieces.end_ahead]
+                        .iter()
+                        .find(|p| p.addr == frame)
+                        .and_then(|p| p.bytes(&self.bytes));
+                    match ahead {
                         Some(bytes) => bytes,
                         None => {
                             self.single.resize(cx.frame_len, 0);
@@ -391,7 +349,7 @@ impl StackReader {
             }
             frame = f.u64(layout.frame.previous)?;
         }
-        self.decode_thread(cx, start, thread)?;
+        self.decode_thread(cx, thread)?;
         thread.truncated = truncated;
         Ok(())
     }
@@ -402,7 +360,6 @@ impl StackReader {
     fn decode_thread<M: RemoteMemory>(
         &mut self,
         cx: &mut Context<M>,
-        start: StackStart,
         thread: &mut ThreadRecord,
     ) -> Result<(), MemError> {
         let history = self.history.entry(thread.tstate).or_default();
@@ -424,7 +381,6 @@ impl StackReader {
         std::mem::swap(&mut history.raw, &mut self.raw);
         std::mem::swap(&mut history.decoded, &mut self.decoded);
         std::mem::swap(&mut history.outside, &mut self.outside);
-        history.start = start;
         history.generation = self.generation;
         thread.frames.clear();
         thread.frame_addresses.clear();
@@ -435,98 +391,6 @@ impl StackReader {
             }
         }
         Ok(())
-    }
-}
-
-/// The offset of `_PyCFrame.current_frame` (3.11-3.12); 0 where there is none.
-fn current_frame_offset(layout: &Layout) -> u64 {
-    match layout.tstate.frame {
-        FramePointer::ViaCFrame { current_frame, .. } => current_frame,
-        FramePointer::Direct(_) => 0,
-    }
-}
-
-/// Lays out one thread's stack in `batch`: its thread state again (when `tstate` is
-/// given: `(address, bytes)`), its data-stack span, its `_PyCFrame`'s frame pointer and
-/// the frames `outside` the span.
-fn plan_thread(
-    batch: &mut Batch,
-    layout: &Layout,
-    frame_len: usize,
-    start: StackStart,
-    tstate: Option<(u64, usize)>,
-    outside: &[u64],
-) -> ThreadPieces {
-    let tstate = tstate.map(|(addr, len)| batch.push(addr, len));
-    let chunk = start.chunk.map(|(lo, hi)| {
-        let end = (hi + CHUNK_SLACK)
-            .min(hi.next_multiple_of(PAGE))
-            .min(lo + MAX_CHUNK_READ);
-        batch.push(lo, (end - lo) as usize)
-    });
-    let cframe = (start.via_cframe && start.frame != 0)
-        .then(|| batch.push(start.frame.wrapping_add(current_frame_offset(layout)), 8));
-    let first_ahead = batch.len();
-    for &addr in outside {
-        batch.push(addr, frame_len);
-    }
-    ThreadPieces {
-        tstate,
-        chunk,
-        cframe,
-        first_ahead,
-        end_ahead: batch.len(),
-    }
-}
-
-/// Whether `pieces` of `batch` hold the stack that starts at `start`: its whole span in use,
-/// and its `_PyCFrame` (3.11-3.12) where the thread state now points.
-fn holds_stack(batch: &Batch, pieces: ThreadPieces, start: StackStart, current_frame: u64) -> bool {
-    let span = match (start.chunk, pieces.chunk) {
-        (None, _) => true,
-        (Some((lo, hi)), Some(p)) => {
-            let piece = batch.piece(p);
-            piece.ok && piece.addr == lo && hi - lo <= piece.len as u64
-        }
-        (Some(_), None) => false,
-    };
-    let cframe = match (start.via_cframe && start.frame != 0, pieces.cframe) {
-        (false, _) => true,
-        (true, Some(p)) => {
-            let piece = batch.piece(p);
-            piece.ok && piece.addr == start.frame.wrapping_add(current_frame)
-        }
-        (true, None) => false,
-    };
-    span && cframe
-}
-
-/// Where a thread's stack starts, from the copy of its thread state read with the stack;
-/// `None` if that copy is unreadable, or names a `_PyCFrame` or a data-stack span other
-/// than the batch read (the stack is then read again on its own).
-fn start_now<M>(
-    cx: &Context<M>,
-    batch: &Batch,
-    pieces: ThreadPieces,
-    planned: StackStart,
-) -> Option<StackStart> {
-    let Some(f) = pieces.tstate.and_then(|p| batch.fields(p)) else {
-        // A thread state read without its data-stack fields (it ends near unmapped
-        // memory): its stack starts where the sample's read found it.
-        return planned.chunk.is_none().then_some(planned);
-    };
-    let now = StackStart::from_tstate(&f, &cx.runtime.layout, cx.datastack).ok()?;
-    if now.via_cframe && now.frame != planned.frame {
-        return None;
-    }
-    let chunk_read = pieces.chunk.map(|p| {
-        let piece = batch.piece(p);
-        (piece.addr, piece.addr + piece.len as u64)
-    });
-    match (now.chunk, chunk_read) {
-        (None, _) => Some(now),
-        (Some((lo, hi)), Some((read_lo, read_hi))) if lo == read_lo && hi <= read_hi => Some(now),
-        (Some(_), _) => None,
     }
 }
 

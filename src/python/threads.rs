@@ -7,7 +7,7 @@
 
 use super::attach::Runtime;
 use super::layout::Layout;
-use crate::mem::{Batch, MemError, RemoteMemory};
+use crate::mem::{Fields, MemError, Piece, RemoteMemory};
 
 /// One interpreter of the cached list.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +29,11 @@ pub(super) struct ThreadList {
     /// How much of each thread state to read: the whole span, or without the data-stack
     /// fields where those could not be read.
     pub tstate_lens: Vec<usize>,
-    /// The pieces of the last batch, and after them whatever else was read with it.
-    pub batch: Batch,
-    /// Index into `batch` of each interpreter's GIL (its words follow it).
+    pub pieces: Vec<Piece>,
+    pub bytes: Vec<u8>,
+    /// Index into `pieces` of each interpreter's GIL (its words follow it).
     interp_pieces: Vec<usize>,
-    /// Index into `batch` of each thread state, in `tstates` order.
+    /// Index into `pieces` of each thread state, in `tstates` order.
     tstate_pieces: Vec<usize>,
 }
 
@@ -83,45 +83,54 @@ impl ThreadList {
         self.tstate_lens.clear();
     }
 
-    /// Reads every cached structure in one batch, with whatever `also` adds to it. Returns
-    /// whether the batch still describes one consistent list (then
-    /// [`ThreadList::interp_word`] and friends hold it).
+    /// Reads every cached structure in one batch. Returns whether the batch still
+    /// describes one consistent list (then [`ThreadList::interp_bytes`] and friends hold it).
     pub fn read_batch(
         &mut self,
         mem: &impl RemoteMemory,
         runtime: &Runtime,
         spans: Spans,
-        also: impl FnOnce(&[u64], &mut Batch),
     ) -> Result<bool, MemError> {
-        let batch = &mut self.batch;
-        batch.clear();
+        self.pieces.clear();
         self.interp_pieces.clear();
         self.tstate_pieces.clear();
+        let mut at = 0usize;
+        let mut push = |pieces: &mut Vec<Piece>, addr: u64, len: usize| {
+            pieces.push(Piece::new(addr, at, len));
+            at += len;
+            pieces.len() - 1
+        };
         let head = runtime.address + runtime.layout.runtime.interpreters_head;
-        batch.push(head, 8);
+        push(&mut self.pieces, head, 8);
         let words = interp_words(&runtime.layout);
         for interp in &self.interps {
-            self.interp_pieces.push(batch.push(interp.gil, spans.gil));
+            self.interp_pieces
+                .push(push(&mut self.pieces, interp.gil, spans.gil));
             for (_, offset) in words {
                 // A word the layout lacks is read as an empty piece, to keep the order.
                 match offset {
-                    Some(offset) => batch.push(interp.address.wrapping_add(offset), 8),
-                    None => batch.push(interp.address, 0),
+                    Some(offset) => push(&mut self.pieces, interp.address.wrapping_add(offset), 8),
+                    None => push(&mut self.pieces, interp.address, 0),
                 };
             }
             for at in interp.first..interp.end {
                 let (tstate, len) = (self.tstates[at], self.tstate_lens[at]);
-                self.tstate_pieces.push(batch.push(tstate, len));
+                self.tstate_pieces.push(push(&mut self.pieces, tstate, len));
             }
         }
-        also(&self.tstates, batch);
-        batch.read(mem)?;
+        self.bytes.resize(at, 0);
+        mem.read_pieces(&mut self.pieces, &mut self.bytes)?;
         Ok(self.consistent(runtime))
     }
 
     fn consistent(&self, runtime: &Runtime) -> bool {
         let layout = &runtime.layout;
-        let word = |index: usize, offset: u64| self.batch.fields(index)?.u64(offset).ok();
+        let word = |index: usize, offset: u64| {
+            let piece = &self.pieces[index];
+            piece
+                .bytes(&self.bytes)
+                .and_then(|b| Fields::new(piece.addr, b).u64(offset).ok())
+        };
         let first = self.interps.first().map_or(0, |i| i.address);
         if word(0, 0) != Some(first) {
             return false;
@@ -136,7 +145,7 @@ impl ThreadList {
             {
                 return false;
             }
-            if !self.batch.piece(self.interp_pieces[n]).ok {
+            if !self.pieces[self.interp_pieces[n]].ok {
                 return false;
             }
             let head = self.tstates[interp.first..interp.end]
@@ -162,17 +171,23 @@ impl ThreadList {
 
     /// A word of interpreter `n` from the latest batch.
     pub fn interp_word(&self, n: usize, word: InterpWord) -> Option<u64> {
-        let bytes = self.batch.bytes(self.interp_pieces[n] + word as usize)?;
-        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        let piece = &self.pieces[self.interp_pieces[n] + word as usize];
+        Some(u64::from_le_bytes(
+            piece.bytes(&self.bytes)?.try_into().ok()?,
+        ))
     }
 
     /// The bytes of interpreter `n`'s GIL from the latest batch.
     pub fn gil_bytes(&self, n: usize) -> &[u8] {
-        self.batch.bytes(self.interp_pieces[n]).unwrap_or(&[])
+        self.pieces[self.interp_pieces[n]]
+            .bytes(&self.bytes)
+            .unwrap_or(&[])
     }
 
     /// The bytes of thread state `index` (into `tstates`), from the latest consistent batch.
     pub fn tstate_bytes(&self, index: usize) -> &[u8] {
-        self.batch.bytes(self.tstate_pieces[index]).unwrap_or(&[])
+        self.pieces[self.tstate_pieces[index]]
+            .bytes(&self.bytes)
+            .unwrap_or(&[])
     }
 }

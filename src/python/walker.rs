@@ -118,8 +118,6 @@ pub struct Walker<M> {
     /// The GILs' and the GIL flags' second read, kept between samples.
     reread_pieces: Vec<Piece>,
     reread_bytes: Vec<u8>,
-    /// One thread state at a time, while the links are followed.
-    tstate_buf: Vec<u8>,
 }
 
 impl<M: RemoteMemory> Walker<M> {
@@ -149,7 +147,6 @@ impl<M: RemoteMemory> Walker<M> {
             tid_bytes: Vec::new(),
             reread_pieces: Vec::new(),
             reread_bytes: Vec::new(),
-            tstate_buf: Vec::new(),
         }
     }
 
@@ -189,15 +186,14 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// [`Walker::read`] into `state`, reusing its vectors. On a live target a walk is
-    /// normally one process_vm_readv call: every interpreter, GIL and thread state at the
-    /// addresses the last walk found (checked by their links), and every stack where the
-    /// last walk found it.
+    /// normally two process_vm_readv calls: every interpreter, GIL and thread state at the
+    /// addresses the last walk found (checked by their links), then every stack.
     pub fn read_into(
         &mut self,
         with_frames: bool,
         state: &mut PythonState,
     ) -> Result<(), MemError> {
-        self.read_threads_into(state, with_frames)?;
+        self.read_threads_into(state)?;
         if with_frames {
             self.read_stacks_into(state)
         } else {
@@ -206,32 +202,16 @@ impl<M: RemoteMemory> Walker<M> {
         }
     }
 
-    /// Every interpreter, GIL and thread state: the first half of [`Walker::read_into`].
-    /// With `stacks_ahead`, every stack is read in the same batch where the last walk found
-    /// it, for [`Walker::read_stacks_into`] to walk; [`Walker::read_stacks_into`] or
-    /// [`Walker::skip_stacks`] finishes the walk.
-    pub fn read_threads_into(
-        &mut self,
-        state: &mut PythonState,
-        stacks_ahead: bool,
-    ) -> Result<(), MemError> {
+    /// Every interpreter, GIL and thread state, without stacks: the first half of
+    /// [`Walker::read_into`]. [`Walker::read_stacks_into`] or [`Walker::skip_stacks`]
+    /// finishes the walk.
+    pub fn read_threads_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         state.interpreters.clear();
-        self.stacks.drop_ahead();
-        let (stacks, layout, frame_len) = (&mut self.stacks, &self.runtime.layout, self.frame_len);
-        let consistent = !self.list.is_empty()
-            && self
-                .list
-                .read_batch(&self.mem, &self.runtime, self.spans, |tstates, batch| {
-                    if stacks_ahead {
-                        stacks.plan_ahead(layout, frame_len, tstates, batch);
-                    }
-                })?;
+        let consistent =
+            !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;
         if consistent {
             self.fill_from_batch(state)?;
-        } else if let Err(e) = {
-            self.stacks.drop_ahead();
-            self.follow_links(state)
-        } {
+        } else if let Err(e) = self.follow_links(state) {
             // A half-built list must not be taken for the next walk's batch.
             self.list.clear();
             return Err(e);
@@ -240,11 +220,10 @@ impl<M: RemoteMemory> Walker<M> {
         Ok(())
     }
 
-    /// Every thread's stack: from the thread list's batch where it was read ahead there and
-    /// is still where the thread state says, otherwise in one more batch laid out from
-    /// where [`Walker::read_threads_into`] found the stacks and walked from a copy of each
-    /// thread state read in that batch (the stacks may have moved since). A thread whose
-    /// stack faults is read from a new copy of its thread state.
+    /// Every thread's stack, in one batch laid out from where [`Walker::read_threads_into`]
+    /// found the stacks, and walked from a copy of each thread state read in that batch
+    /// (the stacks may have moved since). A thread whose stack faults is read from a new
+    /// copy of its thread state.
     pub fn read_stacks_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         let mut cx = Context {
             mem: &self.mem,
@@ -257,19 +236,13 @@ impl<M: RemoteMemory> Walker<M> {
         let (layout, mem) = (&self.runtime.layout, &self.mem);
         let (datastack, len, min_len) = (self.datastack, self.tstate_len, self.tstate_min_len);
         let fresh = |tstate| fresh_start(mem, layout, tstate, datastack, len, min_len);
-        self.stacks.read(
-            &mut cx,
-            &self.starts,
-            &mut state.threads,
-            Some(&self.list.batch),
-            fresh,
-        )
+        self.stacks
+            .read(&mut cx, &self.starts, &mut state.threads, fresh)
     }
 
     /// Finishes a walk without stacks: every thread's frames are left empty.
     pub fn skip_stacks(&mut self, state: &mut PythonState) {
         self.stacks.clear_moved();
-        self.stacks.drop_ahead();
         for thread in &mut state.threads {
             thread.frames.clear();
             thread.truncated = false;
@@ -358,7 +331,7 @@ impl<M: RemoteMemory> Walker<M> {
         let mut tstate = self
             .mem
             .read_u64(interp.wrapping_add(layout.interp.threads_head))?;
-        let mut buf = std::mem::take(&mut self.tstate_buf);
+        let mut buf = std::mem::take(&mut self.list.bytes);
         let first = self.list.tstates.len();
         self.seen_threads.clear();
         while tstate != 0 {
@@ -386,7 +359,7 @@ impl<M: RemoteMemory> Walker<M> {
             self.list.tstates.push(tstate);
             tstate = f.u64(layout.tstate.next)?;
         }
-        self.tstate_buf = buf;
+        self.list.bytes = buf;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
-//! Memory reads per sample on live interpreters: a warm sample reads every thread state and
-//! every stack in one process_vm_readv (the stacks where the previous sample found them),
-//! so the count does not grow with the number of frames or threads (3.11+, whose frames share a data stack; 3.8-3.10, whose
+//! Memory reads per sample on live interpreters: a warm sample reads every thread state in
+//! one process_vm_readv and every stack in another, so the count does not grow with the
+//! number of frames or threads (3.11+, whose frames share a data stack; 3.8-3.10, whose
 //! heap frames are read at the addresses the previous sample found them).
 
 use crate::support::{self, Child};
@@ -40,10 +40,9 @@ fn a_warm_sample_reads_memory_in_a_few_batches() {
         let calls = target.walker.mem.calls() - before;
         let per_sample = calls as f64 / SAMPLES as f64;
         eprintln!("{label}: {per_sample:.2} process_vm_readv calls per sample, {threads} threads");
-        // Thread states with stacks, then the GIL again (2 here when measured); before 3.11
-        // also the tids in `struct pthread` (3), and now and then a stack that moved since
-        // the sample before or a frame allocated elsewhere.
-        let most = if python.minor >= 11 { 2.5 } else { 3.5 };
+        // Thread states, stacks, the GIL again (3 here when measured); before 3.11 also the
+        // tids in `struct pthread` (4), and now and then a frame allocated elsewhere since.
+        let most = if python.minor >= 11 { 3.5 } else { 5.0 };
         assert!(
             per_sample <= most,
             "{label}: {per_sample:.2} reads per sample (at most {most})"
