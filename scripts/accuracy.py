@@ -24,7 +24,9 @@ its cause. Each run also compares the truth at the instants with the truth over 
 where they part, the instants are not a fair draw of that thread's time. `--sampler
 wake_floor` takes the instants from examples/wake_floor instead (record's schedule, no
 reading; its SPIN_US holds the CPU as a sample would), and `--window-us N` also gives the
-run without the N µs after each instant.
+run without the N µs after each instant. `--offsets` gives the truth's share of holding at
+fixed offsets before and after every instant: where it parts from the run's share is where
+the sampler's own time on a CPU starts to move the target.
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols (pyenv's builds do).
@@ -47,6 +49,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOAD = os.path.join(ROOT, "fixtures", "workload.py")
+OFFSETS_US = (-1000, -300, -100, -30, -10, 0, 10, 30, 100, 300, 1000)
 DEFAULT_WORKLOADS = "cpu_threads,convoy,asyncio_server,hashers,asyncio_echo,json_pool,queue_pipeline"
 DEFAULT_PYTHON = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3")
 
@@ -106,6 +109,10 @@ def parse_args():
     p.add_argument("--window-us", type=float, default=0.0,
                    help="with --instants: also give the run's shares outside the N µs after each "
                         "instant (the sampler's own time on a CPU, e.g. wake_floor's SPIN_US)")
+    p.add_argument("--offsets", action="store_true",
+                   help="with --instants: also the truth's share of holding at fixed offsets "
+                        f"({', '.join(f'{d:+d}' for d in OFFSETS_US)} µs) from every instant: "
+                        "where the sampler's own time starts to move the target")
     return p.parse_args()
 
 
@@ -370,14 +377,16 @@ def measure_instants(kind, args):
         workload.wait()
     samples = [json.loads(line) for line in out.splitlines() if '"threads"' in line]
     matrices, splits = confusion(samples, events, workload.names)
-    return matrices, splits, fairness(samples, events, workload.names, args.window_us / 1e6)
+    return matrices, splits, fairness(samples, events, workload.names, args.window_us / 1e6,
+                                      OFFSETS_US if args.offsets else ())
 
 
-def fairness(samples, changes, names, window):
+def fairness(samples, changes, names, window, offsets_us=()):
     """Per thread name: the truth's share of holding and of waiting at the samples'
     instants, and over the time between the first and the last of them. Where the two part,
     the instants are not a fair draw of that thread's time, whatever the classes read.
-    With `window` (s), also over that time less the `window` after each instant."""
+    With `window` (s), also over that time less the `window` after each instant. With
+    `offsets_us`, also the share of holding at each of those offsets from every instant."""
     import bisect
     instants = sorted(s["t0"] / 1e9 for s in samples)
     if len(instants) < 2:
@@ -389,6 +398,10 @@ def fairness(samples, changes, names, window):
         if not gil:
             continue
         times = [t for t, _ in gil]
+        def held_at(xs):
+            states = [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in xs) if i > 0]
+            return states.count("held") / max(1, len(states))
+
         at = [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in instants) if i > 0]
         spent = {"held": 0.0, "wait": 0.0}
         outside = {"held": 0.0, "wait": 0.0}
@@ -407,6 +420,7 @@ def fairness(samples, changes, names, window):
             "instants": {k: at.count(k) / max(1, len(at)) for k in spent},
             "run": {k: v / (hi - lo) for k, v in spent.items()},
             "outside": {k: v / rest for k, v in outside.items()} if window else None,
+            "held_at_offsets": {d: held_at([x + d / 1e6 for x in instants]) for d in offsets_us},
         }
     return shares
 
@@ -516,6 +530,9 @@ def print_confusion(kind, measured, load):
             out = share["outside"]
             line += f"; outside the sampler's windows held {out['held']:.3f}, wait {out['wait']:.3f}"
         print(line)
+        if share["held_at_offsets"]:
+            print(f"    {'':<14} held at offsets (µs): " +
+                  " ".join(f"{d:+d} {v:.3f}" for d, v in share["held_at_offsets"].items()))
 
 
 if __name__ == "__main__":
