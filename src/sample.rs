@@ -823,6 +823,7 @@ impl<M: RemoteMemory> Sampler<M> {
                 kernel: kernel_state,
                 cpu_ns: if self.native_before.contains(&tid)
                     || (class.state == ThreadState::NativeNogil
+                        && !released_last(gil, thread.tstate)
                         && self.needs_next_sample(tid, counted))
                 {
                     self.kernel.cpu_time_ns(tid)
@@ -1336,14 +1337,18 @@ pub fn resolve_handoffs(earlier: &mut Sample, later: &Sample) -> Vec<i32> {
     undecided
 }
 
+/// Whether nobody holds `gil` and the thread at `tstate` held it last. Such a thread is not
+/// in a handoff, whatever comes next: no thread has taken the GIL since it dropped it, so
+/// none is handing it over to it. Queued for a CPU on a busy machine, it reaches the GIL
+/// as soon as it runs, like a waiter would (a lone asyncio loop read as waiting in
+/// 0.016-0.018 of samples under load before this). The sample does not read its CPU time
+/// for the verdict, and the verdict leaves it as it is.
+fn released_last(gil: &GilState, tstate: u64) -> bool {
+    !gil.locked && gil.last_holder == tstate
+}
+
 /// [`resolve_handoffs`] for the threads in `undecided` only, which keeps those still
 /// undecided.
-///
-/// A thread the GIL names as its last holder while nobody holds it is not in a handoff,
-/// whatever comes next: no thread has taken the GIL since it dropped it, so none is handing
-/// it over to it. Such a thread, queued for a CPU on a busy machine, reaches the GIL as
-/// soon as it runs, like a waiter would (a lone asyncio loop read as waiting in 0.016-0.018
-/// of samples under load before this).
 fn resolve_some(earlier: &mut Sample, later: &Sample, undecided: &mut Vec<i32>) {
     undecided.retain(|&tid| {
         let Some(thread) = earlier
@@ -1356,7 +1361,7 @@ fn resolve_some(earlier: &mut Sample, later: &Sample, undecided: &mut Vec<i32>) 
         let released_by_it = earlier
             .interpreters
             .get(thread.interpreter)
-            .is_some_and(|i| !i.gil.locked && i.gil.last_holder == thread.tstate);
+            .is_some_and(|i| released_last(&i.gil, thread.tstate));
         if released_by_it {
             return false;
         }
