@@ -8,6 +8,7 @@
 use crate::support::{self, Child, Interpreter};
 use gilscope::model::state::FlagComparison;
 use gilscope::sample::{SampleError, Sampler};
+use std::ops::RangeBounds;
 use std::time::Duration;
 
 /// Samples to compare per workload, 5 ms apart.
@@ -28,18 +29,8 @@ const AGREEMENT: f64 = 0.99;
 fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
     let pythons = support::pythons();
     assert!(!pythons.is_empty(), "no interpreter found");
-    let mut checked = 0;
-    for python in pythons.iter().filter(|p| p.minor >= 15 && p.gil_enabled) {
-        for kind in ["queue_pipeline", "json_pool", "asyncio_echo"] {
-            let label = format!("{} {kind}", python.label());
-            let share = agreement(python, kind, FlagComparison::State, &label);
-            assert!(
-                share >= AGREEMENT,
-                "{label}: {share:.3} of thread states agreed with the GIL flags (at least {AGREEMENT})"
-            );
-            checked += 1;
-        }
-    }
+    let kinds = ["queue_pipeline", "json_pool", "asyncio_echo"];
+    let checked = check_each(&pythons, 15.., &kinds, FlagComparison::State, AGREEMENT);
     assert!(
         checked > 0 || pythons.iter().all(|p| p.minor < 15),
         "a 3.15+ interpreter was found but none was checked"
@@ -58,25 +49,47 @@ const HOLDER_AGREEMENT: f64 = 0.98;
 fn the_gil_struct_names_the_holder_its_flags_name_on_3_13_and_3_14() {
     let pythons = support::pythons();
     assert!(!pythons.is_empty(), "no interpreter found");
-    let mut checked = 0;
-    for python in pythons
-        .iter()
-        .filter(|p| (13..15).contains(&p.minor) && p.gil_enabled)
-    {
-        for kind in ["asyncio_echo", "queue_pipeline"] {
-            let label = format!("{} {kind}", python.label());
-            let share = agreement(python, kind, FlagComparison::Holder, &label);
-            assert!(
-                share >= HOLDER_AGREEMENT,
-                "{label}: the holder agreed with holds_gil in {share:.3} of thread states (at least {HOLDER_AGREEMENT})"
-            );
-            checked += 1;
-        }
-    }
+    let kinds = ["asyncio_echo", "queue_pipeline"];
+    let checked = check_each(
+        &pythons,
+        13..15,
+        &kinds,
+        FlagComparison::Holder,
+        HOLDER_AGREEMENT,
+    );
     assert!(
         checked > 0 || pythons.iter().all(|p| !(13..15).contains(&p.minor)),
         "a 3.13 or 3.14 interpreter was found but none was checked"
     );
+}
+
+/// On every interpreter with a GIL whose minor version is in `minors`, and each workload of
+/// `kinds`: at least `floor` of the thread states compared (as `comparison` says) agree
+/// with the flags. Returns how many were checked.
+fn check_each(
+    pythons: &[Interpreter],
+    minors: impl RangeBounds<u32>,
+    kinds: &[&str],
+    comparison: FlagComparison,
+    floor: f64,
+) -> usize {
+    let mut checked = 0;
+    for python in pythons
+        .iter()
+        .filter(|p| minors.contains(&p.minor) && p.gil_enabled)
+    {
+        for kind in kinds {
+            let label = format!("{} {kind}", python.label());
+            let share = agreement(python, kind, comparison, &label);
+            assert!(
+                share >= floor,
+                "{label}: {share:.3} of thread states agreed with the GIL flags \
+                 ({comparison:?}; at least {floor})"
+            );
+            checked += 1;
+        }
+    }
+    checked
 }
 
 /// The share of thread states that agreed with the flags over [`SAMPLES`] samples of the
