@@ -398,11 +398,15 @@ def fairness(samples, changes, names, window, offsets_us=()):
         if not gil:
             continue
         times = [t for t, _ in gil]
+
+        def states_at(xs):
+            return [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in xs) if i > 0]
+
         def held_at(xs):
-            states = [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in xs) if i > 0]
+            states = states_at(xs)
             return states.count("held") / max(1, len(states))
 
-        at = [gil[i - 1][1] for i in (bisect.bisect_right(times, x) for x in instants) if i > 0]
+        at = states_at(instants)
         spent = {"held": 0.0, "wait": 0.0}
         outside = {"held": 0.0, "wait": 0.0}
         for (t, value), (until, _) in zip(gil, gil[1:] + [(hi, None)]):
