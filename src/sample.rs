@@ -17,7 +17,9 @@ use crate::process::{KernelState, KernelStateReader, Process};
 use crate::python::attach::{Runtime, attach};
 use crate::python::event_loop::{LoopObservation, LoopReader, ThreadAddresses, monotonic_ns};
 use crate::python::names::{LiveThread, ThreadNames};
-use crate::python::walker::{Frame, GilState, InterpreterRecord, PythonState, Walker};
+use crate::python::walker::{
+    Frame, GilState, InterpreterRecord, PythonState, ThreadRecord, Walker,
+};
 use anyhow::Result;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -223,6 +225,28 @@ struct Spare {
     candidates: Vec<(u8, i32)>,
     alive: FxHashSet<i32>,
     live_threads: Vec<LiveThread>,
+    decided: Vec<Decided>,
+}
+
+/// What [`Sampler::decide`] read.
+struct Decision {
+    /// The sample to fill, with its instant and its interpreters' GILs.
+    sample: Sample,
+    /// Per thread of the list decided on.
+    kernel: Vec<KernelState>,
+    /// A thread other than the holder was found running.
+    running: bool,
+}
+
+/// What [`Sampler::decide`] found for one thread of the last walk's list, kept while the
+/// walk refills the list.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    tstate: u64,
+    tid: Option<i32>,
+    holds_gil: Option<bool>,
+    gil_requested: Option<bool>,
+    kernel: KernelState,
 }
 
 /// At most this many samples are kept for reuse: more than a recording holds back at once
@@ -457,29 +481,94 @@ impl<M: RemoteMemory> Sampler<M> {
             self.walker.reread_code();
             self.code_rereads_done += 1;
         }
-        self.names
-            .read_ahead(&self.walker.mem, &self.walker.runtime);
         let mut state = std::mem::take(&mut self.state);
-        if let Err(e) = self.walk_threads(&mut state) {
-            self.state = state;
+        let result = self.sample_into(&mut state, with_frames);
+        self.state = state;
+        result
+    }
+
+    /// The reads that decide the classes (/proc and the GIL) come first, right after the
+    /// sampler wakes, on the threads of the last walk; the walk that finds the threads and
+    /// their stacks comes after them. On 2 CPUs the sampler's own time on a CPU moves the
+    /// target from the moment it wakes (docs/accuracy.md, ninth and tenth rounds), so the
+    /// sooner the deciding reads, the fairer the draw.
+    ///
+    /// Decided after the walk instead: the first sample, one after the interpreters
+    /// changed, and every sample where the threads' own GIL flags are the source (3.15+).
+    /// There the flags settle most threads without /proc only while they are fresh, and
+    /// this order, measured against the flags, was no better, while it read a lone event
+    /// loop as waiting 0.01 of its time (tenth round).
+    fn sample_into(
+        &mut self,
+        state: &mut PythonState,
+        with_frames: bool,
+    ) -> Result<Sample, SampleError> {
+        let decided_first = !state.threads.is_empty() && !self.flags_exported();
+        let (mut sample, mut kernel, running) = if decided_first {
+            let Decision {
+                sample,
+                kernel,
+                running,
+            } = self.decide(state)?;
+            self.keep_decisions(state, &kernel);
+            self.names
+                .read_ahead(&self.walker.mem, &self.walker.runtime);
+            if let Err(e) = self.walk_threads(state) {
+                self.kernel_states = kernel;
+                self.recycle(sample);
+                return Err(self.mem_error(e));
+            }
+            let same_interpreters = state
+                .interpreters
+                .iter()
+                .map(|i| i.address)
+                .eq(sample.interpreters.iter().map(|i| i.address));
+            if same_interpreters {
+                let (kernel, new_running) = self.apply_decisions(state, &sample, kernel);
+                (sample, kernel, running || new_running)
+            } else {
+                self.kernel_states = kernel;
+                self.recycle(sample);
+                let d = self.decide(state)?;
+                (d.sample, d.kernel, d.running)
+            }
+        } else {
+            self.names
+                .read_ahead(&self.walker.mem, &self.walker.runtime);
+            self.walk_threads(state).map_err(|e| self.mem_error(e))?;
+            let d = self.decide(state)?;
+            (d.sample, d.kernel, d.running)
+        };
+        if let Err(e) = self.read_stacks(with_frames, state, &mut kernel) {
+            self.kernel_states = kernel;
+            self.recycle(sample);
             return Err(self.mem_error(e));
         }
-        // The instant the sample describes: the thread states, /proc and the GIL's second
-        // read follow each other closely, so that they agree with one another; the stacks
-        // come after them. (The order does not move the instants at large: docs/accuracy.md,
-        // sixth round.)
+        self.mark_if_stopped(state, &mut kernel, running);
+        let result = self.join(state, &mut sample, &kernel, false);
+        self.kernel_states = kernel;
+        if let Err(e) = result {
+            self.recycle(sample);
+            return Err(e);
+        }
+        self.name_new_threads(&sample);
+        Ok(sample)
+    }
+
+    /// The reads that decide each thread's class, for the threads of `state`: /proc, then
+    /// the GIL (its holder, waiters and mutexes' owners) and the threads' GIL flags in one
+    /// read, so that both describe nearly one instant.
+    fn decide(&mut self, state: &mut PythonState) -> Result<Decision, SampleError> {
         let time = std::time::Instant::now();
-        let (mut kernel, running) = self.read_kernel_states(&state);
-        // The GIL again, right after the kernel reads, so both describe nearly one instant;
-        // in the same read, the count of its waiters and its mutexes' owners. Not needed
-        // when no thread runs but those the GIL flags settle (3.15+): the count and the
-        // holder only ever decide runnable threads.
+        let (mut kernel, running) = self.read_kernel_states(state);
+        // The GIL again, right after the kernel reads; in the same read, the count of its
+        // waiters and its mutexes' owners. Not needed when no thread runs but those the GIL
+        // flags settle (3.15+): the count and the holder only ever decide runnable threads.
         let conds = self.conds;
         let mut sample = self.empty_sample(time);
         // The threads' GIL flags (3.13+: the source on 3.15+, a check of the GIL struct's
         // holder on 3.13 and 3.14) are read again in the same read as the GIL: the struct
-        // names the holder at that instant, and flags from the walk, tens of µs earlier,
-        // could contradict it.
+        // names the holder at that instant, and flags read earlier could contradict it.
         self.flags_steady.clear();
         let reread =
             if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
@@ -502,11 +591,10 @@ impl<M: RemoteMemory> Sampler<M> {
             };
         if let Err(e) = reread {
             self.kernel_states = kernel;
-            self.state = state;
             self.recycle(sample);
             return Err(self.mem_error(e));
         }
-        // A thread the walk's flags settled without /proc whose flags have changed since:
+        // A thread the earlier flags settled without /proc whose flags have changed since:
         // they no longer say what it does, so ask the kernel.
         for ((thread, kernel_state), steady) in state
             .threads
@@ -523,7 +611,10 @@ impl<M: RemoteMemory> Sampler<M> {
         // A thread skipped as the holder that the second read no longer names: ask now. So
         // too while a thread is inside take_gil or drop_gil (it owns one of the GIL's
         // mutexes): the GIL may still name its previous holder, which may be waiting for it
-        // again, and the waiter count needs to know who is blocked in the wait.
+        // again, and the waiter count needs to know who is blocked in the wait. And a thread
+        // the second read names as holder that /proc, read before it, found blocked: it has
+        // taken the GIL since, or the GIL names it as the holder before (take_gil stores
+        // `locked` before `last_holder`) while it waits again. A read after tells which.
         for (thread, kernel_state) in state.threads.iter().zip(kernel.iter_mut()) {
             let holds = sample.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
             let handoff = self
@@ -533,31 +624,82 @@ impl<M: RemoteMemory> Sampler<M> {
                 .copied()
                 .flatten()
                 .is_some_and(|(_, owners)| owners != [0, 0]);
-            if *kernel_state == KernelState::Running
+            let skipped_wrongly = *kernel_state == KernelState::Running
                 && (!holds || handoff)
-                && self.skipped.contains(&thread.tstate)
-            {
+                && self.skipped.contains(&thread.tstate);
+            let read_blocked = holds
+                && !matches!(
+                    kernel_state,
+                    KernelState::Running | KernelState::NotRead | KernelState::Gone
+                );
+            if skipped_wrongly || read_blocked {
                 *kernel_state = thread
                     .tid
                     .map_or(KernelState::Gone, |tid| self.kernel.read(tid));
             }
         }
-        if let Err(e) = self.read_stacks(with_frames, &mut state, &mut kernel) {
-            self.kernel_states = kernel;
-            self.state = state;
-            self.recycle(sample);
-            return Err(self.mem_error(e));
+        Ok(Decision {
+            sample,
+            kernel,
+            running,
+        })
+    }
+
+    /// Keeps what [`Sampler::decide`] found for each thread of the last walk's list while
+    /// the walk refills that list.
+    fn keep_decisions(&mut self, state: &PythonState, kernel: &[KernelState]) {
+        let decided = &mut self.spare.decided;
+        decided.clear();
+        decided.extend(
+            state
+                .threads
+                .iter()
+                .zip(kernel)
+                .map(|(thread, &kernel)| Decided {
+                    tstate: thread.tstate,
+                    tid: thread.tid,
+                    holds_gil: thread.holds_gil,
+                    gil_requested: thread.gil_requested,
+                    kernel,
+                }),
+        );
+    }
+
+    /// The kernel states and GIL flags of the threads the walk found, from
+    /// [`Sampler::keep_decisions`]: a thread the decisions did not know (it started since
+    /// the last walk) is read now. Also whether such a thread, not the holder, runs. Whether
+    /// the flags read the same twice is not kept: it counts only where the flags are the
+    /// source (3.15+), and those samples are decided after their walk.
+    fn apply_decisions(
+        &mut self,
+        state: &mut PythonState,
+        sample: &Sample,
+        mut kernel: Vec<KernelState>,
+    ) -> (Vec<KernelState>, bool) {
+        let decided = std::mem::take(&mut self.spare.decided);
+        kernel.clear();
+        self.flags_steady.clear();
+        let flags_settle = self.flags_settle();
+        let mut next = 0;
+        let mut running = false;
+        for thread in &mut state.threads {
+            match decision_for(&decided, &mut next, thread) {
+                Some(d) => {
+                    thread.holds_gil = d.holds_gil;
+                    thread.gil_requested = d.gil_requested;
+                    kernel.push(d.kernel);
+                }
+                None => {
+                    let holds =
+                        sample.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
+                    let kernel_state = self.kernel_state_of(thread, holds, flags_settle);
+                    running |= !holds && kernel_state == KernelState::Running;
+                    kernel.push(kernel_state);
+                }
+            }
         }
-        self.mark_if_stopped(&state, &mut kernel, running);
-        let result = self.join(&mut state, &mut sample, &kernel, false);
-        self.kernel_states = kernel;
-        self.state = state;
-        if let Err(e) = result {
-            self.recycle(sample);
-            return Err(e);
-        }
-        self.name_new_threads(&sample);
-        Ok(sample)
+        self.spare.decided = decided;
+        (kernel, running)
     }
 
     /// Whether the interpreter has started: its thread list has a thread to read. Right
@@ -579,7 +721,7 @@ impl<M: RemoteMemory> Sampler<M> {
     /// context switches tell (blocked in the same syscall as at the last read): on 3.15+ a thread
     /// whose own flags say it holds or wants the GIL ([`KernelState::NotRead`]); the thread
     /// the GIL names as holder is running Python (its /proc file could only contradict the
-    /// read: [`Sampler::sample`] asks after all when the second GIL read names another
+    /// read: [`Sampler::decide`] asks after all when the second GIL read names another
     /// holder or finds a handoff under way). Also whether a thread other than the holder
     /// was found running.
     fn read_kernel_states(&mut self, state: &PythonState) -> (Vec<KernelState>, bool) {
@@ -587,30 +729,49 @@ impl<M: RemoteMemory> Sampler<M> {
         kernel.clear();
         self.skipped.clear();
         let mut running = false;
-        let flags_settle = !self.verify_flags
-            && self
-                .walker
-                .layout()
-                .tstate
-                .gil_flags
-                .is_some_and(|f| f.exported);
+        let flags_settle = self.flags_settle();
         for thread in &state.threads {
             let holds = state.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
-            let settled = flags_settle
-                && (thread.holds_gil == Some(true) || thread.gil_requested == Some(true));
-            let kernel_state = match thread.tid {
-                None => KernelState::Gone,
-                Some(_) if settled => KernelState::NotRead,
-                Some(_) if holds => {
-                    self.skipped.push(thread.tstate);
-                    KernelState::Running
-                }
-                Some(tid) => self.kernel.read_unless_still(tid, self.switches.mark(tid)),
-            };
+            let kernel_state = self.kernel_state_of(thread, holds, flags_settle);
             running |= !holds && kernel_state == KernelState::Running;
             kernel.push(kernel_state);
         }
         (kernel, running)
+    }
+
+    /// Whether the interpreter's GIL flags settle the threads they flag, so that their /proc
+    /// files need no read (3.15+, unless `--verify-flags`).
+    fn flags_settle(&self) -> bool {
+        !self.verify_flags && self.flags_exported()
+    }
+
+    /// Whether the threads' GIL flags are the interpreter's own account (3.15+).
+    fn flags_exported(&self) -> bool {
+        self.walker
+            .layout()
+            .tstate
+            .gil_flags
+            .is_some_and(|f| f.exported)
+    }
+
+    /// One thread's state for [`Sampler::read_kernel_states`]; the holder is skipped.
+    fn kernel_state_of(
+        &mut self,
+        thread: &ThreadRecord,
+        holds: bool,
+        flags_settle: bool,
+    ) -> KernelState {
+        let settled =
+            flags_settle && (thread.holds_gil == Some(true) || thread.gil_requested == Some(true));
+        match thread.tid {
+            None => KernelState::Gone,
+            Some(_) if settled => KernelState::NotRead,
+            Some(_) if holds => {
+                self.skipped.push(thread.tstate);
+                KernelState::Running
+            }
+            Some(tid) => self.kernel.read_unless_still(tid, self.switches.mark(tid)),
+        }
     }
 
     /// /proc/PID/stat is read only when no thread is `running` (a stopped process has none),
@@ -760,12 +921,7 @@ impl<M: RemoteMemory> Sampler<M> {
         earlier.reverse();
         let mut stopped = 0usize;
         let mut holder_check = (0u32, 0u32);
-        let exported_flags = self
-            .walker
-            .layout()
-            .tstate
-            .gil_flags
-            .is_some_and(|f| f.exported);
+        let exported_flags = self.flags_exported();
         mark_stand_ins(state, interpreters, &mut self.spare.kept, stand_ins);
         self.woken_waiters(state, interpreters, kernel, stand_ins, waits, woken);
         for (index, ((thread, &kernel_state), &stand_in)) in state
@@ -1113,6 +1269,20 @@ impl<M: RemoteMemory> Sampler<M> {
 }
 
 /// More than one thread of an interpreter flags itself as holding its GIL.
+/// The decision kept for `thread`, if it was in the list before the walk: the same thread
+/// state of the same kernel thread (a freed thread state can be reused by a new thread).
+/// The walk keeps the list's order, less the threads that ended and with new ones first, so
+/// decisions are looked for from `next`, just past the one found last.
+fn decision_for(decided: &[Decided], next: &mut usize, thread: &ThreadRecord) -> Option<Decided> {
+    let at = decided
+        .get(*next..)?
+        .iter()
+        .position(|d| d.tstate == thread.tstate && d.tid == thread.tid)?
+        + *next;
+    *next = at + 1;
+    Some(decided[at])
+}
+
 fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
     let holds = |t: &ThreadSample| t.gil_flags.is_some_and(|f| f.holds);
     threads.iter().enumerate().any(|(index, thread)| {
@@ -1579,6 +1749,41 @@ mod tests {
             switch_number: 24,
             size: 208,
         }
+    }
+
+    #[test]
+    fn decisions_follow_the_threads_through_a_walk_that_changed_the_list() {
+        let decided = |tstate: u64, tid: i32| Decided {
+            tstate,
+            tid: Some(tid),
+            holds_gil: None,
+            gil_requested: None,
+            kernel: KernelState::Syscall {
+                nr: i64::from(tid),
+                args: [0; 6],
+            },
+        };
+        // Before the walk: threads 1, 2, 3 and 4, newest first as CPython lists them.
+        let before = [
+            decided(0x100, 1),
+            decided(0x200, 2),
+            decided(0x300, 3),
+            decided(0x400, 4),
+        ];
+        // The walk: a new thread 5 at the head, 2 gone, and 4's thread state freed and
+        // reused by a new thread 6.
+        let walked = [
+            thread(0x500, 5, 0),
+            thread(0x100, 1, 0),
+            thread(0x300, 3, 0),
+            thread(0x400, 6, 0),
+        ];
+        let mut next = 0;
+        let found: Vec<Option<i32>> = walked
+            .iter()
+            .map(|t| decision_for(&before, &mut next, t).and_then(|d| d.tid))
+            .collect();
+        assert_eq!(found, [None, Some(1), Some(3), None]);
     }
 
     #[test]
