@@ -78,6 +78,7 @@ fn write_line(out: &mut impl Write, t0: u64, t1: u64, sample: &Sample) -> anyhow
                 "class": t.class.state.name(),
                 "kernel": format!("{:?}", t.kernel),
                 "tstate": t.tstate,
+                "flags": t.gil_flags.map(|f| [f.holds, f.requested, f.steady]),
             })
         })
         .collect();
