@@ -494,16 +494,19 @@ impl<M: RemoteMemory> Sampler<M> {
     /// sooner the deciding reads, the fairer the draw.
     ///
     /// Decided after the walk instead: the first sample, one after the interpreters
-    /// changed, and every sample where the threads' own GIL flags are the source (3.15+).
-    /// There the flags settle most threads without /proc only while they are fresh, and
-    /// this order, measured against the flags, was no better, while it read a lone event
-    /// loop as waiting 0.01 of its time (tenth round).
+    /// changed, and every sample of a version whose threads carry GIL flags (3.13+). There
+    /// this order caught a lone event loop between `take_gil`'s store of `locked` and its
+    /// store of `holds_gil` in about 1% of samples, against 0.1% walk first, for reasons
+    /// not yet found: on 3.15, where the flags are the source, the loop read as waiting
+    /// 0.01 of its time; on 3.13 and 3.14 the GIL struct and the flags agreed in 0.974-0.982
+    /// of samples, against 0.989-0.990 (docs/accuracy.md, tenth round).
     fn sample_into(
         &mut self,
         state: &mut PythonState,
         with_frames: bool,
     ) -> Result<Sample, SampleError> {
-        let decided_first = !state.threads.is_empty() && !self.flags_exported();
+        let decided_first =
+            !state.threads.is_empty() && self.walker.layout().tstate.gil_flags.is_none();
         let (mut sample, mut kernel, running) = if decided_first {
             let Decision {
                 sample,
