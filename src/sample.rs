@@ -671,8 +671,8 @@ impl<M: RemoteMemory> Sampler<M> {
     /// The kernel states and GIL flags of the threads the walk found, from
     /// [`Sampler::keep_decisions`]: a thread the decisions did not know (it started since
     /// the last walk) is read now. Also whether such a thread, not the holder, runs. Whether
-    /// the flags read the same twice is not kept: it counts only where the flags are the
-    /// source (3.15+), and those samples are decided after their walk.
+    /// the flags read the same twice is not kept: it counts only on versions whose threads
+    /// carry flags, and [`Sampler::sample_into`] decides those after their walk.
     fn apply_decisions(
         &mut self,
         state: &mut PythonState,
