@@ -239,13 +239,12 @@ struct Decision {
 }
 
 /// What [`Sampler::decide`] found for one thread of the last walk's list, kept while the
-/// walk refills the list.
+/// walk refills the list. No GIL flags: only versions whose threads carry none are decided
+/// before their walk ([`Sampler::sample_into`]).
 #[derive(Debug, Clone, Copy)]
 struct Decided {
     tstate: u64,
     tid: Option<i32>,
-    holds_gil: Option<bool>,
-    gil_requested: Option<bool>,
     kernel: KernelState,
 }
 
@@ -661,21 +660,17 @@ impl<M: RemoteMemory> Sampler<M> {
                 .map(|(thread, &kernel)| Decided {
                     tstate: thread.tstate,
                     tid: thread.tid,
-                    holds_gil: thread.holds_gil,
-                    gil_requested: thread.gil_requested,
                     kernel,
                 }),
         );
     }
 
-    /// The kernel states and GIL flags of the threads the walk found, from
-    /// [`Sampler::keep_decisions`]: a thread the decisions did not know (it started since
-    /// the last walk) is read now. Also whether such a thread, not the holder, runs. Whether
-    /// the flags read the same twice is not kept: it counts only on versions whose threads
-    /// carry flags, and [`Sampler::sample_into`] decides those after their walk.
+    /// The kernel states of the threads the walk found, from [`Sampler::keep_decisions`]:
+    /// a thread the decisions did not know (it started since the last walk) is read now.
+    /// Also whether such a thread, not the holder, runs.
     fn apply_decisions(
         &mut self,
-        state: &mut PythonState,
+        state: &PythonState,
         sample: &Sample,
         mut kernel: Vec<KernelState>,
     ) -> (Vec<KernelState>, bool) {
@@ -685,13 +680,9 @@ impl<M: RemoteMemory> Sampler<M> {
         let flags_settle = self.flags_settle();
         let mut next = 0;
         let mut running = false;
-        for thread in &mut state.threads {
+        for thread in &state.threads {
             match decision_for(&decided, &mut next, thread) {
-                Some(d) => {
-                    thread.holds_gil = d.holds_gil;
-                    thread.gil_requested = d.gil_requested;
-                    kernel.push(d.kernel);
-                }
+                Some(d) => kernel.push(d.kernel),
                 None => {
                     let holds =
                         sample.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
@@ -1759,8 +1750,6 @@ mod tests {
         let decided = |tstate: u64, tid: i32| Decided {
             tstate,
             tid: Some(tid),
-            holds_gil: None,
-            gil_requested: None,
             kernel: KernelState::Syscall {
                 nr: i64::from(tid),
                 args: [0; 6],
