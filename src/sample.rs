@@ -563,8 +563,9 @@ impl<M: RemoteMemory> Sampler<M> {
     fn decide(&mut self, state: &mut PythonState) -> Result<Decision, SampleError> {
         let time = std::time::Instant::now();
         let (mut kernel, running) = self.read_kernel_states(state);
-        // The GIL again, right after the kernel reads; in the same read, the count of its
-        // waiters and its mutexes' owners. Not needed when no thread runs but those the GIL
+        // The GIL, right after the kernel reads (after the walk's own read of it, when the
+        // walk came first); in the same read, the count of its waiters and its mutexes'
+        // owners. Not needed when no thread runs but those the GIL
         // flags settle (3.15+): the count and the holder only ever decide runnable threads.
         let conds = self.conds;
         let mut sample = self.empty_sample(time);
