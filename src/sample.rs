@@ -516,8 +516,7 @@ impl<M: RemoteMemory> Sampler<M> {
             self.names
                 .read_ahead(&self.walker.mem, &self.walker.runtime);
             if let Err(e) = self.walk_threads(state) {
-                self.kernel_states = kernel;
-                self.recycle(sample);
+                self.give_back(sample, kernel);
                 return Err(self.mem_error(e));
             }
             let same_interpreters = state
@@ -529,8 +528,7 @@ impl<M: RemoteMemory> Sampler<M> {
                 let (kernel, new_running) = self.apply_decisions(state, &sample, kernel);
                 (sample, kernel, running || new_running)
             } else {
-                self.kernel_states = kernel;
-                self.recycle(sample);
+                self.give_back(sample, kernel);
                 let d = self.decide(state)?;
                 (d.sample, d.kernel, d.running)
             }
@@ -542,8 +540,7 @@ impl<M: RemoteMemory> Sampler<M> {
             (d.sample, d.kernel, d.running)
         };
         if let Err(e) = self.read_stacks(with_frames, state, &mut kernel) {
-            self.kernel_states = kernel;
-            self.recycle(sample);
+            self.give_back(sample, kernel);
             return Err(self.mem_error(e));
         }
         self.mark_if_stopped(state, &mut kernel, running);
@@ -593,8 +590,7 @@ impl<M: RemoteMemory> Sampler<M> {
                 )
             };
         if let Err(e) = reread {
-            self.kernel_states = kernel;
-            self.recycle(sample);
+            self.give_back(sample, kernel);
             return Err(self.mem_error(e));
         }
         // A thread the earlier flags settled without /proc whose flags have changed since:
@@ -648,6 +644,12 @@ impl<M: RemoteMemory> Sampler<M> {
         })
     }
 
+    /// Keeps the buffers of a sample that is not going out.
+    fn give_back(&mut self, sample: Sample, kernel: Vec<KernelState>) {
+        self.kernel_states = kernel;
+        self.recycle(sample);
+    }
+
     /// Keeps what [`Sampler::decide`] found for each thread of the last walk's list while
     /// the walk refills that list.
     fn keep_decisions(&mut self, state: &PythonState, kernel: &[KernelState]) {
@@ -677,7 +679,6 @@ impl<M: RemoteMemory> Sampler<M> {
     ) -> (Vec<KernelState>, bool) {
         let decided = std::mem::take(&mut self.spare.decided);
         kernel.clear();
-        self.flags_steady.clear();
         let flags_settle = self.flags_settle();
         let mut next = 0;
         let mut running = false;
