@@ -239,12 +239,13 @@ struct Decision {
 }
 
 /// What [`Sampler::decide`] found for one thread of the last walk's list, kept while the
-/// walk refills the list. No GIL flags: only versions whose threads carry none are decided
-/// before their walk ([`Sampler::sample_into`]).
+/// walk refills the list.
 #[derive(Debug, Clone, Copy)]
 struct Decided {
     tstate: u64,
     tid: Option<i32>,
+    holds_gil: Option<bool>,
+    gil_requested: Option<bool>,
     kernel: KernelState,
 }
 
@@ -493,19 +494,22 @@ impl<M: RemoteMemory> Sampler<M> {
     /// sooner the deciding reads, the fairer the draw.
     ///
     /// Decided after the walk instead: the first sample, one after the interpreters
-    /// changed, and every sample of a version whose threads carry GIL flags (3.13+). There
-    /// this order caught a lone event loop between `take_gil`'s store of `locked` and its
-    /// store of `holds_gil` in about 1% of samples, against 0.1% walk first, for reasons
-    /// not yet found: on 3.15, where the flags are the source, the loop read as waiting
-    /// 0.01 of its time; on 3.13 and 3.14 the GIL struct and the flags agreed in 0.974-0.982
-    /// of samples, against 0.989-0.990 (docs/accuracy.md, tenth round).
+    /// changed, and every sample where the threads' own GIL flags are the source (3.15+).
+    /// There a thread whose flags read the same in the walk and in the GIL's read, tens of
+    /// µs apart, is settled without /proc. Decided first, those two reads would be a sample
+    /// apart, and a lone event loop passing through `take_gil` read as waiting 0.01 of its
+    /// time (tenth round).
+    ///
+    /// On 3.13 and 3.14 the flags only check the GIL struct's holder, in the same read.
+    /// Decided first, that read takes 15-19 µs (median) against 5-6 µs right after the walk,
+    /// and a lone event loop can take or drop the GIL inside it, so the two disagree
+    /// somewhat more often (eleventh round).
     fn sample_into(
         &mut self,
         state: &mut PythonState,
         with_frames: bool,
     ) -> Result<Sample, SampleError> {
-        let decided_first =
-            !state.threads.is_empty() && self.walker.layout().tstate.gil_flags.is_none();
+        let decided_first = !state.threads.is_empty() && !self.flags_exported();
         let (mut sample, mut kernel, running) = if decided_first {
             let Decision {
                 sample,
@@ -663,17 +667,22 @@ impl<M: RemoteMemory> Sampler<M> {
                 .map(|(thread, &kernel)| Decided {
                     tstate: thread.tstate,
                     tid: thread.tid,
+                    holds_gil: thread.holds_gil,
+                    gil_requested: thread.gil_requested,
                     kernel,
                 }),
         );
     }
 
-    /// The kernel states of the threads the walk found, from [`Sampler::keep_decisions`]:
-    /// a thread the decisions did not know (it started since the last walk) is read now.
-    /// Also whether such a thread, not the holder, runs.
+    /// The kernel states and GIL flags of the threads the walk found, from
+    /// [`Sampler::keep_decisions`], so that the flags are those of the GIL's read, not the
+    /// walk's: a thread the decisions did not know (it started since the last walk) is read
+    /// now. Also whether such a thread, not the holder, runs. Whether the flags read the
+    /// same twice is not kept: it counts only where the flags are the source (3.15+), and
+    /// [`Sampler::sample_into`] decides those after their walk.
     fn apply_decisions(
         &mut self,
-        state: &PythonState,
+        state: &mut PythonState,
         sample: &Sample,
         mut kernel: Vec<KernelState>,
     ) -> (Vec<KernelState>, bool) {
@@ -682,9 +691,13 @@ impl<M: RemoteMemory> Sampler<M> {
         let flags_settle = self.flags_settle();
         let mut next = 0;
         let mut running = false;
-        for thread in &state.threads {
+        for thread in &mut state.threads {
             match decision_for(&decided, &mut next, thread) {
-                Some(d) => kernel.push(d.kernel),
+                Some(d) => {
+                    thread.holds_gil = d.holds_gil;
+                    thread.gil_requested = d.gil_requested;
+                    kernel.push(d.kernel);
+                }
                 None => {
                     let holds =
                         sample.interpreters[thread.interpreter].gil.holder() == Some(thread.tstate);
@@ -1752,6 +1765,8 @@ mod tests {
         let decided = |tstate: u64, tid: i32| Decided {
             tstate,
             tid: Some(tid),
+            holds_gil: None,
+            gil_requested: None,
             kernel: KernelState::Syscall {
                 nr: i64::from(tid),
                 args: [0; 6],

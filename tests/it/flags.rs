@@ -42,8 +42,12 @@ fn the_inference_agrees_with_the_interpreters_gil_flags_on_short_holds() {
 /// struct, it disagreed on a lone asyncio loop in 0.034-0.062 of thread states (3.14), and
 /// on `queue_pipeline` in 0.035 (3.13); read in the same read as the struct, 0.002-0.013.
 /// What is left: the two are separate stores in `take_gil` and `drop_gil`, and separate
-/// pieces of one read.
-const HOLDER_AGREEMENT: f64 = 0.98;
+/// pieces of one read. Since the deciding reads come first (docs/accuracy.md, eleventh
+/// round) that read is the sample's first of the target's memory and takes 15-19 µs
+/// (median) against 5-6 µs right after the walk: a lone loop can take or drop the GIL within
+/// it. Then 0.970-0.998 agreed on the loop in 20 runs on 3.13 and 3.14, 0.990-0.996 on
+/// `queue_pipeline`.
+const HOLDER_AGREEMENT: f64 = 0.96;
 
 #[test]
 fn the_gil_struct_names_the_holder_its_flags_name_on_3_13_and_3_14() {
