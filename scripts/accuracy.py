@@ -9,6 +9,25 @@ drop_gil (entry), recorded over the same window as gilscope:
               has taken it; gilscope's gil_wait state includes that, by definition)
     holding = from take_gil return to the next drop_gil entry
 
+A second truth, the store truth, puts the edges of holding where the interpreter writes
+the GIL's `locked`, the word gilscope reads:
+
+    holding = from take_gil's write of `locked` to drop_gil's write
+    waiting = from take_gil's entry to its write, and from drop_gil's write to its return
+
+Its two extra probes sit on the first call after each write (a few instructions later),
+found per run by a hardware watchpoint on `locked` (perf's `mem:ADDR/4:w`, the address from
+the binary's debug information with gdb) held for half a second: a watchpoint costs about
+13 µs a write here, too much to measure with. The two truths part where a thread sits inside drop_gil
+before its write (preempted there, or blocked on the GIL's mutex): it still holds the
+GIL, and nobody else can take it.
+
+The probes also cost a few µs a call themselves, inside the waits: a lone asyncio loop
+that takes the GIL 7,000 times a second spends about 0.03 of its time in them, waiting for
+nobody. Each run first measures that cost on a lone thread that drops the GIL and takes it
+straight back (time.sleep(0)); the store truth's waiting is given less that cost per wait.
+Each thread's error is given against both truths.
+
 Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/accuracy.py [--python PY] [--workloads cpu_threads,convoy,...]
@@ -28,8 +47,9 @@ run without the N µs after each instant. `--offsets` gives the truth's share of
 fixed offsets before and after every instant: where it parts from the run's share is where
 the sampler's own time on a CPU starts to move the target.
 
-Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, and an
-interpreter whose binary keeps the take_gil/drop_gil symbols (pyenv's builds do).
+Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, gdb, and an
+interpreter whose binary keeps the take_gil/drop_gil symbols and debug information
+(pyenv's builds do).
 Prints one row per thread and the largest error per workload. Stdlib only.
 
 With --py-spy, py-spy (`record --gil --threads --nonblocking`) samples the same target in
@@ -64,28 +84,87 @@ def main():
             for _ in range(args.repeat):
                 print_confusion(kind, measure_instants(kind, args), os.getloadavg()[0])
         return
-    worst = {}
-    worst_pyspy = {}
+    args.probe_cost = calibrate_probes(args.python)
+    print(f"the probes' own time in the store truth's waits (median on a lone thread that never "
+          f"waits): take_gil's entry to its write {args.probe_cost['take']:.2f} µs, drop_gil's "
+          f"write to its return {args.probe_cost['drop']:.2f} µs")
+    worst, worst_store, worst_pyspy = {}, {}, {}
     runs = []
     for kind in args.workloads.split(","):
         for _ in range(args.repeat):
             load = os.getloadavg()[0]
             rows = measure(kind, args, gilscope)
             print_rows(kind, rows, load)
-            runs.append({"workload": kind, "python": args.python, "load": load, "threads": rows})
-            errors = [max(abs(r["held"] - r["true_held"]), abs(r["wait"] - r["true_wait"])) for r in rows]
-            worst[kind] = max([worst.get(kind, 0.0)] + errors)
+            runs.append({"workload": kind, "python": args.python, "load": load,
+                         "probe_cost_us": args.probe_cost, "threads": rows})
+            worst[kind] = max([worst.get(kind, 0.0)] + [raw_error(r) for r in rows])
+            worst_store[kind] = max([worst_store.get(kind, 0.0)] + [store_error(r) for r in rows])
             spy = [abs(r["pyspy_held"] - r["true_held"]) for r in rows if r.get("pyspy_held") is not None]
             if spy:
                 worst_pyspy[kind] = max([worst_pyspy.get(kind, 0.0)] + spy)
-    print("\nlargest error per workload (|gilscope - truth| over gil_held and gil_wait, per thread):")
+    print("\nlargest error per workload: |gilscope - truth| over gil_held and gil_wait, per thread,"
+          "\nagainst the uprobe truth and the store truth (its waiting less the probes' own time):")
+    print(f"  {'':<16} {'uprobes':>8} {'stores':>7}")
     for kind, error in worst.items():
-        extra = f"   py-spy held: {worst_pyspy[kind]:.3f}" if kind in worst_pyspy else ""
-        print(f"  {kind:<16} {error:.3f}{extra}")
-    print(f"  {'all':<16} {max(worst.values()):.3f}")
+        extra = f"   py-spy held (uprobe truth): {worst_pyspy[kind]:.3f}" if kind in worst_pyspy else ""
+        print(f"  {kind:<16} {error:8.3f} {worst_store[kind]:7.3f}{extra}")
+    print(f"  {'all':<16} {max(worst.values()):8.3f} {max(worst_store.values()):7.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
+
+
+def raw_error(row):
+    return max(abs(row["held"] - row["true_held"]), abs(row["wait"] - row["true_wait"]))
+
+
+def store_error(row):
+    """The error against the store truth, its waiting less the probes' own time (that time
+    is nobody's waiting). A thread that never took the GIL has the same zeroes in both."""
+    if row["store_held"] is None:
+        return raw_error(row)
+    return max(abs(row["held"] - row["store_held"]), abs(row["wait"] - row["store_wait"]))
+
+
+CALIBRATION = """
+import time
+print("READY", flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    time.sleep(0)
+"""
+
+
+def calibrate_probes(python, seconds=2.0):
+    """µs per wait that the probes themselves add to the store truth's waits: the median
+    time from take_gil's entry to its write of `locked`, and from drop_gil's write to its
+    return, on a lone thread that releases the GIL and takes it straight back
+    (time.sleep(0)), so that neither function ever waits for anyone."""
+    child = subprocess.Popen([python, "-c", CALIBRATION], stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "READY":
+            sys.exit("the calibration's interpreter did not start")
+        binary = interpreter_binary(child.pid)
+        group = add_probes(binary, store_sites(child.pid, binary))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                data = os.path.join(tmp, "perf.data")
+                perf = start_perf(group, child.pid, data)
+                start = time.clock_gettime(time.CLOCK_MONOTONIC)
+                time.sleep(seconds)  # the window measured, not a wait for readiness
+                end = time.clock_gettime(time.CLOCK_MONOTONIC)
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+                truth = truth_from_perf(data, start, end)
+        finally:
+            remove_probes(group)
+    finally:
+        child.kill()
+        child.wait()
+    store = truth.get(child.pid, {}).get("store")
+    if not store or store["take_us"] is None or store["drop_us"] is None:
+        sys.exit("the calibration saw no take_gil or drop_gil call")
+    return {"take": store["take_us"], "drop": store["drop_us"]}
 
 
 def parse_args():
@@ -121,7 +200,7 @@ def measure(kind, args, gilscope):
     try:
         pid = workload.pid
         binary = interpreter_binary(pid)
-        group = add_probes(binary)
+        group = add_probes(binary, store_sites(pid, binary))
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 perf_data = os.path.join(tmp, "perf.data")
@@ -136,7 +215,7 @@ def measure(kind, args, gilscope):
                 pyspy_held = finish_pyspy(spy, os.path.join(tmp, "pyspy.raw")) if spy else None
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
-                truth = truth_from_perf(perf_data, start, end)
+                truth = truth_from_perf(perf_data, start, end, args.probe_cost)
                 with open(os.path.join(out, "report.json")) as f:
                     report = json.load(f)
         finally:
@@ -193,11 +272,12 @@ def interpreter_binary(pid):
     return os.readlink(f"/proc/{pid}/exe")
 
 
-def add_probes(binary):
+def add_probes(binary, stores=None):
     """Adds uprobes in a group of this run's own, so other perf users are not disturbed.
     Returns the group: its events are GROUP:take_N_TAG, GROUP:taken_N_TAG__return,
     GROUP:drop_N_TAG and GROUP:dropped_N_TAG__return, one N per out-of-line copy of the
-    function.
+    function; with `stores` (from `store_sites`), also GROUP:acquired_N_TAG and
+    GROUP:released_N_TAG a few instructions after each write of the GIL's `locked`.
 
     Every copy the compiler made (3.8's take_gil.constprop.0 beside take_gil) gets both an
     entry and a return probe, placed by address. Inlined copies get neither: perf can put an
@@ -215,7 +295,96 @@ def add_probes(binary):
                 if out.returncode != 0:
                     remove_probes(group)
                     sys.exit(f"perf probe {spec} on {binary} failed:\n{out.stderr}")
+    for kind, places in (stores or {}).items():
+        for n, place in enumerate(sorted(places)):
+            spec = f"{group}:{kind}_{n}_{tag}={place:#x}"
+            out = subprocess.run(["perf", "probe", "-x", binary, "--add", spec], capture_output=True, text=True)
+            if out.returncode != 0:
+                remove_probes(group)
+                sys.exit(f"perf probe {spec} on {binary} failed:\n{out.stderr}")
     return group
+
+
+def store_sites(pid, binary, seconds=0.5):
+    """Where in `binary` take_gil and drop_gil write the GIL's `locked`: a hardware
+    watchpoint on it for `seconds` gives the address after each write (it traps after the
+    store), and the store truth's probes go on the first call from there (`next_call`). A
+    watchpoint costs about 13 µs a write on these machines, too much to measure with, so it
+    only finds the places. Returns {"acquired": {offset in binary, ...}, "released": {...}}."""
+    base = mapped_at(pid, binary)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "perf.data")
+        address = base + gil_locked_offset(binary)
+        perf = subprocess.Popen(["perf", "record", "-q", "-o", data, "-p", str(pid),
+                                 "-e", f"mem:{address:#x}/4:w"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(seconds)  # the window watched, not a wait for readiness
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+        out = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"],
+                             capture_output=True, text=True).stdout
+    sites = {"acquired": set(), "released": set()}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            kind = ("acquired" if fields[1].startswith("take_gil") else
+                    "released" if fields[1].startswith("drop_gil") else None)
+            if kind:
+                sites[kind].add(int(fields[0], 16) - base)
+    if not sites["acquired"] or not sites["released"]:
+        sys.exit(f"the watchpoint on the GIL's `locked` saw no write by take_gil and drop_gil "
+                 f"in {seconds} s")
+    return {kind: {next_call(binary, after) for after in places} for kind, places in sites.items()}
+
+
+def next_call(binary, after):
+    """The first call instruction at or after `after` that every path from there reaches
+    (any jump before it lands between the two). The probe goes there, not right after the
+    write: a uprobe on a call is emulated, while most other instructions are stepped out of
+    line, a debug trap that costs about 10 µs on these virtual machines. Between the write
+    and the call are a few instructions (the holder's pointer, the switch count)."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"--start-address={after:#x}",
+                          f"--stop-address={after + 128:#x}", binary],
+                         capture_output=True, text=True, check=True).stdout
+    jumps = []
+    for line in out.splitlines():
+        parsed = re.match(r"\s*([0-9a-f]+):\s+(\S+)\s*(\S*)", line)
+        if not parsed:
+            continue
+        at, mnemonic, operand = int(parsed.group(1), 16), parsed.group(2), parsed.group(3)
+        if mnemonic.startswith("call"):
+            if all(after <= target <= at for target in jumps):
+                return at
+            break
+        if mnemonic.startswith("j"):
+            jumps.append(int(operand, 16) if re.fullmatch(r"[0-9a-f]+", operand) else -1)
+        if mnemonic.startswith("ret"):
+            break
+    sys.exit(f"no call that every path takes after the write of `locked` at {after:#x} in {binary}")
+
+
+def gil_locked_offset(binary):
+    """Where the main interpreter's GIL keeps `locked`, as an address in `binary`, from its
+    debug information (gdb): `_PyRuntime.ceval.gil` up to 3.11, the main interpreter's own
+    `_gil` from 3.12."""
+    for field in ("_PyRuntime._main_interpreter._gil.locked", "_PyRuntime.ceval.gil.locked"):
+        out = subprocess.run(["gdb", "-batch", "-nx", binary, "-ex", f"p &{field}"],
+                             capture_output=True, text=True).stdout
+        found = re.search(r"\) (0x[0-9a-f]+) <", out)
+        if found:
+            return int(found.group(1), 16)
+    sys.exit(f"gdb found no GIL `locked` in {binary}'s debug information")
+
+
+def mapped_at(pid, binary):
+    """The address `binary`'s first byte is mapped at in process `pid` (its lowest load
+    address is 0, as for a shared library or a position-independent executable)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if fields[-1] == binary and int(fields[2], 16) == 0:
+                return int(fields[0].split("-")[0], 16)
+    sys.exit(f"{binary} is not mapped in process {pid}")
 
 
 def function_addresses(binary, function):
@@ -246,48 +415,96 @@ def start_perf(group, pid, data, extra=None):
     return perf
 
 
-def truth_from_perf(data, start, end):
-    """Per tid: seconds holding and waiting for the GIL inside [start, end]."""
-    out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event"],
+# How each event moves a thread. The uprobe truth: from take_gil's entry to its return,
+# waiting; then holding until drop_gil's entry; waiting again until drop_gil returns. The
+# store truth puts the two edges of holding where the interpreter writes the GIL's `locked`
+# ("acquired" is the probe after take_gil's write, "released" the one after drop_gil's),
+# which is the word gilscope reads: a thread preempted inside drop_gil before its write
+# still holds the GIL, and nobody else can take it.
+UPROBE_MOVES = {"take": "wait", "taken": "held", "drop": "wait", "dropped": None}
+STORE_MOVES = {"take": "wait", "acquired": "held", "released": "wait", "dropped": None}
+
+
+def read_events(data):
+    """(tid, seconds, kind) per event: take, taken, drop, dropped, acquired or released."""
+    out = subprocess.run(["perf", "script", "--ns", "-i", data, "-F", "tid,time,event"],
                          capture_output=True, text=True, check=True).stdout
-    state = {}   # tid -> ("wait" | "held", since)
-    totals = {}  # tid -> {"held": s, "wait": s}
-    counts = {"take": 0, "taken": 0, "drop": 0}
     events = []
     for line in out.splitlines():
         parsed = re.match(r"\s*(\d+)\s+([\d.]+):\s+(\S+):", line)
         if parsed:
-            events.append((int(parsed.group(1)), float(parsed.group(2)), parsed.group(3)))
-    if not events:
+            kind = parsed.group(3).split(":")[-1].split("_")[0]
+            events.append((int(parsed.group(1)), float(parsed.group(2)), kind))
+    return events
+
+
+def shares(events, moves, start, end):
+    """Per tid: seconds in each state inside [start, end], and the µs of each wait that
+    began and ended inside it, by how it began ("take" for take_gil's entry, "drop" for
+    drop_gil's entry or its write)."""
+    state, totals, waits = {}, {}, {}
+    for tid, t, kind in events:
+        if kind not in moves:
+            continue
+        new, old = moves[kind], state.get(tid)
+        if old and old[0] == new:
+            continue
+        if old and old[0] == "wait" and start <= old[1] and t <= end:
+            began = "take" if old[2] == "take" else "drop"
+            waits.setdefault(tid, {"take": [], "drop": []})[began].append((t - old[1]) * 1e6)
+        close(state, totals, tid, t, start, end)
+        if new:
+            state[tid] = (new, t, kind)
+    for tid in list(state):
+        close(state, totals, tid, end, start, end)
+    return totals, waits
+
+
+def truth_from_perf(data, start, end, cost=None):
+    """Per tid: the uprobe truth's shares of [start, end] holding and waiting for the GIL,
+    its calls (acquisitions a second, median µs inside take_gil and drop_gil), and, when
+    the recording has the probes after the writes of `locked`, `store`: the store truth's
+    shares, with its waiting also less the probes' own time (`cost`, µs per wait, from
+    `calibrate_probes`)."""
+    events = read_events(data)
+    if not any(kind in ("take", "drop") for _, _, kind in events):
         sys.exit("uprobes saw no take_gil or drop_gil call")
     # perf may start delivering events after gilscope has begun (or stop before it ends, if
     # it lost some): only the span both saw is measured.
     start, end = max(start, events[0][1]), min(end, events[-1][1])
-    calls = {}  # tid -> {"take": [µs inside take_gil per call], "drop": [µs inside drop_gil]}
-    for tid, t, event in events:
-        kind = event.split(":")[-1].split("_")[0]
-        if kind in ("taken", "dropped") and tid in state and start <= state[tid][1] and t <= end:
-            inside = calls.setdefault(tid, {"take": [], "drop": []})
-            inside["take" if kind == "taken" else "drop"].append((t - state[tid][1]) * 1e6)
-        close(state, totals, tid, t, start, end)
-        if kind == "taken":
-            state[tid] = ("held", t)
-            counts["taken"] += 1
-        elif kind in ("take", "drop"):
-            state[tid] = ("wait", t)
-            counts[kind] += 1
-    for tid in list(state):
-        close(state, totals, tid, end, start, end)
-    # Every acquisition seen to start must be seen to finish, or the truth is wrong.
-    if counts["take"] and abs(counts["take"] - counts["taken"]) > max(10, counts["take"] // 100):
-        sys.exit(f"uprobes saw {counts['take']} take_gil calls but {counts['taken']} returns")
+    counts = {}
+    for _, _, kind in events:
+        counts[kind] = counts.get(kind, 0) + 1
+    takes = counts.get("take", 0)
+    # Every acquisition seen to start must be seen to finish, or the truth is wrong; with
+    # the store probes, every one must be seen to write `locked` too (a write on a path
+    # that store_sites did not see would be missed).
+    if takes and abs(takes - counts.get("taken", 0)) > max(10, takes // 100):
+        sys.exit(f"uprobes saw {takes} take_gil calls but {counts.get('taken', 0)} returns")
+    stores = "acquired" in counts or "released" in counts
+    for write, call in (("acquired", "take"), ("released", "drop")):
+        if stores and abs(counts.get(write, 0) - counts.get(call, 0)) > max(10, counts.get(call, 0) // 100):
+            sys.exit(f"the store probes saw {counts.get(write, 0)} writes of `locked` for "
+                     f"{counts.get(call, 0)} {call}_gil calls: a write site was missed")
     window = end - start
-    truth = {tid: {k: v / window for k, v in t.items()} for tid, t in totals.items()}
-    for tid, inside in calls.items():
+    totals, waits = shares(events, UPROBE_MOVES, start, end)
+    truth = {tid: {"held": t.get("held", 0.0) / window, "wait": t.get("wait", 0.0) / window}
+             for tid, t in totals.items()}
+    for tid, inside in waits.items():
         truth.setdefault(tid, {"held": 0.0, "wait": 0.0})["calls"] = {
             "per_s": len(inside["take"]) / window,
             "take_us": median(inside["take"]), "drop_us": median(inside["drop"]),
         }
+    if stores:
+        totals, waits = shares(events, STORE_MOVES, start, end)
+        for tid, t in totals.items():
+            inside = waits.get(tid, {"take": [], "drop": []})
+            probes = sum(min(us, cost[began]) for began in ("take", "drop") for us in inside[began]) if cost else 0.0
+            truth.setdefault(tid, {"held": 0.0, "wait": 0.0})["store"] = {
+                "held": t.get("held", 0.0) / window, "wait": t.get("wait", 0.0) / window,
+                "wait_less_probes": (t.get("wait", 0.0) - probes / 1e6) / window,
+                "take_us": median(inside["take"]), "drop_us": median(inside["drop"]),
+            }
     return truth
 
 
@@ -299,7 +516,7 @@ def close(state, totals, tid, t, start, end):
     """Ends tid's current interval at t, adding its overlap with [start, end]."""
     if tid not in state:
         return
-    kind, since = state.pop(tid)
+    kind, since = state.pop(tid)[:2]
     overlap = min(t, end) - max(since, start)
     if overlap > 0:
         totals.setdefault(tid, {"held": 0.0, "wait": 0.0})[kind] += overlap
@@ -314,22 +531,27 @@ def compare(report, truth, pyspy_held):
             "held": thread["states"]["gil_held"], "wait": thread["states"]["gil_wait"],
             "true_held": true["held"], "true_wait": true["wait"],
             "calls": true.get("calls"),
+            "store_held": true["store"]["held"] if "store" in true else None,
+            "store_wait": true["store"]["wait_less_probes"] if "store" in true else None,
             "pyspy_held": None if pyspy_held is None else pyspy_held.get(thread["tid"], 0.0),
         })
     return rows
 
 
 def print_rows(kind, rows, load):
-    """The last columns say what the truth's own probes cost: acquisitions a second, and the
-    median µs from entry to return of take_gil and of drop_gil. A thread that never waits
-    for another still spends that time inside them, trapping into the probes, and the truth
-    counts it as waiting."""
+    """Per thread: gilscope's held, the uprobe truth's and the store truth's; the same for
+    waiting (the store truth's less the probes' own time); py-spy's held; then what the
+    probes cost: acquisitions a second, and the median µs from entry to return of take_gil
+    and of drop_gil. A thread that never waits for another still spends that time inside
+    them, trapping into the probes, and the uprobe truth counts it as waiting."""
     print(f"\n{kind} (load average {load:.1f}):")
     spy = rows and rows[0]["pyspy_held"] is not None
-    print(f"  {'thread':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6}" + (f" {'py-spy':>7}" if spy else "")
-          + f" {'takes/s':>8} {'take µs':>8} {'drop µs':>8}")
+    print(f"  {'':<14} {'held':>6} {'uprobe':>6} {'store':>6} {'wait':>6} {'uprobe':>6} {'store':>6}"
+          + (f" {'py-spy':>7}" if spy else "") + f" {'takes/s':>8} {'take µs':>8} {'drop µs':>8}")
+    value = lambda v: f" {v:6.3f}" if v is not None else f" {'-':>6}"
     for r in rows:
-        line = f"  {r['name']:<14} {r['held']:6.3f} {r['true_held']:6.3f} {r['wait']:6.3f} {r['true_wait']:6.3f}"
+        line = (f"  {r['name']:<14}" + value(r["held"]) + value(r["true_held"]) + value(r["store_held"])
+                + value(r["wait"]) + value(r["true_wait"]) + value(r["store_wait"]))
         if spy:
             line += f" {r['pyspy_held']:7.3f}"
         calls = r.get("calls")

@@ -4,8 +4,10 @@
     python3 scripts/accuracy_tables.py LABEL=AFTER.json[:BEFORE.json] ...
 
 One LABEL (e.g. a Python version) per argument; BEFORE is optional (the same runs made
-with an older gilscope). Prints, per workload, one row per version and thread: the uprobe
-truth, gilscope after (and before), and py-spy's `--gil` share when it was run.
+with an older gilscope). Prints the largest error per workload (as "uprobe truth / store
+truth" when the run measured the store truth), then, per workload, one row per version and
+thread: the uprobe truth, gilscope after (and before), and py-spy's `--gil` share when it
+was run.
 """
 
 import json
@@ -21,6 +23,22 @@ def error(t):
     return max(abs(t["held"] - t["true_held"]), abs(t["wait"] - t["true_wait"]))
 
 
+def store_error(t):
+    """accuracy.py's store_error: against the store truth, its waiting less the probes' time."""
+    if t.get("store_held") is None:
+        return error(t)
+    return max(abs(t["held"] - t["store_held"]), abs(t["wait"] - t["store_wait"]))
+
+
+def cell(run):
+    """The largest error of a run against the uprobe truth, and against the store truth
+    when the run measured it (files from before it have no `store_held`)."""
+    raw = max(map(error, run["threads"]))
+    if all("store_held" in t for t in run["threads"]):
+        return f"{raw:.3f} / {max(map(store_error, run['threads'])):.3f}"
+    return f"{raw:.3f}"
+
+
 def main():
     sets = []
     for arg in sys.argv[1:]:
@@ -33,9 +51,7 @@ def main():
     for w in workloads:
         cells = []
         for _, after, before in sets:
-            b = max(map(error, before[w]["threads"])) if w in before else None
-            a = max(map(error, after[w]["threads"])) if w in after else None
-            cells += [f"{b:.3f}" if b is not None else "-", f"**{a:.3f}**" if a is not None else "-"]
+            cells += [cell(before[w]) if w in before else "-", f"**{cell(after[w])}**" if w in after else "-"]
         print(f"| {w} | " + " | ".join(cells) + " |")
     for w in workloads:
         print(f"\n#### {w}\n")
