@@ -149,7 +149,7 @@ def calibrate_probes(python, seconds=2.0):
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 data = os.path.join(tmp, "perf.data")
-                perf = start_perf(group, child.pid, data)
+                perf = start_perf(f"{group}:*", child.pid, data)
                 start = time.clock_gettime(time.CLOCK_MONOTONIC)
                 time.sleep(seconds)  # the window measured, not a wait for readiness
                 end = time.clock_gettime(time.CLOCK_MONOTONIC)
@@ -204,7 +204,7 @@ def measure(kind, args, gilscope):
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 perf_data = os.path.join(tmp, "perf.data")
-                perf = start_perf(group, pid, perf_data)
+                perf = start_perf(f"{group}:*", pid, perf_data)
                 start = time.clock_gettime(time.CLOCK_MONOTONIC)
                 out = os.path.join(tmp, "gilscope")
                 spy = start_pyspy(args, pid, os.path.join(tmp, "pyspy.raw")) if args.py_spy else None
@@ -314,10 +314,7 @@ def store_sites(pid, binary, seconds=0.5):
     base = mapped_at(pid, binary)
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
-        address = base + gil_locked_offset(binary)
-        perf = subprocess.Popen(["perf", "record", "-q", "-o", data, "-p", str(pid),
-                                 "-e", f"mem:{address:#x}/4:w"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        perf = start_perf(f"mem:{base + gil_locked_offset(binary):#x}/4:w", pid, data)
         time.sleep(seconds)  # the window watched, not a wait for readiness
         perf.send_signal(signal.SIGINT)
         perf.wait()
@@ -400,11 +397,12 @@ def remove_probes(group):
     subprocess.run(["perf", "probe", "--del", f"{group}:*"], capture_output=True)
 
 
-def start_perf(group, pid, data, extra=None):
-    """`extra`: perf arguments that replace `-p PID` (with `-a` and more events, the
-    recording is system-wide)."""
+def start_perf(event, pid, data, extra=None):
+    """Records `event` (a probe group's `GROUP:*`, or a watchpoint) into `data`. `extra`:
+    perf arguments that replace `-p PID` (with `-a` and more events, the recording is
+    system-wide)."""
     target = extra if extra else ["-p", str(pid)]
-    cmd = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-o", data, *target, "-e", f"{group}:*"]
+    cmd = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-o", data, *target, "-e", event]
     perf = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # perf writes its header once it is attached: wait for it rather than a fixed time.
     deadline = time.monotonic() + 10
@@ -582,7 +580,7 @@ def measure_instants(kind, args):
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 perf_data = os.path.join(tmp, "perf.data")
-                perf = start_perf(group, pid, perf_data,
+                perf = start_perf(f"{group}:*", pid, perf_data,
                                   extra=["-a", "-e", "sched:sched_switch", "-e", "sched:sched_waking"])
                 out = subprocess.run([sampler, str(args.rate), str(args.seconds)]
                                      if args.sampler == "wake_floor" else
