@@ -566,8 +566,8 @@ impl<M: RemoteMemory> Sampler<M> {
         let (mut kernel, running) = self.read_kernel_states(state);
         // The GIL, right after the kernel reads (after the walk's own read of it, when the
         // walk came first); in the same read, the count of its waiters and its mutexes'
-        // owners. Not needed when no thread runs but those the GIL
-        // flags settle (3.15+): the count and the holder only ever decide runnable threads.
+        // owners. Not needed when no thread runs but those the GIL flags settle (3.15+):
+        // the count and the holder only ever decide runnable threads.
         let conds = self.conds;
         let mut sample = self.empty_sample(time);
         // The threads' GIL flags (3.13+: the source on 3.15+, a check of the GIL struct's
@@ -1277,7 +1277,6 @@ impl<M: RemoteMemory> Sampler<M> {
     }
 }
 
-/// More than one thread of an interpreter flags itself as holding its GIL.
 /// The decision kept for `thread`, if it was in the list before the walk: the same thread
 /// state of the same kernel thread (a freed thread state can be reused by a new thread).
 /// The walk keeps the list's order, less the threads that ended and with new ones first, so
@@ -1292,6 +1291,7 @@ fn decision_for(decided: &[Decided], next: &mut usize, thread: &ThreadRecord) ->
     Some(decided[at])
 }
 
+/// More than one thread of an interpreter flags itself as holding its GIL.
 fn several_flagged_holders(threads: &[ThreadSample]) -> bool {
     let holds = |t: &ThreadSample| t.gil_flags.is_some_and(|f| f.holds);
     threads.iter().enumerate().any(|(index, thread)| {
