@@ -13,21 +13,12 @@ was run.
 import json
 import sys
 
+from accuracy import raw_error as error, store_error
+
 
 def load(path):
     with open(path) as f:
         return {run["workload"]: run for run in json.load(f)}
-
-
-def error(t):
-    return max(abs(t["held"] - t["true_held"]), abs(t["wait"] - t["true_wait"]))
-
-
-def store_error(t):
-    """accuracy.py's store_error: against the store truth, its waiting less the probes' time."""
-    if t.get("store_held") is None:
-        return error(t)
-    return max(abs(t["held"] - t["store_held"]), abs(t["wait"] - t["store_wait"]))
 
 
 def cell(run):
