@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Measure gilscope's per-thread gil_held and gil_wait against exact truth.
 
-The truth comes from perf uprobes on CPython's own take_gil (entry and return) and
-drop_gil (entry), recorded over the same window as gilscope:
+The truth comes from perf uprobes on CPython's own take_gil and drop_gil, recorded over
+the same window as gilscope. The uprobe truth probes both functions' entries and returns:
 
     waiting = from take_gil entry to its return, and from drop_gil entry to its return
               (handing the GIL over: on a forced switch the dropper blocks until a waiter
@@ -15,23 +15,27 @@ the GIL's `locked`, the word gilscope reads:
     holding = from take_gil's write of `locked` to drop_gil's write
     waiting = from take_gil's entry to its write, and from drop_gil's write to its return
 
-Its two extra probes sit on the first call after each write (a few instructions later),
-found per run by a hardware watchpoint on `locked` (perf's `mem:ADDR/4:w`, the address from
-the binary's debug information with gdb) held for half a second: a watchpoint costs about
-13 µs a write here, too much to measure with. The two truths part where a thread sits inside drop_gil
-before its write (preempted there, or blocked on the GIL's mutex): it still holds the
-GIL, and nobody else can take it.
+The two truths part where a thread sits inside drop_gil before its write (preempted
+there, or blocked on the GIL's mutex): it still holds the GIL, and nobody else can take it.
+
+Each truth is measured in a run of its own (--truths), with only the four probes it needs:
+every probe hit slows the target. The store truth's probes after the writes sit on the
+first call after each write (a few instructions later), found per run by a hardware
+watchpoint on `locked` (perf's `mem:ADDR/4:w`, the address from the binary's debug
+information with gdb) held for half a second: a watchpoint costs about 13 µs a write here,
+too much to measure with.
 
 The probes also cost a few µs a call themselves, inside the waits: a lone asyncio loop
 that takes the GIL 7,000 times a second spends about 0.03 of its time in them, waiting for
-nobody. Each run first measures that cost on a lone thread that drops the GIL and takes it
-straight back (time.sleep(0)); the store truth's waiting is given less that cost per wait.
-Each thread's error is given against both truths.
+nobody. The script first measures that cost, per truth, on a lone thread that drops the GIL
+and takes it straight back (time.sleep(0)); each truth's waiting is given less that cost
+per wait. The errors are against that; the uprobe truth's error as it was measured before
+(its waiting with the probes in it) is printed beside, as "raw".
 
 Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/accuracy.py [--python PY] [--workloads cpu_threads,convoy,...]
-                                [--seconds 5] [--rate 100] [--repeat 1]
+                                [--seconds 5] [--rate 100] [--repeat 1] [--truths uprobe,store]
                                 [--py-spy PATH] [--json FILE] [--instants]
 
 With --instants (after `cargo build --release --example instants`) it compares every sample
@@ -55,6 +59,8 @@ Prints one row per thread and the largest error per workload. Stdlib only.
 With --py-spy, py-spy (`record --gil --threads --nonblocking`) samples the same target in
 the same window at the same rate; its share of samples in which each thread held the GIL
 is printed beside gilscope's (py-spy has no notion of waiting, so only `held`).
+
+--instants uses the uprobe truth's probes.
 """
 
 import argparse
@@ -74,6 +80,9 @@ DEFAULT_WORKLOADS = "cpu_threads,convoy,asyncio_server,hashers,asyncio_echo,json
 DEFAULT_PYTHON = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3")
 
 
+TRUTHS = ("uprobe", "store")
+
+
 def main():
     args = parse_args()
     gilscope = args.gilscope or os.path.join(ROOT, "target", "release", "gilscope")
@@ -84,46 +93,66 @@ def main():
             for _ in range(args.repeat):
                 print_confusion(kind, measure_instants(kind, args), os.getloadavg()[0])
         return
-    args.probe_cost = calibrate_probes(args.python)
-    print(f"the probes' own time in the store truth's waits (median on a lone thread that never "
-          f"waits): take_gil's entry to its write {args.probe_cost['take']:.2f} µs, drop_gil's "
-          f"write to its return {args.probe_cost['drop']:.2f} µs")
-    worst, worst_store, worst_pyspy = {}, {}, {}
+    truths = args.truths.split(",")
+    if not truths or any(t not in TRUTHS for t in truths):
+        sys.exit(f"--truths takes {' and/or '.join(TRUTHS)}, comma-separated")
+    costs = {truth: calibrate_probes(args.python, truth) for truth in truths}
+    for truth, cost in costs.items():
+        print(f"the {truth} probes' own time in a wait (median on a lone thread that never waits): "
+              f"{cost['take']:.2f} µs in an acquisition, {cost['drop']:.2f} µs in a release")
+    worst, worst_raw, worst_pyspy = {}, {}, {}
     runs = []
     for kind in args.workloads.split(","):
-        for _ in range(args.repeat):
-            load = os.getloadavg()[0]
-            rows = measure(kind, args, gilscope)
-            print_rows(kind, rows, load)
-            runs.append({"workload": kind, "python": args.python, "load": load,
-                         "probe_cost_us": args.probe_cost, "threads": rows})
-            worst[kind] = max([worst.get(kind, 0.0)] + [raw_error(r) for r in rows])
-            worst_store[kind] = max([worst_store.get(kind, 0.0)] + [store_error(r) for r in rows])
-            spy = [abs(r["pyspy_held"] - r["true_held"]) for r in rows if r.get("pyspy_held") is not None]
-            if spy:
-                worst_pyspy[kind] = max([worst_pyspy.get(kind, 0.0)] + spy)
+        for n in range(args.repeat):
+            # The truths' runs alternate, so that neither is always the later one.
+            for truth in truths if n % 2 == 0 else truths[::-1]:
+                load = os.getloadavg()[0]
+                rows = measure(kind, args, gilscope, truth, costs[truth])
+                print_rows(kind, truth, rows, load)
+                runs.append({"workload": kind, "python": args.python, "truth": truth, "load": load,
+                             "probe_cost_us": costs[truth], "threads": rows})
+                key = (kind, truth)
+                worst[key] = max([worst.get(key, 0.0)] + [error(r) for r in rows])
+                if truth == "uprobe":
+                    worst_raw[kind] = max([worst_raw.get(kind, 0.0)] + [raw_error(r) for r in rows])
+                spy = [abs(r["pyspy_held"] - r["true_held"]) for r in rows if r.get("pyspy_held") is not None]
+                if spy:
+                    worst_pyspy[key] = max([worst_pyspy.get(key, 0.0)] + spy)
     print("\nlargest error per workload: |gilscope - truth| over gil_held and gil_wait, per thread,"
-          "\nagainst the uprobe truth and the store truth (its waiting less the probes' own time):")
-    print(f"  {'':<16} {'uprobes':>8} {'stores':>7}")
-    for kind, error in worst.items():
-        extra = f"   py-spy held (uprobe truth): {worst_pyspy[kind]:.3f}" if kind in worst_pyspy else ""
-        print(f"  {kind:<16} {error:8.3f} {worst_store[kind]:7.3f}{extra}")
-    print(f"  {'all':<16} {max(worst.values()):8.3f} {max(worst_store.values()):7.3f}")
+          "\nagainst each truth (its waiting less the probes' own time), and against the uprobe"
+          "\ntruth as measured (raw); py-spy's held against each truth:")
+    raw = "uprobe" in truths
+    spy = bool(worst_pyspy)
+    print(f"  {'':<16}" + "".join(f" {t:>7}" for t in truths) + (f" {'raw':>7}" if raw else "")
+          + ("".join(f" {'py-spy ' + t[0]:>9}" for t in truths) if spy else ""))
+    kinds = list(dict.fromkeys(kind for kind, _ in worst))
+    for kind in kinds + ["all"]:
+        of = kinds if kind == "all" else [kind]
+        line = f"  {kind:<16}" + "".join(f" {max(worst[k, t] for k in of):7.3f}" for t in truths)
+        if raw:
+            line += f" {max(worst_raw[k] for k in of):7.3f}"
+        if spy:
+            line += "".join(f" {max(worst_pyspy.get((k, t), 0.0) for k in of):9.3f}" for t in truths)
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
 
 
+def error(row):
+    """|gilscope - truth| over held and wait, the truth's waiting less the probes' own time
+    (that time is nobody's waiting). Rows of files from before the truths had runs of their
+    own have the store truth in `store_held`/`store_wait`: those give the store truth's."""
+    if "true_wait_less_probes" in row:
+        return max(abs(row["held"] - row["true_held"]), abs(row["wait"] - row["true_wait_less_probes"]))
+    if row.get("store_held") is not None:
+        return max(abs(row["held"] - row["store_held"]), abs(row["wait"] - row["store_wait"]))
+    return raw_error(row)
+
+
 def raw_error(row):
+    """|gilscope - truth| over held and wait, the truth's waiting with the probes in it."""
     return max(abs(row["held"] - row["true_held"]), abs(row["wait"] - row["true_wait"]))
-
-
-def store_error(row):
-    """The error against the store truth, its waiting less the probes' own time (that time
-    is nobody's waiting). A thread that never took the GIL has the same zeroes in both."""
-    if row["store_held"] is None:
-        return raw_error(row)
-    return max(abs(row["held"] - row["store_held"]), abs(row["wait"] - row["store_wait"]))
 
 
 CALIBRATION = """
@@ -135,17 +164,17 @@ while time.monotonic() < end:
 """
 
 
-def calibrate_probes(python, seconds=2.0):
-    """µs per wait that the probes themselves add to the store truth's waits: the median
-    time from take_gil's entry to its write of `locked`, and from drop_gil's write to its
-    return, on a lone thread that releases the GIL and takes it straight back
-    (time.sleep(0)), so that neither function ever waits for anyone."""
+def calibrate_probes(python, truth, seconds=2.0):
+    """µs per wait that `truth`'s probes themselves add to its waits: the median wait that
+    began in take_gil and in drop_gil (see `shares`), on a lone thread that releases the
+    GIL and takes it straight back (time.sleep(0)), so that neither function ever waits
+    for anyone."""
     child = subprocess.Popen([python, "-c", CALIBRATION], stdout=subprocess.PIPE, text=True)
     try:
         if child.stdout.readline().strip() != "READY":
             sys.exit("the calibration's interpreter did not start")
         binary = interpreter_binary(child.pid)
-        group = add_probes(binary, store_sites(child.pid, binary))
+        group = add_probes(binary, store_sites(child.pid, binary) if truth == "store" else None)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 data = os.path.join(tmp, "perf.data")
@@ -155,16 +184,16 @@ def calibrate_probes(python, seconds=2.0):
                 end = time.clock_gettime(time.CLOCK_MONOTONIC)
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
-                truth = truth_from_perf(data, start, end)
+                found = truth_from_perf(data, start, end)
         finally:
             remove_probes(group)
     finally:
         child.kill()
         child.wait()
-    store = truth.get(child.pid, {}).get("store")
-    if not store or store["take_us"] is None or store["drop_us"] is None:
+    calls = found.get(child.pid, {}).get("calls")
+    if not calls or calls["take_us"] is None or calls["drop_us"] is None:
         sys.exit("the calibration saw no take_gil or drop_gil call")
-    return {"take": store["take_us"], "drop": store["drop_us"]}
+    return {"take": calls["take_us"], "drop": calls["drop_us"]}
 
 
 def parse_args():
@@ -174,6 +203,10 @@ def parse_args():
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--truths", default=",".join(TRUTHS),
+                   help="the truths to measure against, each in a run of its own with only its "
+                        "own probes: uprobe (take_gil's and drop_gil's entries and returns), store "
+                        "(take_gil's entry, the writes of `locked`, drop_gil's return)")
     p.add_argument("--py-spy", dest="py_spy", help="also run this py-spy over the same window")
     p.add_argument("--json", help="write every run's rows to this file")
     p.add_argument("--gilscope", help="the gilscope binary to measure (default: target/release)")
@@ -195,12 +228,13 @@ def parse_args():
     return p.parse_args()
 
 
-def measure(kind, args, gilscope):
+def measure(kind, args, gilscope, truth, cost):
+    """One run of `kind` with `truth`'s probes: a row per thread (see `compare`)."""
     workload = start_workload(args.python, kind)
     try:
         pid = workload.pid
         binary = interpreter_binary(pid)
-        group = add_probes(binary, store_sites(pid, binary))
+        group = add_probes(binary, store_sites(pid, binary) if truth == "store" else None)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 perf_data = os.path.join(tmp, "perf.data")
@@ -215,7 +249,7 @@ def measure(kind, args, gilscope):
                 pyspy_held = finish_pyspy(spy, os.path.join(tmp, "pyspy.raw")) if spy else None
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
-                truth = truth_from_perf(perf_data, start, end, args.probe_cost)
+                found = truth_from_perf(perf_data, start, end, cost)
                 with open(os.path.join(out, "report.json")) as f:
                     report = json.load(f)
         finally:
@@ -223,7 +257,7 @@ def measure(kind, args, gilscope):
     finally:
         workload.kill()
         workload.wait()
-    return compare(report, truth, pyspy_held)
+    return compare(report, found, pyspy_held)
 
 
 def start_pyspy(args, pid, raw):
@@ -273,23 +307,29 @@ def interpreter_binary(pid):
 
 
 def add_probes(binary, stores=None):
-    """Adds uprobes in a group of this run's own, so other perf users are not disturbed.
-    Returns the group: its events are GROUP:take_N_TAG, GROUP:taken_N_TAG__return,
-    GROUP:drop_N_TAG and GROUP:dropped_N_TAG__return, one N per out-of-line copy of the
-    function; with `stores` (from `store_sites`), also GROUP:acquired_N_TAG and
-    GROUP:released_N_TAG a few instructions after each write of the GIL's `locked`.
+    """Adds one truth's uprobes, in a group of this run's own so other perf users are not
+    disturbed, and returns the group. Without `stores`, the uprobe truth's: events
+    GROUP:take_N_TAG, GROUP:taken_N_TAG__return, GROUP:drop_N_TAG and
+    GROUP:dropped_N_TAG__return, one N per out-of-line copy of the function. With `stores`
+    (from `store_sites`), the store truth's: take_gil's entry, GROUP:acquired_N_TAG and
+    GROUP:released_N_TAG a few instructions after each write of the GIL's `locked`, and
+    drop_gil's return.
 
-    Every copy the compiler made (3.8's take_gil.constprop.0 beside take_gil) gets both an
-    entry and a return probe, placed by address. Inlined copies get neither: perf can put an
-    entry probe on an inlined call site but no return probe, and an acquisition seen to start
-    but never to finish would count the whole hold that follows as waiting."""
+    Every copy the compiler made (3.8's take_gil.constprop.0 beside take_gil) is probed,
+    placed by address. Inlined copies are not: perf can put an entry probe on an inlined
+    call site but no return probe, and an acquisition seen to start but never to finish
+    would count the whole hold that follows as waiting."""
     # perf wants event names unique across groups too: both carry this run's own tag.
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**9}"
     group = f"gilscope{tag}"
+    wanted = {"take", "dropped"} if stores else {"take", "taken", "drop", "dropped"}
     for function, entry, ret in (("take_gil", "take", "taken"), ("drop_gil", "drop", "dropped")):
         places = function_addresses(binary, function) or [function]
         for n, place in enumerate(places):
-            for name, spec in ((f"{entry}_{n}_{tag}", place), (f"{ret}_{n}_{tag}", f"{place}%return")):
+            for event, spec in ((entry, place), (ret, f"{place}%return")):
+                if event not in wanted:
+                    continue
+                name = f"{event}_{n}_{tag}"
                 out = subprocess.run(["perf", "probe", "-x", binary, "--no-inlines", "--add",
                                       f"{group}:{name}={spec}"], capture_output=True, text=True)
                 if out.returncode != 0:
@@ -421,6 +461,11 @@ def start_perf(event, pid, data, extra=None):
 # still holds the GIL, and nobody else can take it.
 UPROBE_MOVES = {"take": "wait", "taken": "held", "drop": "wait", "dropped": None}
 STORE_MOVES = {"take": "wait", "acquired": "held", "released": "wait", "dropped": None}
+# Per truth, the events that must come in equal numbers (within 1%): an acquisition seen to
+# start but not to finish, or a write of `locked` on a path store_sites did not see, would
+# make the truth wrong.
+PAIRED = {"uprobe": (("taken", "take"), ("dropped", "drop")),
+          "store": (("acquired", "take"), ("released", "dropped"))}
 
 
 def read_events(data):
@@ -459,51 +504,40 @@ def shares(events, moves, start, end):
 
 
 def truth_from_perf(data, start, end, cost=None):
-    """Per tid: the uprobe truth's shares of [start, end] holding and waiting for the GIL,
-    its calls (acquisitions a second, median µs inside take_gil and drop_gil), and, when
-    the recording has the probes after the writes of `locked`, `store`: the store truth's
-    shares, with its waiting also less the probes' own time (`cost`, µs per wait, from
-    `calibrate_probes`)."""
+    """Per tid, the truth the recording's probes give (the store truth's if it has the
+    probes after the writes of `locked`, else the uprobe truth's): its shares of
+    [start, end] holding and waiting, its waiting also less the probes' own time (`cost`,
+    µs per wait, from `calibrate_probes`), and its calls (acquisitions a second, median µs
+    of the waits begun in take_gil and in drop_gil)."""
     events = read_events(data)
-    if not any(kind in ("take", "drop") for _, _, kind in events):
-        sys.exit("uprobes saw no take_gil or drop_gil call")
+    if not any(kind == "take" for _, _, kind in events):
+        sys.exit("uprobes saw no take_gil call")
     # perf may start delivering events after gilscope has begun (or stop before it ends, if
     # it lost some): only the span both saw is measured.
     start, end = max(start, events[0][1]), min(end, events[-1][1])
     counts = {}
     for _, _, kind in events:
         counts[kind] = counts.get(kind, 0) + 1
-    takes = counts.get("take", 0)
-    # Every acquisition seen to start must be seen to finish, or the truth is wrong; with
-    # the store probes, every one must be seen to write `locked` too (a write on a path
-    # that store_sites did not see would be missed).
-    if takes and abs(takes - counts.get("taken", 0)) > max(10, takes // 100):
-        sys.exit(f"uprobes saw {takes} take_gil calls but {counts.get('taken', 0)} returns")
-    stores = "acquired" in counts or "released" in counts
-    for write, call in (("acquired", "take"), ("released", "drop")):
-        if stores and abs(counts.get(write, 0) - counts.get(call, 0)) > max(10, counts.get(call, 0) // 100):
-            sys.exit(f"the store probes saw {counts.get(write, 0)} writes of `locked` for "
-                     f"{counts.get(call, 0)} {call}_gil calls: a write site was missed")
+    truth = "store" if "acquired" in counts or "released" in counts else "uprobe"
+    for seen, expected in PAIRED[truth]:
+        n, m = counts.get(seen, 0), counts.get(expected, 0)
+        if abs(n - m) > max(10, m // 100):
+            sys.exit(f"the {truth} truth's probes saw {n} {seen} events for {m} {expected} "
+                     f"events: some were missed")
     window = end - start
-    totals, waits = shares(events, UPROBE_MOVES, start, end)
-    truth = {tid: {"held": t.get("held", 0.0) / window, "wait": t.get("wait", 0.0) / window}
-             for tid, t in totals.items()}
-    for tid, inside in waits.items():
-        truth.setdefault(tid, {"held": 0.0, "wait": 0.0})["calls"] = {
-            "per_s": len(inside["take"]) / window,
-            "take_us": median(inside["take"]), "drop_us": median(inside["drop"]),
+    totals, waits = shares(events, STORE_MOVES if truth == "store" else UPROBE_MOVES, start, end)
+    found = {}
+    for tid in set(totals) | set(waits):
+        t = totals.get(tid, {})
+        inside = waits.get(tid, {"take": [], "drop": []})
+        probes = sum(min(us, cost[began]) for began in ("take", "drop") for us in inside[began]) if cost else 0.0
+        found[tid] = {
+            "held": t.get("held", 0.0) / window, "wait": t.get("wait", 0.0) / window,
+            "wait_less_probes": (t.get("wait", 0.0) - probes / 1e6) / window,
+            "calls": {"per_s": len(inside["take"]) / window,
+                      "take_us": median(inside["take"]), "drop_us": median(inside["drop"])},
         }
-    if stores:
-        totals, waits = shares(events, STORE_MOVES, start, end)
-        for tid, t in totals.items():
-            inside = waits.get(tid, {"take": [], "drop": []})
-            probes = sum(min(us, cost[began]) for began in ("take", "drop") for us in inside[began]) if cost else 0.0
-            truth.setdefault(tid, {"held": 0.0, "wait": 0.0})["store"] = {
-                "held": t.get("held", 0.0) / window, "wait": t.get("wait", 0.0) / window,
-                "wait_less_probes": (t.get("wait", 0.0) - probes / 1e6) / window,
-                "take_us": median(inside["take"]), "drop_us": median(inside["drop"]),
-            }
-    return truth
+    return found
 
 
 def median(values):
@@ -521,35 +555,36 @@ def close(state, totals, tid, t, start, end):
 
 
 def compare(report, truth, pyspy_held):
+    """A row per thread of gilscope's report: its held and wait, the truth's (its waiting
+    as measured, and less the probes' own time), the truth's calls, and py-spy's held."""
     rows = []
     for thread in report["threads"]:
-        true = truth.get(thread["tid"], {"held": 0.0, "wait": 0.0})
+        true = truth.get(thread["tid"], {"held": 0.0, "wait": 0.0, "wait_less_probes": 0.0})
         rows.append({
             "name": thread["name"] or str(thread["tid"]),
             "held": thread["states"]["gil_held"], "wait": thread["states"]["gil_wait"],
             "true_held": true["held"], "true_wait": true["wait"],
+            "true_wait_less_probes": true["wait_less_probes"],
             "calls": true.get("calls"),
-            "store_held": true["store"]["held"] if "store" in true else None,
-            "store_wait": true["store"]["wait_less_probes"] if "store" in true else None,
             "pyspy_held": None if pyspy_held is None else pyspy_held.get(thread["tid"], 0.0),
         })
     return rows
 
 
-def print_rows(kind, rows, load):
-    """Per thread: gilscope's held, the uprobe truth's and the store truth's; the same for
-    waiting (the store truth's less the probes' own time); py-spy's held; then what the
-    probes cost: acquisitions a second, and the median µs from entry to return of take_gil
-    and of drop_gil. A thread that never waits for another still spends that time inside
-    them, trapping into the probes, and the uprobe truth counts it as waiting."""
-    print(f"\n{kind} (load average {load:.1f}):")
+def print_rows(kind, truth, rows, load):
+    """Per thread: gilscope's held and the truth's; gilscope's waiting and the truth's, as
+    measured and less the probes' own time; py-spy's held; then what the probes cost:
+    acquisitions a second, and the median µs of a wait begun in take_gil and in drop_gil.
+    A thread that never waits for another still spends that time inside them, trapping
+    into the probes."""
+    print(f"\n{kind}, {truth} truth (load average {load:.1f}):")
     spy = rows and rows[0]["pyspy_held"] is not None
-    print(f"  {'':<14} {'held':>6} {'uprobe':>6} {'store':>6} {'wait':>6} {'uprobe':>6} {'store':>6}"
+    print(f"  {'':<14} {'held':>6} {'truth':>6} {'wait':>6} {'truth':>6} {'less':>6}"
           + (f" {'py-spy':>7}" if spy else "") + f" {'takes/s':>8} {'take µs':>8} {'drop µs':>8}")
     value = lambda v: f" {v:6.3f}" if v is not None else f" {'-':>6}"
     for r in rows:
-        line = (f"  {r['name']:<14}" + value(r["held"]) + value(r["true_held"]) + value(r["store_held"])
-                + value(r["wait"]) + value(r["true_wait"]) + value(r["store_wait"]))
+        line = (f"  {r['name']:<14}" + value(r["held"]) + value(r["true_held"])
+                + value(r["wait"]) + value(r["true_wait"]) + value(r["true_wait_less_probes"]))
         if spy:
             line += f" {r['pyspy_held']:7.3f}"
         calls = r.get("calls")
