@@ -1,6 +1,7 @@
 //! Logs every sample's per-thread classification with CLOCK_MONOTONIC times, one JSON line
 //! per sample, so `scripts/accuracy.py --instants` can compare each instant with the uprobe
-//! truth at that instant (a confusion matrix, not only the averages).
+//! truth at that instant (a confusion matrix, not only the averages). It samples on
+//! `record`'s schedule and scheduling policy.
 //!
 //!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
 //!
@@ -8,6 +9,7 @@
 //! (on the sampling thread, reading nothing): whether the sampler's CPU time alone moves
 //! the instants, as reading stacks does (docs/accuracy.md, sixth round).
 
+use gilscope::record::schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
 use gilscope::sample::{Sample, SampleError, Sampler};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -28,12 +30,14 @@ fn main() -> anyhow::Result<()> {
     let rate: f64 = args[2].parse()?;
     let seconds: f64 = args[3].parse()?;
     let mut target = Sampler::attach(pid)?;
-    gilscope::record::schedule::sample_on_time();
+    tighten_timer_slack();
+    sample_on_time();
     let (origin, origin_ns) = (Instant::now(), monotonic_ns());
-    let period = Duration::from_secs_f64(1.0 / rate);
+    // record's own schedule: jittered deadlines, so that the instants cannot lock onto
+    // periodic work in the target (the switch interval is 5 ms, a period of 200 Hz).
+    let mut schedule = Schedule::new(rate, u64::from(std::process::id()));
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut out = std::io::stdout().lock();
-    let mut next = Instant::now();
     let spin = Duration::from_micros(
         std::env::var("SPIN_US")
             .ok()
@@ -41,10 +45,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(0),
     );
     while Instant::now() < end {
-        next += period;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        sleep_until(schedule.next_deadline(Instant::now()));
         let t0 = monotonic_ns();
         let mut resolved = Vec::new();
         match target.resolved_sample(std::env::var_os("FRAMES").is_some(), false, &mut resolved) {
