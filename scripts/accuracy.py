@@ -49,7 +49,10 @@ wake_floor` takes the instants from examples/wake_floor instead (record's schedu
 reading; its SPIN_US holds the CPU as a sample would), and `--window-us N` also gives the
 run without the N µs after each instant. `--offsets` gives the truth's share of holding at
 fixed offsets before and after every instant: where it parts from the run's share is where
-the sampler's own time on a CPU starts to move the target.
+the sampler's own time on a CPU starts to move the target. Every --instants run also splits
+the samples by where the sampler woke (the thread it displaced, a CPU running another, an
+idle CPU) and gives each thread's holding at the switch to the sampler, after the instant,
+and by gilscope, against random instants (`by_wake`).
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, gdb, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols and debug information
@@ -615,16 +618,22 @@ def measure_instants(kind, args):
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 perf_data = os.path.join(tmp, "perf.data")
+                # Larger buffers: the system-wide scheduler events of 2 busy CPUs overflow
+                # the default ones, and the sampler's own switches must not be lost.
                 perf = start_perf(f"{group}:*", pid, perf_data,
-                                  extra=["-a", "-e", "sched:sched_switch", "-e", "sched:sched_waking"])
-                out = subprocess.run([sampler, str(args.rate), str(args.seconds)]
-                                     if args.sampler == "wake_floor" else
-                                     [sampler, str(pid), str(args.rate), str(args.seconds)],
-                                     env=dict(os.environ, INSTANTS="1"),
-                                     check=True, capture_output=True, text=True).stdout
+                                  extra=["-a", "-m", "4096", "-e", "sched:sched_switch",
+                                         "-e", "sched:sched_waking"])
+                run = subprocess.Popen([sampler, str(args.rate), str(args.seconds)]
+                                       if args.sampler == "wake_floor" else
+                                       [sampler, str(pid), str(args.rate), str(args.seconds)],
+                                       env=dict(os.environ, INSTANTS="1"),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                out = run.communicate()[0]
+                if run.returncode != 0:
+                    sys.exit(f"{sampler} failed")
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
-                events = timeline_from_perf(perf_data, set(workload.names))
+                events, wakes = timeline_from_perf(perf_data, set(workload.names), run.pid)
         finally:
             remove_probes(group)
     finally:
@@ -632,8 +641,10 @@ def measure_instants(kind, args):
         workload.wait()
     samples = [json.loads(line) for line in out.splitlines() if '"threads"' in line]
     matrices, splits = confusion(samples, events, workload.names)
-    return matrices, splits, fairness(samples, events, workload.names, args.window_us / 1e6,
-                                      OFFSETS_US if args.offsets else ())
+    return (matrices, splits,
+            fairness(samples, events, workload.names, args.window_us / 1e6,
+                     OFFSETS_US if args.offsets else ()),
+            by_wake(samples, events, workload.names, wakes))
 
 
 def fairness(samples, changes, names, window, offsets_us=()):
@@ -684,12 +695,14 @@ def fairness(samples, changes, names, window, offsets_us=()):
     return shares
 
 
-def timeline_from_perf(data, tids):
+def timeline_from_perf(data, tids, sampler=None):
     """Per tid, the time-ordered changes of its GIL side and its scheduler side:
-    {tid: [(t, "gil", "held"|"wait"|"out") | (t, "cpu", one of TRUTH_CLASSES[2:])]}."""
+    {tid: [(t, "gil", "held"|"wait"|"out") | (t, "cpu", one of TRUTH_CLASSES[2:])]}; and
+    each switch to the `sampler` thread: [(t, the tid it displaced, 0 for an idle CPU)]."""
     out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event,trace"],
                          capture_output=True, text=True, check=True).stdout
     changes = {tid: [] for tid in tids}
+    wakes = []
     gil_state = {"take": "wait", "taken": "held", "drop": "wait", "dropped": "out"}
     for line in out.splitlines():
         parsed = re.match(r"\s*(\d+)\s+([\d.]+):\s+(\S+):(.*)", line)
@@ -704,13 +717,71 @@ def timeline_from_perf(data, tids):
                 changes[int(prev.group(1))].append((t, "cpu", left))
             if nxt and int(nxt.group(1)) in changes:
                 changes[int(nxt.group(1))].append((t, "cpu", "on_cpu"))
+            if nxt and prev and int(nxt.group(1)) == sampler:
+                wakes.append((t, int(prev.group(1))))
         elif event.endswith("sched_waking"):
             woken = re.search(r" pid=(\d+)", trace)
             if woken and int(woken.group(1)) in changes:
                 changes[int(woken.group(1))].append((t, "cpu", "woken"))
         elif tid in changes:
             changes[tid].append((t, "gil", gil_state[event.split(":")[-1].split("_")[0]]))
-    return changes
+    return changes, wakes
+
+
+# The truth's holding, per thread, at these µs after each sample's instant (gilscope's GIL
+# read comes about 15-20 µs after it).
+WAKE_OFFSETS_US = (0, 20, 40)
+
+
+def by_wake(samples, changes, names, wakes):
+    """Where the sampler woke, per sample: on the CPU of a target thread it displaced, on
+    one running something else, or on an idle one (the last switch to the sampler within
+    1 ms before the instant). Per thread name and kind of sample ("displaced" when this
+    thread is the one displaced, "busy" when another was, "idle"), the truth's share of
+    holding at that switch and at WAKE_OFFSETS_US after the instant, and gilscope's; per
+    thread also the truth at 20,000 random instants of the run, and under "unmatched" the
+    count of samples left out for want of a switch. A fair draw holds at the switch as at
+    random instants; what gilscope adds after it is the sampler's own doing."""
+    import bisect
+    import random
+    wake_times = [t for t, _ in wakes]
+    if not samples or not wakes:
+        return {}
+    lo, hi = samples[0]["t0"] / 1e9, samples[-1]["t0"] / 1e9
+    rng = random.Random(1)
+    random_instants = [rng.uniform(lo, hi) for _ in range(20000)]
+    tids = {tid: name for tid, name in names.items() if name != "MainThread"}
+    gil = {tid: sorted((t, v) for t, side, v in changes.get(tid, []) if side == "gil") for tid in tids}
+    times = {tid: [t for t, _ in events] for tid, events in gil.items()}
+
+    def held(tid, t):
+        i = bisect.bisect_right(times[tid], t)
+        return i > 0 and gil[tid][i - 1][1] == "held"
+
+    result = {"unmatched": 0}
+    for sample in samples:
+        t0 = sample["t0"] / 1e9
+        i = bisect.bisect_right(wake_times, t0)
+        if not i or t0 - wake_times[i - 1] > 1e-3:
+            result["unmatched"] += 1
+            continue
+        switched, displaced = wakes[i - 1]
+        read = {s["tid"]: s["class"] == "gil_held" for s in sample["threads"]}
+        for tid, name in tids.items():
+            if tid not in read or not times[tid]:
+                continue
+            kind = "displaced" if tid == displaced else "idle" if displaced == 0 else "busy"
+            row = result.setdefault(name, {}).setdefault(kind, {"n": 0, "switch": 0, "gilscope": 0,
+                                                                 **{d: 0 for d in WAKE_OFFSETS_US}})
+            row["n"] += 1
+            row["switch"] += held(tid, switched)
+            row["gilscope"] += read[tid]
+            for d in WAKE_OFFSETS_US:
+                row[d] += held(tid, t0 + d / 1e6)
+    for tid, name in tids.items():
+        if name in result and times[tid]:
+            result[name]["random"] = sum(held(tid, x) for x in random_instants) / len(random_instants)
+    return result
 
 
 def confusion(samples, changes, names):
@@ -753,7 +824,7 @@ def print_confusion(kind, measured, load):
     say holding and waiting: the classifier's own error, without sampling noise."""
     print(f"\n{kind} (load average {load:.1f}): rows the truth at the sample's instant, "
           "columns gilscope's class")
-    matrices, splits, shares = measured
+    matrices, splits, shares, wakes = measured
     worst = 0.0
     for name, matrix in sorted(matrices.items()):
         total = sum(matrix.values())
@@ -792,6 +863,30 @@ def print_confusion(kind, measured, load):
         if share["held_at_offsets"]:
             print(f"    {'':<14} held at offsets (µs): " +
                   " ".join(f"{d:+d} {v:.3f}" for d, v in share["held_at_offsets"].items()))
+    if wakes:
+        unmatched = wakes.pop("unmatched")
+        print("  holding by where the sampler woke (see by_wake): the truth at random instants, at the"
+              "\n  switch to the sampler and after the instant, and gilscope's; samples with no switch to"
+              f"\n  the sampler recorded in the 1 ms before them, left out: {unmatched} (perf records some"
+              "\n  switches out of an idle CPU and not others)")
+        print(f"    {'':<14} {'samples':<17} {'switch':>7}" + "".join(f" {f'+{d} µs':>7}" for d in WAKE_OFFSETS_US)
+              + f" {'gilscope':>8}")
+        for name, kinds in sorted(wakes.items()):
+            print(f"    {name:<14} {'random instants':<17} {kinds.get('random', 0.0):7.3f}")
+            every = {"n": 0}
+            for kind in ("displaced", "busy", "idle"):
+                row = kinds.get(kind)
+                if not row:
+                    continue
+                for key, value in row.items():
+                    every[key] = every.get(key, 0) + value
+                n = row["n"]
+                print(f"    {'':<14} {kind + f' ({n})':<17} {row['switch'] / n:7.3f}"
+                      + "".join(f" {row[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {row['gilscope'] / n:8.3f}")
+            n = every["n"]
+            if n:
+                print(f"    {'':<14} {f'all ({n})':<17} {every['switch'] / n:7.3f}"
+                      + "".join(f" {every[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {every['gilscope'] / n:8.3f}")
 
 
 if __name__ == "__main__":
