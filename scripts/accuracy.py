@@ -607,7 +607,8 @@ SAMPLED_CLASSES = ("gil_held", "gil_wait", "native_nogil", "idle")
 def measure_instants(kind, args):
     """Runs examples/instants (or --sampler's example) beside perf, which records the
     uprobes and the scheduler's switches and wake-ups system-wide. Returns the confusion
-    matrices and their splits (see confusion) and the instants' fairness (see fairness)."""
+    matrices and their splits (see confusion), the instants' fairness (see fairness) and
+    holding by where the sampler woke (see by_wake)."""
     sampler = os.path.join(ROOT, "target", "release", "examples", args.sampler)
     if not os.path.exists(sampler):
         sys.exit(f"build the sampler first: cargo build --release --example {args.sampler}")
