@@ -699,17 +699,20 @@ def fairness(samples, changes, names, window, offsets_us=()):
 def timeline_from_perf(data, tids, sampler=None):
     """Per tid, the time-ordered changes of its GIL side and its scheduler side:
     {tid: [(t, "gil", "held"|"wait"|"out") | (t, "cpu", one of TRUTH_CLASSES[2:])]}; and
-    each switch to the `sampler` thread: [(t, the tid it displaced, 0 for an idle CPU)]."""
-    out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event,trace"],
+    the `sampler` thread's switches: {"in": [(t, the tid it displaced, 0 for an idle CPU)],
+    "out": [(t, cpu)], "idle": {cpu: [(t, whether that CPU went idle then)]}} (every
+    switch per CPU, to tell a wake-up from idle whose switch perf did not record)."""
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,cpu,time,event,trace"],
                          capture_output=True, text=True, check=True).stdout
     changes = {tid: [] for tid in tids}
-    wakes = []
+    wakes = {"in": [], "out": [], "idle": {}}
     gil_state = {"take": "wait", "taken": "held", "drop": "wait", "dropped": "out"}
     for line in out.splitlines():
-        parsed = re.match(r"\s*(\d+)\s+([\d.]+):\s+(\S+):(.*)", line)
+        parsed = re.match(r"\s*(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\S+):(.*)", line)
         if not parsed:
             continue
-        tid, t, event, trace = int(parsed.group(1)), float(parsed.group(2)), parsed.group(3), parsed.group(4)
+        tid, cpu, t = int(parsed.group(1)), int(parsed.group(2)), float(parsed.group(3))
+        event, trace = parsed.group(4), parsed.group(5)
         if event.endswith("sched_switch"):
             prev = re.search(r"prev_pid=(\d+) .*prev_state=(\S+)", trace)
             nxt = re.search(r"next_pid=(\d+)", trace)
@@ -719,7 +722,11 @@ def timeline_from_perf(data, tids, sampler=None):
             if nxt and int(nxt.group(1)) in changes:
                 changes[int(nxt.group(1))].append((t, "cpu", "on_cpu"))
             if nxt and prev and int(nxt.group(1)) == sampler:
-                wakes.append((t, int(prev.group(1))))
+                wakes["in"].append((t, int(prev.group(1))))
+            if prev and int(prev.group(1)) == sampler:
+                wakes["out"].append((t, cpu))
+            if nxt:
+                wakes["idle"].setdefault(cpu, []).append((t, int(nxt.group(1)) == 0))
         elif event.endswith("sched_waking"):
             woken = re.search(r" pid=(\d+)", trace)
             if woken and int(woken.group(1)) in changes:
@@ -734,19 +741,34 @@ def timeline_from_perf(data, tids, sampler=None):
 WAKE_OFFSETS_US = (0, 20, 40)
 
 
-def by_wake(samples, changes, names, wakes):
+def by_wake(samples, changes, names, switches):
     """Where the sampler woke, per sample: on the CPU of a target thread it displaced, on
     one running something else, or on an idle one (the last switch to the sampler within
     1 ms before the instant). Per thread name and kind of sample ("displaced" when this
     thread is the one displaced, "busy" when another was, "idle"), the truth's share of
     holding at that switch and at WAKE_OFFSETS_US after the instant, and gilscope's; per
-    thread also the truth at 20,000 random instants of the run, and under "unmatched" the
-    count of samples left out for want of a switch. A fair draw holds at the switch as at
-    random instants; what gilscope adds after it is the sampler's own doing."""
+    thread also the truth at 20,000 random instants of the run. On these VMs perf records
+    no switch out of the idle task on one CPU in some runs: a sample with no switch to the
+    sampler recorded, whose CPU (that of the sampler's next switch out) last went idle, is
+    "idle, unrecorded", with no switch time. "unmatched" counts the samples left out."""
     import bisect
     import random
+    wakes = switches["in"]
     wake_times = [t for t, _ in wakes]
-    if not samples or not wakes:
+    out_times = [t for t, _ in switches["out"]]
+    idle = {cpu: ([t for t, _ in events], [went for _, went in events])
+            for cpu, events in switches["idle"].items()}
+
+    def woke_from_idle(t0):
+        """The sampler's CPU at t0 (that of its next switch out) last went idle before t0."""
+        i = bisect.bisect_left(out_times, t0)
+        if i == len(out_times):
+            return False
+        times, went = idle.get(switches["out"][i][1], ([], []))
+        j = bisect.bisect_right(times, t0)
+        return j > 0 and went[j - 1]
+
+    if not samples or not (wakes or out_times):
         return {}
     lo, hi = samples[0]["t0"] / 1e9, samples[-1]["t0"] / 1e9
     rng = random.Random(1)
@@ -763,19 +785,23 @@ def by_wake(samples, changes, names, wakes):
     for sample in samples:
         t0 = sample["t0"] / 1e9
         i = bisect.bisect_right(wake_times, t0)
-        if not i or t0 - wake_times[i - 1] > 1e-3:
+        if i and t0 - wake_times[i - 1] <= 1e-3:
+            switched, displaced = wakes[i - 1]
+        elif woke_from_idle(t0):
+            switched, displaced = None, 0
+        else:
             result["unmatched"] += 1
             continue
-        switched, displaced = wakes[i - 1]
         read = {s["tid"]: s["class"] == "gil_held" for s in sample["threads"]}
         for tid, name in tids.items():
             if tid not in read or not times[tid]:
                 continue
-            kind = "displaced" if tid == displaced else "idle" if displaced == 0 else "busy"
+            kind = ("displaced" if tid == displaced else "busy" if displaced else
+                    "idle" if switched is not None else "idle, unrecorded")
             row = result.setdefault(name, {}).setdefault(kind, {"n": 0, "switch": 0, "gilscope": 0,
                                                                  **{d: 0 for d in WAKE_OFFSETS_US}})
             row["n"] += 1
-            row["switch"] += held(tid, switched)
+            row["switch"] += switched is not None and held(tid, switched)
             row["gilscope"] += read[tid]
             for d in WAKE_OFFSETS_US:
                 row[d] += held(tid, t0 + d / 1e6)
@@ -867,26 +893,27 @@ def print_confusion(kind, measured, load):
     if wakes:
         unmatched = wakes.pop("unmatched")
         print("  holding by where the sampler woke (see by_wake): the truth at random instants, at the"
-              "\n  switch to the sampler and after the instant, and gilscope's; samples with no switch to"
-              f"\n  the sampler recorded in the 1 ms before them, left out: {unmatched} (perf records some"
-              "\n  switches out of an idle CPU and not others)")
-        print(f"    {'':<14} {'samples':<17} {'switch':>7}" + "".join(f" {f'+{d} µs':>7}" for d in WAKE_OFFSETS_US)
+              "\n  switch to the sampler and after the instant, and gilscope's; samples left out, with no"
+              f"\n  switch to the sampler recorded and no idle CPU before it: {unmatched}")
+        print(f"    {'':<14} {'samples':<23} {'switch':>7}" + "".join(f" {f'+{d} µs':>7}" for d in WAKE_OFFSETS_US)
               + f" {'gilscope':>8}")
         for name, kinds in sorted(wakes.items()):
-            print(f"    {name:<14} {'random instants':<17} {kinds.get('random', 0.0):7.3f}")
+            print(f"    {name:<14} {'random instants':<23} {kinds.get('random', 0.0):7.3f}")
             every = {"n": 0}
-            for kind in ("displaced", "busy", "idle"):
+            for kind in ("displaced", "busy", "idle", "idle, unrecorded"):
                 row = kinds.get(kind)
                 if not row:
                     continue
                 for key, value in row.items():
                     every[key] = every.get(key, 0) + value
                 n = row["n"]
-                print(f"    {'':<14} {kind + f' ({n})':<17} {row['switch'] / n:7.3f}"
+                switch = f"{row['switch'] / n:7.3f}" if kind != "idle, unrecorded" else f"{'-':>7}"
+                print(f"    {'':<14} {kind + f' ({n})':<23} {switch}"
                       + "".join(f" {row[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {row['gilscope'] / n:8.3f}")
             n = every["n"]
             if n:
-                print(f"    {'':<14} {f'all ({n})':<17} {every['switch'] / n:7.3f}"
+                switch = f"{every['switch'] / n:7.3f}" if "idle, unrecorded" not in kinds else f"{'-':>7}"
+                print(f"    {'':<14} {f'all ({n})':<23} {switch}"
                       + "".join(f" {every[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {every['gilscope'] / n:8.3f}")
 
 
