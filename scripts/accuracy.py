@@ -750,7 +750,8 @@ def by_wake(samples, changes, names, switches):
     thread also the truth at 20,000 random instants of the run. On these VMs perf records
     no switch out of the idle task on one CPU in some runs: a sample with no switch to the
     sampler recorded, whose CPU (that of the sampler's next switch out) last went idle, is
-    "idle, unrecorded", with no switch time. "unmatched" counts the samples left out."""
+    "idle, unrecorded", with no switch time. Returns those shares, and the count of the
+    samples left out."""
     import bisect
     import random
     wakes = switches["in"]
@@ -769,7 +770,7 @@ def by_wake(samples, changes, names, switches):
         return j > 0 and went[j - 1]
 
     if not samples or not (wakes or out_times):
-        return {}
+        return {}, 0
     lo, hi = samples[0]["t0"] / 1e9, samples[-1]["t0"] / 1e9
     rng = random.Random(1)
     random_instants = [rng.uniform(lo, hi) for _ in range(20000)]
@@ -781,7 +782,7 @@ def by_wake(samples, changes, names, switches):
         i = bisect.bisect_right(times[tid], t)
         return i > 0 and gil[tid][i - 1][1] == "held"
 
-    result = {"unmatched": 0}
+    result, unmatched = {}, 0
     for sample in samples:
         t0 = sample["t0"] / 1e9
         i = bisect.bisect_right(wake_times, t0)
@@ -790,7 +791,7 @@ def by_wake(samples, changes, names, switches):
         elif woke_from_idle(t0):
             switched, displaced = None, 0
         else:
-            result["unmatched"] += 1
+            unmatched += 1
             continue
         read = {s["tid"]: s["class"] == "gil_held" for s in sample["threads"]}
         for tid, name in tids.items():
@@ -808,7 +809,7 @@ def by_wake(samples, changes, names, switches):
     for tid, name in tids.items():
         if name in result and times[tid]:
             result[name]["random"] = sum(held(tid, x) for x in random_instants) / len(random_instants)
-    return result
+    return result, unmatched
 
 
 def confusion(samples, changes, names):
@@ -890,31 +891,30 @@ def print_confusion(kind, measured, load):
         if share["held_at_offsets"]:
             print(f"    {'':<14} held at offsets (µs): " +
                   " ".join(f"{d:+d} {v:.3f}" for d, v in share["held_at_offsets"].items()))
+    wakes, unmatched = wakes
     if wakes:
-        unmatched = wakes.pop("unmatched")
         print("  holding by where the sampler woke (see by_wake): the truth at random instants, at the"
               "\n  switch to the sampler and after the instant, and gilscope's; samples left out, with no"
               f"\n  switch to the sampler recorded and no idle CPU before it: {unmatched}")
         print(f"    {'':<14} {'samples':<23} {'switch':>7}" + "".join(f" {f'+{d} µs':>7}" for d in WAKE_OFFSETS_US)
               + f" {'gilscope':>8}")
+
+        def line(label, row, switch_known):
+            n = row["n"]
+            switch = f"{row['switch'] / n:7.3f}" if switch_known else f"{'-':>7}"
+            print(f"    {'':<14} {f'{label} ({n})':<23} {switch}"
+                  + "".join(f" {row[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {row['gilscope'] / n:8.3f}")
+
         for name, kinds in sorted(wakes.items()):
             print(f"    {name:<14} {'random instants':<23} {kinds.get('random', 0.0):7.3f}")
-            every = {"n": 0}
+            every = {}
             for kind in ("displaced", "busy", "idle", "idle, unrecorded"):
-                row = kinds.get(kind)
-                if not row:
-                    continue
-                for key, value in row.items():
-                    every[key] = every.get(key, 0) + value
-                n = row["n"]
-                switch = f"{row['switch'] / n:7.3f}" if kind != "idle, unrecorded" else f"{'-':>7}"
-                print(f"    {'':<14} {kind + f' ({n})':<23} {switch}"
-                      + "".join(f" {row[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {row['gilscope'] / n:8.3f}")
-            n = every["n"]
-            if n:
-                switch = f"{every['switch'] / n:7.3f}" if "idle, unrecorded" not in kinds else f"{'-':>7}"
-                print(f"    {'':<14} {f'all ({n})':<23} {switch}"
-                      + "".join(f" {every[d] / n:7.3f}" for d in WAKE_OFFSETS_US) + f" {every['gilscope'] / n:8.3f}")
+                if kind in kinds:
+                    line(kind, kinds[kind], kind != "idle, unrecorded")
+                    for key, value in kinds[kind].items():
+                        every[key] = every.get(key, 0) + value
+            if every:
+                line("all", every, "idle, unrecorded" not in kinds)
 
 
 if __name__ == "__main__":
