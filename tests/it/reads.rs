@@ -138,15 +138,23 @@ fn a_thread_that_has_not_run_since_its_last_read_is_not_read_again() {
         }
         let before = target.kernel_reads();
         let (mut taken, mut idle, mut thread_samples) = (0u64, 0usize, 0usize);
+        // The first few threads read other than idle, with their class and kernel state,
+        // so that a failure says which and how.
+        let mut not_idle = Vec::new();
         while taken < SAMPLES {
             match target.sample(false) {
                 Ok(sample) => {
                     thread_samples += sample.threads.len();
-                    idle += sample
-                        .threads
-                        .iter()
-                        .filter(|t| t.class.state == ThreadState::Idle)
-                        .count();
+                    for t in &sample.threads {
+                        if t.class.state == ThreadState::Idle {
+                            idle += 1;
+                        } else if not_idle.len() < 5 {
+                            not_idle.push(format!(
+                                "sample {taken}: tid {:?} {:?} {:?}",
+                                t.tid, t.class.state, t.kernel
+                            ));
+                        }
+                    }
                     taken += 1;
                 }
                 Err(SampleError::Torn) => taken += 1,
@@ -161,6 +169,9 @@ fn a_thread_that_has_not_run_since_its_last_read_is_not_read_again() {
             thread_samples >= 6 * SAMPLES as usize - 6,
             "{label}: {thread_samples}"
         );
-        assert_eq!(idle, thread_samples, "{label}: every thread idle");
+        assert_eq!(
+            idle, thread_samples,
+            "{label}: every thread idle; not: {not_idle:?}"
+        );
     }
 }
