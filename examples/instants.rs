@@ -9,7 +9,7 @@
 //! (on the sampling thread, reading nothing): whether the sampler's CPU time alone moves
 //! the instants, as reading stacks does (docs/accuracy.md, sixth round).
 
-use gilscope::record::schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
+use gilscope::record::schedule::{Schedule, become_sampler, sleep_until};
 use gilscope::sample::{Sample, SampleError, Sampler};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -30,8 +30,7 @@ fn main() -> anyhow::Result<()> {
     let rate: f64 = args[2].parse()?;
     let seconds: f64 = args[3].parse()?;
     let mut target = Sampler::attach(pid)?;
-    tighten_timer_slack();
-    sample_on_time();
+    become_sampler(pid);
     let (origin, origin_ns) = (Instant::now(), monotonic_ns());
     // record's own schedule: jittered deadlines, so that the instants cannot lock onto
     // periodic work in the target (the switch interval is 5 ms, a period of 200 Hz).

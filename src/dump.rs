@@ -29,7 +29,7 @@ const OBSERVE_EVERY: Duration = Duration::from_millis(1);
 pub fn run(config: &DumpConfig) -> Result<Snapshot> {
     let mut target = Sampler::attach(config.pid)?;
     let image = ProgramImage::of(config.pid);
-    crate::record::schedule::sample_on_time();
+    crate::record::schedule::become_sampler(config.pid);
     target.refresh_names();
     let sample = if config.blocking {
         // Paused, nothing is in a handoff; the thread flags still settle holder and waiters.

@@ -75,7 +75,7 @@ pub fn run(config: &TopConfig) -> Result<TopEnd> {
         })
         .unwrap_or_default();
     install_signal_handlers();
-    crate::record::schedule::sample_on_time();
+    crate::record::schedule::become_sampler(config.pid);
     if batch {
         return Live::new(config, target, command).run_batch();
     }

@@ -36,6 +36,7 @@ impl Rec {
             stopped_samples: 0,
             stop_reason: "the duration elapsed".into(),
             cpus: 2,
+            sampler_cpus: None,
             gil: GilCounts::default(),
             threads: Vec::new(),
             stacks: Vec::new(),

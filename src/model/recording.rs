@@ -198,6 +198,10 @@ pub struct Recording {
     pub stop_reason: String,
     /// CPUs the target may run on.
     pub cpus: u32,
+    /// The CPUs the sampler was kept to, none of which the target may run on; `None`: it
+    /// shared the target's CPUs.
+    #[serde(default)]
+    pub sampler_cpus: Option<Vec<usize>>,
     pub gil: GilCounts,
     pub threads: Vec<ThreadCounts>,
     pub stacks: Vec<StackCount>,

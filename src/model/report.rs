@@ -28,6 +28,9 @@ pub struct Report {
     pub stopped_samples: u64,
     pub stop_reason: String,
     pub cpus: u32,
+    /// The CPUs the sampler was kept to, none of which the target may run on (null: it
+    /// shared the target's CPUs, and took one from it at each sample).
+    pub sampler_cpus: Option<Vec<usize>>,
     pub gil: GilFigures,
     pub threads: Vec<ThreadFigures>,
     /// Threads grouped by job (name without counters, or entry function), most samples

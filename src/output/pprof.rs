@@ -366,6 +366,7 @@ mod tests {
             stopped_samples: 0,
             stop_reason: "the duration elapsed".into(),
             cpus: 2,
+            sampler_cpus: None,
             gil: GilCounts::default(),
             threads: vec![ThreadCounts {
                 tid: 7,

@@ -28,6 +28,7 @@ impl Report {
             stopped_samples: rec.stopped_samples,
             stop_reason: rec.stop_reason.clone(),
             cpus: rec.cpus,
+            sampler_cpus: rec.sampler_cpus.clone(),
             gil: gil_figures(rec),
             threads,
             thread_groups,

@@ -88,15 +88,27 @@ fn render_process(out: &mut String, r: &Report) {
         }
     }
     let g = &r.gil;
+    let sampler = match r.sampler_cpus.as_deref() {
+        Some([cpu]) => format!("; sampled from CPU {cpu}, which it may not use"),
+        Some(cpus) => format!(
+            "; sampled from CPUs {}, which it may not use",
+            cpus.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "GIL: held {} of the time, contended {}, {:.1} threads waiting on average, {:.0} switches/s; {:.2} threads on CPU on average ({} CPUs).",
+        "GIL: held {} of the time, contended {}, {:.1} threads waiting on average, {:.0} switches/s; {:.2} threads on CPU on average ({} CPU{}{sampler}).",
         percent(g.held),
         percent(g.contended),
         g.mean_waiters,
         g.switches_per_s,
         g.parallelism,
-        r.cpus
+        r.cpus,
+        if r.cpus == 1 { "" } else { "s" }
     );
     if let Some(flags) = &g.thread_flags
         && flags.compared == FlagComparison::State

@@ -77,6 +77,25 @@ pub fn list_tids(pid: i32) -> Result<Vec<i32>> {
     Ok(tasks.filter_map(|task| Some(task.ok()?.tid)).collect())
 }
 
+/// The CPUs some thread of `pid` may run on: the union of its threads' affinity masks.
+pub fn allowed_cpus(pid: i32) -> Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for tid in list_tids(pid)? {
+        // A thread gone since the listing has no mask to add.
+        if let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid)) {
+            cpus.extend(cpus_in(&set));
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// The CPUs in an affinity mask.
+pub fn cpus_in(set: &nix::sched::CpuSet) -> impl Iterator<Item = usize> + '_ {
+    (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+}
+
 fn proc_error(pid: i32, e: procfs::ProcError) -> anyhow::Error {
     match e {
         procfs::ProcError::NotFound(_) => Error::NoSuchProcess { pid }.into(),

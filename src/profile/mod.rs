@@ -311,6 +311,7 @@ impl Aggregator {
             stopped_samples: self.stopped_samples,
             stop_reason: run.stop_reason,
             cpus: run.cpus,
+            sampler_cpus: None,
             gil: self.gil().clone(),
             threads: self.thread_counts(|tid| sampler.thread_name(tid).map(str::to_string)),
             stacks: self.stack_counts(codes),

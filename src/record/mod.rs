@@ -15,7 +15,7 @@ use crate::profile::{Aggregator, RunInfo};
 use crate::sample::{Sample, SampleError, Sampler};
 use anyhow::Result;
 use launch::Launched;
-use schedule::{Schedule, sample_on_time, sleep_until, tighten_timer_slack};
+use schedule::{Schedule, become_sampler, sleep_until};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,6 @@ const EXEC_CHECK: Duration = Duration::from_millis(50);
 
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome> {
     signals::install();
-    tighten_timer_slack();
-    sample_on_time();
     let mut launched = match &config.target {
         TargetSpec::Command(argv) => Some(Launched::start(argv)?),
         TargetSpec::Pid(_) => None,
@@ -120,10 +118,13 @@ fn record_running(
         TargetSpec::Command(argv) => argv.clone(),
         TargetSpec::Pid(pid) => command_line(*pid),
     };
+    // After the launch, so that the program inherits none of the sampler's settings.
+    let sampler_cpus = become_sampler(pid);
     let mut main = Profiled::new(target, command, config.keep_timeline);
     main.aggregator.set_stall_threshold_ms(config.stall_ms);
     main.target.set_verify_flags(config.verify_flags);
     let mut session = Session::new(config, main);
+    session.sampler_cpus = sampler_cpus;
     let stop = session.run(launched)?;
     let push = session.finish_push();
     Ok(RecordOutcome {
@@ -515,6 +516,8 @@ struct Session<'a> {
     children: children::Children,
     progress: Option<Progress>,
     windows: Option<window::Windows>,
+    /// See [`Recording::sampler_cpus`].
+    sampler_cpus: Option<Vec<usize>>,
 }
 
 impl<'a> Session<'a> {
@@ -533,6 +536,7 @@ impl<'a> Session<'a> {
             children,
             progress,
             windows,
+            sampler_cpus: None,
         }
     }
 
@@ -603,13 +607,20 @@ impl<'a> Session<'a> {
     fn finish(self, stop: StopReason) -> Recording {
         let now = Instant::now();
         let config = self.config;
+        let sampler_cpus = self.sampler_cpus;
         let children = self
             .children
             .into_profiled()
             .into_iter()
-            .map(|c| c.into_recording(config, stop, now, Vec::new()))
+            .map(|c| Recording {
+                sampler_cpus: sampler_cpus.clone(),
+                ..c.into_recording(config, stop, now, Vec::new())
+            })
             .collect();
-        self.main.into_recording(config, stop, now, children)
+        Recording {
+            sampler_cpus,
+            ..self.main.into_recording(config, stop, now, children)
+        }
     }
 }
 
@@ -670,11 +681,7 @@ fn command_line(pid: i32) -> Vec<String> {
 /// CPUs the target may run on (its affinity mask), which bounds real parallelism.
 fn cpus_of(pid: i32) -> u32 {
     nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid))
-        .map(|set| {
-            (0..nix::sched::CpuSet::count())
-                .filter(|&c| set.is_set(c).unwrap_or(false))
-                .count() as u32
-        })
+        .map(|set| crate::process::maps::cpus_in(&set).count() as u32)
         .ok()
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))

@@ -101,6 +101,51 @@ pub fn sample_on_time() -> bool {
     }
 }
 
+/// Makes the calling thread the sampler of `pid`: woken on time ([`tighten_timer_slack`],
+/// [`sample_on_time`]) and kept off the target's CPUs where it can be
+/// ([`keep_off_target_cpus`], whose answer it returns). Called once the target runs: a
+/// program started after it would inherit the timer slack and the CPUs.
+pub fn become_sampler(pid: i32) -> Option<Vec<usize>> {
+    tighten_timer_slack();
+    sample_on_time();
+    keep_off_target_cpus(&crate::process::maps::allowed_cpus(pid).unwrap_or_default())
+}
+
+/// Confines the calling thread (the sampler) to the CPUs it may use that no thread of the
+/// target may, when there are such CPUs (a target kept to some CPUs by `taskset` or a
+/// cpuset). There it never takes a CPU from the target. Where it shares the target's CPUs,
+/// each wake-up preempts whichever thread runs on its CPU, and on CPUs the target keeps
+/// busy that moves what the sample reads: on 2 busy CPUs, short holds read 0.02-0.05 too
+/// often, and within 0.01 with the sampler on a CPU of its own (docs/accuracy.md,
+/// thirteenth round). Returns the CPUs it now runs on, or `None` when the target may run
+/// on every CPU the sampler may (or its mask cannot be read): then nothing changes.
+pub fn keep_off_target_cpus(target_cpus: &[usize]) -> Option<Vec<usize>> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let me = nix::unistd::Pid::from_raw(0);
+    let own: Vec<usize> = crate::process::maps::cpus_in(&sched_getaffinity(me).ok()?).collect();
+    let spare = spare_cpus(&own, target_cpus);
+    if spare.is_empty() {
+        return None;
+    }
+    let mut set = CpuSet::new();
+    for &cpu in &spare {
+        set.set(cpu).ok()?;
+    }
+    sched_setaffinity(me, &set).ok()?;
+    Some(spare)
+}
+
+/// The CPUs of `own` that are not in `target`; none when `target` is unknown (empty).
+fn spare_cpus(own: &[usize], target: &[usize]) -> Vec<usize> {
+    if target.is_empty() {
+        return Vec::new();
+    }
+    own.iter()
+        .copied()
+        .filter(|cpu| !target.contains(cpu))
+        .collect()
+}
+
 /// A small, fast, good-enough generator for jitter (not for anything secret).
 struct XorShift(u64);
 
@@ -122,6 +167,15 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sampler_keeps_to_the_cpus_the_target_may_not_use() {
+        assert_eq!(spare_cpus(&[0, 1, 2, 3], &[0, 1]), vec![2, 3]);
+        assert_eq!(spare_cpus(&[0, 1], &[1]), vec![0]);
+        // The target may run wherever the sampler may, or its mask is unknown: no move.
+        assert_eq!(spare_cpus(&[0, 1], &[0, 1, 2]), Vec::<usize>::new());
+        assert_eq!(spare_cpus(&[0, 1], &[]), Vec::<usize>::new());
+    }
 
     #[test]
     fn deadlines_stay_within_jitter_of_the_nominal_grid() {

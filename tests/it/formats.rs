@@ -343,6 +343,7 @@ fn synthetic(stacks: Vec<StackCount>) -> Recording {
         stopped_samples: 0,
         stop_reason: "the duration elapsed".into(),
         cpus: 2,
+        sampler_cpus: None,
         gil: GilCounts::default(),
         threads,
         stacks,

@@ -402,6 +402,67 @@ fn record_launches_a_command_until_it_exits() {
     });
 }
 
+/// A program kept to CPU 0 (by `taskset`) is sampled from the CPUs it may not use, so the
+/// sampler never takes a CPU from it; a program that may run anywhere shares them. Neither
+/// inherits the sampler's timer slack.
+#[test]
+fn record_samples_from_the_cpus_the_target_may_not_use() {
+    let python = support::pythons()
+        .into_iter()
+        .next()
+        .expect("an interpreter");
+    let _machine = machine(false);
+    let own: Vec<u64> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .map(|c| c as u64)
+                .collect()
+        })
+        .expect("this process's affinity");
+    let own_slack = std::fs::read_to_string("/proc/self/timerslack_ns").expect("timer slack");
+    // Runs 1.5 s of Python after saying its timer slack.
+    let script = "import time\n\
+        print('slack', open('/proc/self/timerslack_ns').read().strip(), flush=True)\n\
+        end = time.time() + 1.5\n\
+        while time.time() < end: pass\n";
+    let python_path = python.path.display().to_string();
+    let mut failures = Vec::new();
+    for confined in [true, false] {
+        let dir = OutDir::new(&python, if confined { "cpu0" } else { "anycpu" });
+        let mut args: Vec<String> = vec!["record".into(), "--output".into(), dir.path_str()];
+        args.push("--".into());
+        if confined {
+            args.extend(["taskset".into(), "-c".into(), "0".into()]);
+        }
+        args.extend([python_path.clone(), "-c".into(), script.into()]);
+        let run = support::gilscope(&args);
+        let report = support::read_report(&dir.0);
+        let expected: Option<Vec<u64>> = confined
+            .then(|| own.iter().copied().filter(|&c| c != 0).collect::<Vec<_>>())
+            .filter(|spare| !spare.is_empty() && own.contains(&0));
+        let found: Option<Vec<u64>> = report["sampler_cpus"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect());
+        if run.code != Some(0) || found != expected {
+            failures.push(format!(
+                "confined to CPU 0: {confined}; this process's CPUs {own:?}: sampler_cpus \
+                 {found:?}, expected {expected:?} (exit {:?}: {run})",
+                run.code
+            ));
+        }
+        let slack = format!("slack {}", own_slack.trim());
+        if !run.stdout.lines().any(|l| l == slack) {
+            failures.push(format!(
+                "the program did not say '{slack}', the timer slack gilscope was started \
+                 with: {}",
+                support::truncate(&run.stdout, 300)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// SIGINT (Ctrl-C) during `record --pid P` without --duration: exit 0 and a complete
 /// report whose stop_reason says it was interrupted.
 #[test]
@@ -1063,6 +1124,11 @@ impl Recorded {
         }
         if !r["stop_reason"].is_string() {
             e.push(format!("stop_reason {}", r["stop_reason"]));
+        }
+        match &r["sampler_cpus"] {
+            Value::Null => {}
+            Value::Array(cpus) if !cpus.is_empty() && cpus.iter().all(Value::is_u64) => {}
+            other => e.push(format!("sampler_cpus {other}")),
         }
         let samples = r["samples"].as_u64().unwrap_or(0);
         if samples == 0 {
