@@ -36,7 +36,7 @@ Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/accuracy.py [--python PY] [--workloads cpu_threads,convoy,...]
                                 [--seconds 5] [--rate 100] [--repeat 1] [--truths uprobe,store]
-                                [--py-spy PATH] [--json FILE] [--instants]
+                                [--py-spy PATH] [--json FILE] [--instants] [--target-cpus LIST]
 
 With --instants (after `cargo build --release --example instants`) it compares every sample
 with the truth at that sample's own instant instead of comparing averages: perf also records
@@ -52,7 +52,14 @@ fixed offsets before and after every instant: where it parts from the run's shar
 the sampler's own time on a CPU starts to move the target. Every --instants run also splits
 the samples by where the sampler woke (the thread it displaced, a CPU running another, an
 idle CPU) and gives each thread's holding at the switch to the sampler, after the instant,
-and by gilscope, against random instants (`by_wake`).
+and by gilscope, against random instants (`by_wake`). With `--sampler wake_floor` and
+`AT=deadline` in the environment the instants are wake_floor's deadlines, not its
+wake-ups, and wake_floor prints how late it woke.
+
+`--target-cpus 0` keeps the workload to CPU 0 (every thread's affinity, set once it is
+ready). gilscope's sampler then keeps to the other CPUs (report.json's `sampler_cpus`),
+and no sample takes a CPU from the target: that separates what the sampler's own wake-ups
+do to the target from what the classifier gets wrong.
 
 Needs `perf` (Debian: apt-get install linux-perf), a kernel with uprobes, gdb, and an
 interpreter whose binary keeps the take_gil/drop_gil symbols and debug information
@@ -113,7 +120,8 @@ def main():
                 rows = measure(kind, args, gilscope, truth, costs[truth])
                 print_rows(kind, truth, rows, load)
                 runs.append({"workload": kind, "python": args.python, "truth": truth, "load": load,
-                             "probe_cost_us": costs[truth], "threads": rows})
+                             "probe_cost_us": costs[truth], "target_cpus": args.target_cpus,
+                             "threads": rows})
                 key = (kind, truth)
                 worst[key] = max([worst.get(key, 0.0)] + [error(r) for r in rows])
                 if truth == "uprobe":
@@ -213,6 +221,9 @@ def parse_args():
     p.add_argument("--py-spy", dest="py_spy", help="also run this py-spy over the same window")
     p.add_argument("--json", help="write every run's rows to this file")
     p.add_argument("--gilscope", help="the gilscope binary to measure (default: target/release)")
+    p.add_argument("--target-cpus", dest="target_cpus",
+                   help="keep the workload to these CPUs (comma-separated), so that gilscope's sampler "
+                        "runs on the others")
     p.add_argument("--instants", action="store_true",
                    help="instead of averages, compare every sample with the truth at its own instant "
                         "(needs `cargo build --release --example instants`): a confusion matrix per "
@@ -233,7 +244,7 @@ def parse_args():
 
 def measure(kind, args, gilscope, truth, cost):
     """One run of `kind` with `truth`'s probes: a row per thread (see `compare`)."""
-    workload = start_workload(args.python, kind)
+    workload = start_workload(args.python, kind, args.target_cpus)
     try:
         pid = workload.pid
         binary = interpreter_binary(pid)
@@ -288,14 +299,18 @@ def finish_pyspy(spy, raw):
     return {tid: n / total for tid, n in held.items()} if total else None
 
 
-def start_workload(python, kind):
-    """The running workload; its `names` maps each thread's tid to its name."""
+def start_workload(python, kind, cpus=None):
+    """The running workload; its `names` maps each thread's tid to its name. With `cpus`
+    (comma-separated), every thread is kept to those CPUs."""
     child = subprocess.Popen([python, WORKLOAD, kind, "--seconds", "120"], stdout=subprocess.PIPE, text=True)
     line = child.stdout.readline()
     if not line.startswith("READY"):
         child.kill()
         sys.exit(f"workload {kind} did not start: {line!r}")
     child.names = {tid: name for name, tid in json.loads(line.split(" ", 1)[1])["threads"].items()}
+    if cpus:
+        for tid in os.listdir(f"/proc/{child.pid}/task"):
+            os.sched_setaffinity(int(tid), {int(cpu) for cpu in cpus.split(",")})
     return child
 
 
@@ -612,7 +627,7 @@ def measure_instants(kind, args):
     sampler = os.path.join(ROOT, "target", "release", "examples", args.sampler)
     if not os.path.exists(sampler):
         sys.exit(f"build the sampler first: cargo build --release --example {args.sampler}")
-    workload = start_workload(args.python, kind)
+    workload = start_workload(args.python, kind, args.target_cpus)
     try:
         pid = workload.pid
         group = add_probes(interpreter_binary(pid))
@@ -629,7 +644,9 @@ def measure_instants(kind, args):
                                        [sampler, str(pid), str(args.rate), str(args.seconds)],
                                        env=dict(os.environ, INSTANTS="1"),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                out = run.communicate()[0]
+                out, err = run.communicate()
+                if err.strip():
+                    print(err.strip(), file=sys.stderr)
                 if run.returncode != 0:
                     sys.exit(f"{sampler} failed")
                 perf.send_signal(signal.SIGINT)

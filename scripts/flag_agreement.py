@@ -12,7 +12,10 @@ Usage (as root, from the repository root, after `cargo build --release`):
 
     python3 scripts/flag_agreement.py --python /opt/gilscope-pythons/3.15/usr/bin/python3.15
                                       [--workloads cpu_threads,convoy,...] [--seconds 5]
-                                      [--gilscope BIN]
+                                      [--gilscope BIN] [--target-cpus LIST]
+
+`--target-cpus 0` runs the workload under `taskset -c 0`: gilscope's sampler then keeps to
+the other CPUs, and the workload's threads queue for its one CPU.
 """
 
 import argparse
@@ -32,6 +35,8 @@ def main():
     parser.add_argument("--workloads", default=DEFAULT)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--target-cpus", dest="target_cpus",
+                        help="run the workload on these CPUs only (taskset -c LIST)")
     parser.add_argument("--gilscope", default=os.path.join(ROOT, "target", "release", "gilscope"),
                         help="the gilscope binary (another build, to compare)")
     args = parser.parse_args()
@@ -45,7 +50,9 @@ def main():
             cmd = [
                 gilscope, "record", "--verify-flags",
                 "--duration", str(args.seconds), "--rate", str(args.rate),
-                "--output", out, "--", args.python, os.path.join(ROOT, "fixtures", "workload.py"),
+                "--output", out, "--",
+                *(["taskset", "-c", args.target_cpus] if args.target_cpus else []),
+                args.python, os.path.join(ROOT, "fixtures", "workload.py"),
                 kind, "--seconds", str(args.seconds + 10),
             ]
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
