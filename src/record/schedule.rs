@@ -114,10 +114,10 @@ pub fn become_sampler(pid: i32) -> Option<Vec<usize>> {
 /// Confines the calling thread (the sampler) to the CPUs it may use that no thread of the
 /// target may, when there are such CPUs (a target kept to some CPUs by `taskset` or a
 /// cpuset). There it never takes a CPU from the target. Where it shares the target's CPUs,
-/// each wake-up preempts whichever thread runs on its CPU, and on CPUs the target keeps
-/// busy that moves what the sample reads: on 2 busy CPUs, short holds read 0.02-0.05 too
-/// often, and within 0.01 with the sampler on a CPU of its own (docs/accuracy.md,
-/// thirteenth round). Returns the CPUs it now runs on, or `None` when the target may run
+/// each wake-up preempts whichever thread runs on its CPU, and the target moves between the
+/// timer and the read: on 2 busy CPUs, threads with short holds read up to 0.05 too often
+/// holding the GIL; with the sampler on a CPU of its own, every thread's holding was within
+/// 0.02 of the truth (docs/accuracy.md, thirteenth round). Returns the CPUs it now runs on, or `None` when the target may run
 /// on every CPU the sampler may (or its mask cannot be read): then nothing changes.
 pub fn keep_off_target_cpus(target_cpus: &[usize]) -> Option<Vec<usize>> {
     use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
