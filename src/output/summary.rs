@@ -89,9 +89,9 @@ fn render_process(out: &mut String, r: &Report) {
     }
     let g = &r.gil;
     let sampler = match r.sampler_cpus.as_deref() {
-        Some([cpu]) => format!("; sampled from CPU {cpu}, which it may not use"),
+        Some([cpu]) => format!("; gilscope sampled from CPU {cpu}, which the target may not use"),
         Some(cpus) => format!(
-            "; sampled from CPUs {}, which it may not use",
+            "; gilscope sampled from CPUs {}, which the target may not use",
             cpus.iter()
                 .map(usize::to_string)
                 .collect::<Vec<_>>()

@@ -117,8 +117,9 @@ pub fn become_sampler(pid: i32) -> Option<Vec<usize>> {
 /// each wake-up preempts whichever thread runs on its CPU, and the target moves between the
 /// timer and the read: on 2 busy CPUs, threads with short holds read up to 0.05 too often
 /// holding the GIL; with the sampler on a CPU of its own, every thread's holding was within
-/// 0.02 of the truth (docs/accuracy.md, thirteenth round). Returns the CPUs it now runs on, or `None` when the target may run
-/// on every CPU the sampler may (or its mask cannot be read): then nothing changes.
+/// 0.02 of the truth (docs/accuracy.md, thirteenth round). Returns the CPUs it now runs
+/// on, or `None` when the target may run on every CPU the sampler may (or its mask cannot
+/// be read): then nothing changes.
 pub fn keep_off_target_cpus(target_cpus: &[usize]) -> Option<Vec<usize>> {
     use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
     let me = nix::unistd::Pid::from_raw(0);
