@@ -1,7 +1,9 @@
 //! Logs every sample's per-thread classification with CLOCK_MONOTONIC times, one JSON line
 //! per sample, so `scripts/accuracy.py --instants` can compare each instant with the uprobe
 //! truth at that instant (a confusion matrix, not only the averages). It samples on
-//! `record`'s schedule and scheduling policy.
+//! `record`'s schedule and scheduling policy. Each line gives two instants: `t0`, when the
+//! reads that decide the classes began, and `t_gil`, when the GIL's read among them
+//! completed (`accuracy.py --at-gil-read` compares at that one).
 //!
 //!     cargo run --release --example instants -- PID RATE_HZ SECONDS > instants.jsonl
 //!
@@ -60,15 +62,21 @@ fn main() -> anyhow::Result<()> {
             std::hint::spin_loop();
         }
         for sample in resolved {
-            // The instant the threads' states were read, on the monotonic clock.
-            let at = origin_ns + sample.time.duration_since(origin).as_nanos() as u64;
-            write_line(&mut out, at, at + 20_000, &sample)?;
+            // When the reads that decide the classes began, and when the GIL's read among
+            // them completed, on the monotonic clock.
+            let on_clock = |t: Instant| origin_ns + t.duration_since(origin).as_nanos() as u64;
+            write_line(
+                &mut out,
+                on_clock(sample.time),
+                on_clock(sample.gil_read_at),
+                &sample,
+            )?;
         }
     }
     Ok(())
 }
 
-fn write_line(out: &mut impl Write, t0: u64, t1: u64, sample: &Sample) -> anyhow::Result<()> {
+fn write_line(out: &mut impl Write, t0: u64, t_gil: u64, sample: &Sample) -> anyhow::Result<()> {
     let threads: Vec<serde_json::Value> = sample
         .threads
         .iter()
@@ -89,7 +97,7 @@ fn write_line(out: &mut impl Write, t0: u64, t1: u64, sample: &Sample) -> anyhow
         .collect();
     let line = serde_json::json!({
         "t0": t0,
-        "t1": t1,
+        "t_gil": t_gil,
         "gil_waiters": sample.gil_waiters,
         "gil_mutex_owners": sample.gil_mutex_owners,
         "gils": gils,

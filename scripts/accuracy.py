@@ -54,7 +54,9 @@ the samples by where the sampler woke (the thread it displaced, a CPU running an
 idle CPU) and gives each thread's holding at the switch to the sampler, after the instant,
 and by gilscope, against random instants (`by_wake`). With `--sampler wake_floor` and
 `AT=deadline` in the environment the instants are wake_floor's deadlines, not its
-wake-ups, and wake_floor prints how late it woke.
+wake-ups, and wake_floor prints how late it woke. `--at-gil-read` takes each sample's
+instant when its GIL read completed instead of when its deciding reads began, tens of µs
+earlier: on a target that changes fast, the classes describe the later one better.
 
 `--target-cpus 0` keeps the workload to CPU 0 (every thread's affinity, set once it is
 ready). gilscope's sampler then keeps to the other CPUs (report.json's `sampler_cpus`),
@@ -235,6 +237,9 @@ def parse_args():
     p.add_argument("--window-us", type=float, default=0.0,
                    help="with --instants: also give the run's shares outside the N µs after each "
                         "instant (the sampler's own time on a CPU, e.g. wake_floor's SPIN_US)")
+    p.add_argument("--at-gil-read", dest="at_gil_read", action="store_true",
+                   help="with --instants: each sample's instant is when its GIL read completed "
+                        "(examples/instants' t_gil), not when its deciding reads began")
     p.add_argument("--offsets", action="store_true",
                    help="with --instants: also the truth's share of holding at fixed offsets "
                         f"({', '.join(f'{d:+d}' for d in OFFSETS_US)} µs) from every instant: "
@@ -658,6 +663,9 @@ def measure_instants(kind, args):
         workload.kill()
         workload.wait()
     samples = [json.loads(line) for line in out.splitlines() if '"threads"' in line]
+    if args.at_gil_read:
+        for sample in samples:
+            sample["t0"] = sample.get("t_gil", sample["t0"])
     matrices, splits = confusion(samples, events, workload.names)
     return (matrices, splits,
             fairness(samples, events, workload.names, args.window_us / 1e6,

@@ -82,6 +82,10 @@ pub struct Sample {
     /// states began to be read, which with the GIL read right after them is what each
     /// thread's class describes.
     pub time: std::time::Instant,
+    /// When the read of the GIL (holder, waiters, mutex owners) completed, `time` where
+    /// there was none. A thread's class describes this instant better than `time`, tens of
+    /// µs earlier, when the target changes fast (docs/accuracy.md, thirteenth round).
+    pub gil_read_at: std::time::Instant,
     /// How the inference (GIL struct, /proc, handoff resolution) compared with the thread
     /// states' own GIL flags, on versions that have them (3.13+).
     pub flag_check: Option<FlagCheck>,
@@ -458,9 +462,11 @@ impl<M: RemoteMemory> Sampler<M> {
             gil_waiters: Vec::new(),
             gil_mutex_owners: Vec::new(),
             time,
+            gil_read_at: time,
             flag_check: None,
         });
         sample.time = time;
+        sample.gil_read_at = time;
         sample
     }
 
@@ -574,28 +580,32 @@ impl<M: RemoteMemory> Sampler<M> {
         // holder on 3.13 and 3.14) are read again in the same read as the GIL: the struct
         // names the holder at that instant, and flags read earlier could contradict it.
         self.flags_steady.clear();
-        let reread =
-            if kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running) {
-                sample.interpreters.extend_from_slice(&state.interpreters);
-                self.spare.waits.clear();
-                self.spare.waits.resize(state.interpreters.len(), None);
-                Ok(())
-            } else {
-                self.walker.reread_gils_into(
-                    &state.interpreters,
-                    Some(&mut state.threads[..]),
-                    &mut self.flags_steady,
-                    &mut sample.interpreters,
-                    &mut self.spare.waits,
-                    |bytes| {
-                        let conds = conds?;
-                        conds.parse(bytes.get(conds.cond as usize..)?)
-                    },
-                )
-            };
+        let settled_by_flags =
+            kernel.contains(&KernelState::NotRead) && !kernel.contains(&KernelState::Running);
+        let reread = if settled_by_flags {
+            sample.interpreters.extend_from_slice(&state.interpreters);
+            self.spare.waits.clear();
+            self.spare.waits.resize(state.interpreters.len(), None);
+            Ok(())
+        } else {
+            self.walker.reread_gils_into(
+                &state.interpreters,
+                Some(&mut state.threads[..]),
+                &mut self.flags_steady,
+                &mut sample.interpreters,
+                &mut self.spare.waits,
+                |bytes| {
+                    let conds = conds?;
+                    conds.parse(bytes.get(conds.cond as usize..)?)
+                },
+            )
+        };
         if let Err(e) = reread {
             self.give_back(sample, kernel);
             return Err(self.mem_error(e));
+        }
+        if !settled_by_flags {
+            sample.gil_read_at = std::time::Instant::now();
         }
         // A thread the earlier flags settled without /proc whose flags have changed since:
         // they no longer say what it does, so ask the kernel.
@@ -1843,6 +1853,7 @@ mod tests {
             gil_waiters: vec![None],
             gil_mutex_owners: vec![[0, 0]],
             time,
+            gil_read_at: time,
             flag_check: None,
         };
         let start = std::time::Instant::now();
@@ -1927,6 +1938,7 @@ mod tests {
             gil_waiters: vec![Some(0)],
             gil_mutex_owners: vec![[0, 0]],
             time: std::time::Instant::now(),
+            gil_read_at: std::time::Instant::now(),
             flag_check: None,
         };
         let later = sample(0xa, true, ThreadState::GilHeld, 6_000);

@@ -309,6 +309,7 @@ mod tests {
             gil_waiters: Vec::new(),
             gil_mutex_owners: Vec::new(),
             time,
+            gil_read_at: time,
             flag_check: None,
         }
     }

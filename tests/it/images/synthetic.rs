@@ -420,6 +420,7 @@ fn check(flavor: &'static Flavor, enabled: i32, mode: &str) {
             threads: Vec::new(),
             target_stopped: false,
             time: std::time::Instant::now(),
+            gil_read_at: std::time::Instant::now(),
             flag_check: None,
             gil_waiters: Vec::new(),
             gil_mutex_owners: Vec::new(),
