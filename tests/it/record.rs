@@ -414,8 +414,7 @@ fn record_samples_from_the_cpus_the_target_may_not_use() {
     let _machine = machine(false);
     let own: Vec<u64> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
         .map(|set| {
-            (0..nix::sched::CpuSet::count())
-                .filter(|&c| set.is_set(c).unwrap_or(false))
+            gilscope::process::maps::cpus_in(&set)
                 .map(|c| c as u64)
                 .collect()
         })
