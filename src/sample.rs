@@ -78,9 +78,8 @@ pub struct Sample {
     /// Per interpreter: the kernel tids that own the GIL's two mutexes (0: unlocked), that
     /// is, threads inside `take_gil` or `drop_gil`.
     pub gil_mutex_owners: Vec<[i32; 2]>,
-    /// When the sample was taken (the timeline's clock): the moment the threads' kernel
-    /// states began to be read, which with the GIL read right after them is what each
-    /// thread's class describes.
+    /// When the sample was taken (the timeline's clock): the moment the reads that decide
+    /// the classes (the threads' kernel states, then the GIL) began.
     pub time: std::time::Instant,
     /// When the read of the GIL (holder, waiters, mutex owners) completed, `time` where
     /// there was none. A thread's class describes this instant better than `time`, tens of

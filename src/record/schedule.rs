@@ -120,7 +120,7 @@ pub fn become_sampler(pid: i32) -> Option<Vec<usize>> {
 /// 0.02 of the truth (docs/accuracy.md, thirteenth round). Returns the CPUs it now runs
 /// on, or `None` when the target may run on every CPU the sampler may (or its mask cannot
 /// be read): then nothing changes.
-pub fn keep_off_target_cpus(target_cpus: &[usize]) -> Option<Vec<usize>> {
+fn keep_off_target_cpus(target_cpus: &[usize]) -> Option<Vec<usize>> {
     use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
     let me = nix::unistd::Pid::from_raw(0);
     let own: Vec<usize> = crate::process::maps::cpus_in(&sched_getaffinity(me).ok()?).collect();
