@@ -206,6 +206,17 @@ impl<M: RemoteMemory> Walker<M> {
     /// [`Walker::read_into`]. [`Walker::read_stacks_into`] or [`Walker::skip_stacks`]
     /// finishes the walk.
     pub fn read_threads_into(&mut self, state: &mut PythonState) -> Result<(), MemError> {
+        let read = self.read_threads(state);
+        if read.is_err() {
+            // A failed walk leaves no threads behind: they would name interpreters it has
+            // cleared, and the next sample reads the last walk's threads first.
+            state.interpreters.clear();
+            state.threads.clear();
+        }
+        read
+    }
+
+    fn read_threads(&mut self, state: &mut PythonState) -> Result<(), MemError> {
         state.interpreters.clear();
         let consistent =
             !self.list.is_empty() && self.list.read_batch(&self.mem, &self.runtime, self.spans)?;

@@ -912,6 +912,30 @@ fn synthetic_images_walk_as_built() {
     }
 }
 
+/// A walk that fails after one that succeeded leaves no threads behind, so that the next
+/// sample, which reads the last walk's threads first, finds none naming an interpreter
+/// the failed walk cleared (it panicked on an exec, when the memory went away mid-walk).
+#[test]
+fn a_failed_walk_leaves_no_threads_behind() {
+    for minor in MIN_MINOR..=MAX_MINOR {
+        let s = Synthetic::new(minor, 3, 5);
+        let mut walker = Walker::new(s.image.clone(), s.runtime());
+        let mut state = PythonState::default();
+        walker
+            .read_threads_into(&mut state)
+            .expect("the image walks");
+        assert_eq!(state.threads.len(), 3, "3.{minor}");
+        walker.mem = MemoryImage::new();
+        assert!(walker.read_threads_into(&mut state).is_err(), "3.{minor}");
+        assert!(
+            state.threads.is_empty() && state.interpreters.is_empty(),
+            "3.{minor}: {} threads and {} interpreters left",
+            state.threads.len(),
+            state.interpreters.len()
+        );
+    }
+}
+
 /// One random change: a flipped bit, a random word, a pointer to another struct or to the
 /// struct itself (a cycle), or an extreme value, at a random 8-aligned offset of a struct.
 fn mutate(s: &Synthetic, image: &mut MemoryImage, rng: &mut Rng) {
